@@ -1,0 +1,3 @@
+"""backup_pipeline: watches the database backups of a fleet of remote sites."""
+
+__version__ = "0.1.0"

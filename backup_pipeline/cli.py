@@ -1,0 +1,247 @@
+"""`backup-pipeline`: the command line. Tables for people, `--json` arrays for scripts.
+
+Expected errors (a bad jobs file, an unreachable database, a missing deposit root) print one
+actionable line on stderr and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from backup_pipeline import views
+from backup_pipeline.jobs_file import JobsFileError
+from backup_pipeline.scan_context import parse_instant
+from backup_pipeline.settings import Settings, load_settings
+from backup_pipeline.storage.database import DatabaseUnavailable, open_database
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from backup_pipeline.scan_runner import ScanError
+
+        try:
+            return func(*args, **kwargs)
+        except (JobsFileError, DatabaseUnavailable, ScanError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:
+            raise click.ClickException(f"invalid configuration or argument: {exc}") from None
+
+    return wrapper
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic's ValidationError: say which variable is wrong
+        raise click.ClickException(f"invalid environment configuration: {exc}") from None
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _instant(value: str | None) -> datetime:
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date and time", param_hint="--at") from None
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, columns: Iterable[str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    click.echo(views.table(rows, list(columns) if columns else None))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the scan does.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Watch the database backups of a fleet of remote sites."""
+    ctx.obj = {"log_level": "INFO" if verbose else "WARNING"}
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+@main.group()
+def jobs() -> None:
+    """The expected jobs (declared in the jobs file, synced into PostgreSQL)."""
+
+
+@jobs.command("sync")
+@click.option(
+    "--file",
+    "jobs_file",
+    type=click.Path(path_type=Path),
+    help="Jobs file (default BACKUP_PIPELINE_JOBS_FILE).",
+)
+@click.option("--at", help="The instant the jobs are created at (ISO-8601, default now).")
+@friendly_errors
+def jobs_sync(jobs_file: Path | None, at: str | None) -> None:
+    """Upsert the jobs file into PostgreSQL; jobs no longer declared become inactive."""
+    from backup_pipeline.scan_runner import sync_jobs_file
+
+    settings = _settings(jobs_file=jobs_file)
+    summary = sync_jobs_file(settings, open_database(settings), _instant(at))
+    click.echo(f"{summary.active} active job(s): {summary.added} added, {summary.deactivated} deactivated")
+
+
+@jobs.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def jobs_list(as_json: bool) -> None:
+    """Every job known to PostgreSQL, active or not."""
+    emit(views.job_rows(open_database(_settings()), active_only=False), as_json, views.JOB_COLUMNS)
+
+
+@main.command()
+@click.option("--at", help="The 'now' of the evaluation (ISO-8601, default the real clock).")
+@click.option("--partition", "partitions", multiple=True, help="Day to evaluate (YYYY-MM-DD); repeatable.")
+@click.option("--rehash", is_flag=True, help="Measure staged files again instead of reusing stored results.")
+@click.pass_context
+@friendly_errors
+def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool) -> None:
+    """Run the Dagster scan job in process (its runs show in the UI when DAGSTER_HOME is set)."""
+    from backup_pipeline.scan_runner import run_scan
+
+    days = [_day(p, "--partition") for p in partitions]
+    settings = _settings()
+    runs = run_scan(
+        settings, _instant(at), partitions=days or None, rehash=rehash, log_level=ctx.obj["log_level"]
+    )
+    click.echo(views.table(views.run_rows(runs)))
+    click.echo(views.table(views.status_counts(open_database(settings), [r.day for r in runs])))
+    failed = [r for r in runs if not r.success]
+    if failed:
+        raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def status(as_json: bool) -> None:
+    """One row per active job with its current status."""
+    emit(views.job_rows(open_database(_settings()), active_only=True), as_json, views.STATUS_COLUMNS)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--agent")
+@click.option("--database")
+@click.option("--since", help="First cycle day (YYYY-MM-DD).")
+@friendly_errors
+def entries(as_json: bool, agent: str | None, database: str | None, since: str | None) -> None:
+    """One row per evaluated cycle."""
+    since_day = _day(since, "--since") if since else None
+    rows = views.entry_rows(open_database(_settings()), agent, database, since_day)
+    emit(rows, as_json, None if as_json else views.ENTRY_COLUMNS)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def reports(as_json: bool) -> None:
+    """Every report file recorded, accepted or rejected, and where it was archived."""
+    emit(views.report_rows(open_database(_settings())), as_json)
+
+
+@main.command()
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Deposit root to write.")
+@click.option("--agents", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--databases", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--size", default=64 * 1024, show_default=True, type=click.IntRange(64), help="Dump size in bytes."
+)
+@click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
+@click.option(
+    "--style", type=click.Choice(["canonical", "field", "mixed"]), default="mixed", show_default=True
+)
+@click.option("--faults", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--at", help="The simulated 'now' (ISO-8601, default the real clock).")
+@click.option(
+    "--jobs-file",
+    type=click.Path(path_type=Path),
+    help="Where to write the jobs file (default ROOT/jobs.yaml).",
+)
+@friendly_errors
+def simulate(**options: Any) -> None:
+    """Write a simulated deposit tree (reports, dumps, faults) and its jobs file."""
+    from backup_pipeline.simulator import SimulationSpec
+    from backup_pipeline.simulator import simulate as run
+
+    options["at"] = _instant(options.pop("at"))
+    result = run(SimulationSpec(**options))
+    click.echo(
+        f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
+        f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"
+    )
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@friendly_errors
+def dev(port: int, host: str) -> None:
+    """Start the Dagster UI and daemon (dagster dev) on the product's PostgreSQL."""
+    from backup_pipeline.dagster_home import run_dagster_dev
+
+    sys.exit(run_dagster_dev(_settings(), host=host, port=port))
+
+
+@main.command()
+@click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")
+@friendly_errors
+def demo(root: Path, port: int, no_ui: bool) -> None:
+    """Simulate a small fleet, scan it, print its status, then open the Dagster UI on it."""
+    from backup_pipeline.dagster_home import prepare_dagster_home
+    from backup_pipeline.scan_runner import run_scan
+    from backup_pipeline.simulator import SimulationSpec
+    from backup_pipeline.simulator import simulate as run
+
+    now = datetime.now(UTC)
+    jobs_file = root.parent / "jobs.yaml"
+    sim = run(
+        SimulationSpec(
+            root=root, agents=4, databases=5, days=3, faults=0.25, seed=7, at=now, jobs_file=jobs_file
+        )
+    )
+    click.echo(f"simulated {len(sim.agents)} agents, {sim.reports} reports, {sim.dumps} dumps under {root}")
+    settings = _settings(storage_root=root, jobs_file=jobs_file)
+    settings.apply_to_environment()
+    prepare_dagster_home(settings)
+    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
+    runs = run_scan(settings, now, partitions=days)
+    click.echo(views.table(views.run_rows(runs)))
+    emit(views.job_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)
+    if not no_ui:
+        from backup_pipeline.dagster_home import run_dagster_dev
+
+        sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
+
+
+def _day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)", param_hint=option) from None
+
+
+if __name__ == "__main__":
+    main()

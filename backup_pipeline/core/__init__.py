@@ -1,0 +1,1 @@
+"""The pure core: report parsing, cycle arithmetic and the decision rules (no I/O, no third-party imports)."""

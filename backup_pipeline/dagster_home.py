@@ -1,0 +1,44 @@
+"""Dagster's own home: its instance config on PostgreSQL, and `dagster dev` started on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from backup_pipeline.settings import Settings
+from backup_pipeline.storage.database import dagster_url, normalise_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
+DAGSTER_URL_ENV = "BACKUP_PIPELINE_DAGSTER_PG_URL"
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at the product's home with the shipped dagster.yaml and a PostgreSQL URL.
+
+    An explicit DAGSTER_HOME (and BACKUP_PIPELINE_DAGSTER_PG_URL) is respected; otherwise Dagster's
+    storage goes to a `dagster` database on the embedded server, or on BACKUP_PIPELINE_DATABASE_URL.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
+    if not os.environ.get(DAGSTER_URL_ENV):
+        url = normalise_url(settings.database_url) if settings.database_url else dagster_url(settings)
+        os.environ[DAGSTER_URL_ENV] = url
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
+    """`dagster dev` (webserver and daemon) on the product's storage; returns its exit code."""
+    settings.apply_to_environment()
+    prepare_dagster_home(settings)
+    command = ["dagster", "dev", "-h", host, "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}; Ctrl-C stops it)")
+    try:
+        return subprocess.call(command, cwd=PROJECT_ROOT)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,156 @@
+"""The Dagster wiring: the three-phase scan as a daily-partitioned job of ops.
+
+discover/ingest → evaluate (one step per batch of whole agents) → archive. Ops are thin: each
+calls one phase module and logs what it decided; the rules live in `backup_pipeline.core.rules`.
+"""
+
+
+from datetime import date
+
+from dagster import (
+    ConfigurableResource,
+    DailyPartitionsDefinition,
+    Definitions,
+    DynamicOut,
+    DynamicOutput,
+    OpExecutionContext,
+    RetryPolicy,
+    graph,
+    multiprocess_executor,
+    op,
+)
+
+from backup_pipeline.archiving import ArchiveSummary, archive
+from backup_pipeline.evaluation import BatchPlan, BatchResult, evaluate_batch, plan_batches
+from backup_pipeline.ingestion import IngestSummary, ingest
+from backup_pipeline.scan_context import ScanContext, make_context, parse_instant
+from backup_pipeline.settings import Settings, load_settings
+
+SCAN_JOB = "backup_scan"
+AUTOMATIC_TAG = "backup_pipeline/automatic"
+_settings = load_settings()
+
+daily_partitions = DailyPartitionsDefinition(
+    start_date=_settings.start_date.isoformat(), timezone="UTC", end_offset=1
+)
+
+
+class ScanResource(ConfigurableResource):
+    """How a run scans: its evaluation instant, whether to re-hash, whether it is automatic."""
+
+    at: str | None = None  # ISO-8601 "now" of the evaluation; the real clock when unset
+    rehash: bool = False
+    automatic: bool | None = None  # unset: automatic when a schedule or sensor requested the run
+
+    def context(self, op_context: OpExecutionContext, at: str | None = None) -> ScanContext:
+        tags = op_context.run.tags
+        automatic = self.automatic
+        if automatic is None:
+            automatic = tags.get(AUTOMATIC_TAG) == "true" or any(
+                k in tags for k in ("dagster/schedule_name", "dagster/sensor_name")
+            )
+        return make_context(
+            self.settings(),
+            at=at or self.at,
+            run_id=op_context.run_id,
+            rehash=self.rehash,
+            automatic=automatic,
+        )
+
+    def settings(self) -> Settings:
+        return load_settings()
+
+
+def _day(context: OpExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)
+
+
+@op(description="Walk the deposit area and record every report file, valid or rejected.")
+def ingest_reports(context: OpExecutionContext, scan: ScanResource) -> IngestSummary:
+    ctx = scan.context(context)
+    summary = ingest(ctx)
+    summary.evaluated_at = ctx.now.isoformat()
+    context.log.info(
+        f"{summary.agents} agent folder(s); recorded {summary.accepted} accepted and {summary.rejected} "
+        f"rejected report(s); {summary.already_recorded} already recorded; "
+        f"{len(summary.deferred)} left for the next scan (still being written)"
+    )
+    for name, reason in summary.skipped_folders:
+        context.log.warning(f"skipped folder {name}: {reason}")
+    if summary.rejections:
+        context.log.warning(
+            "rejected reports:\n"
+            + "\n".join(f"{r.agent_id}/{r.file_name}: {r.reason}" for r in summary.rejections)
+        )
+    return summary
+
+
+@op(out=DynamicOut(BatchPlan), description="Split the active jobs into batches of whole agents.")
+def plan_evaluation(context: OpExecutionContext, scan: ScanResource, ingested: IngestSummary):
+    ctx = scan.context(context, at=ingested.evaluated_at)
+    plans = plan_batches(ctx, _day(context))
+    context.log.info(f"{sum(len(p.job_ids) for p in plans)} job(s) in {len(plans)} batch(es)")
+    for plan in plans:
+        yield DynamicOutput(
+            plan.model_copy(update={"evaluated_at": ingested.evaluated_at}), mapping_key=plan.key
+        )
+
+
+@op(
+    description="Evaluate one batch's cycles for the partition's day and write their entries.",
+    retry_policy=RetryPolicy(max_retries=2, delay=5),
+)
+def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -> BatchResult:
+    ctx = scan.context(context, at=plan.evaluated_at)
+    result = evaluate_batch(ctx, plan)
+    context.log.info(
+        f"{plan.key}: {result.jobs} job(s), {result.evaluated} evaluated, {result.written} written, "
+        f"{len(result.outcomes)} new or changed, {result.still_open} still open, "
+        f"{result.measured_files} staged file(s) measured ({result.measured_bytes} bytes)"
+    )
+    if result.outcomes:
+        context.log.info(
+            "decisions:\n"
+            + "\n".join(
+                f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: {o.message}"
+                for o in result.outcomes
+            )
+        )
+    return result
+
+
+@op(description="Move every recorded report to log/_archive/, after the entries are committed.")
+def archive_reports(
+    context: OpExecutionContext, scan: ScanResource, results: list[BatchResult]
+) -> ArchiveSummary:
+    ctx = scan.context(context)
+    summary = archive(ctx)
+    context.log.info(f"archived {summary.archived} report(s) after {len(results)} batch(es)")
+    if summary.left:
+        context.log.warning("not archived:\n" + "\n".join(summary.left))
+    return summary
+
+
+@graph
+def backup_scan() -> None:
+    ingested = ingest_reports()
+    results = plan_evaluation(ingested).map(evaluate).collect()
+    archive_reports(results)
+
+
+scan_job = backup_scan.to_job(
+    name=SCAN_JOB,
+    description="Scan the deposit area: ingest reports, evaluate the day's cycles, archive reports.",
+    partitions_def=daily_partitions,
+    tags={"backup_pipeline/scan": "exclusive"},
+    executor_def=multiprocess_executor.configured(
+        {
+            "max_concurrent": 2,
+            "start_method": {"forkserver": {"preload_modules": ["backup_pipeline.definitions"]}},
+        }
+    ),
+)
+
+defs = Definitions(jobs=[scan_job], resources={"scan": ScanResource()})
+
+__all__ = ["SCAN_JOB", "defs", "parse_instant", "scan_job"]

@@ -1,0 +1,336 @@
+"""Phase 2 of a scan: evaluate every active job's cycle of one day, from the recorded reports.
+
+Work is split in batches of whole agents (never one Dagster step per database). A batch loads its
+inputs in a few queries, measures the staged files it needs in parallel, applies the pure decision
+rules and writes its entries and job states in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from backup_pipeline.core import rules
+from backup_pipeline.core.cycles import Cycle, day_bounds
+from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.jobs_file import to_domain_job
+from backup_pipeline.scan_context import ScanContext, Summary
+from backup_pipeline.staged_files import StagedFileRequest, check_many
+from backup_pipeline.storage import repository
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow
+
+log = logging.getLogger(__name__)
+
+# Reports are fetched with room for the widest window (12 h) and any agent time zone (±14 h),
+# plus the next day's reports, which tell whether a later cycle overwrote the staged file.
+_BEFORE = timedelta(hours=12 + 14)
+_AFTER = timedelta(days=1, hours=12 + 14)
+
+
+class BatchPlan(Summary):
+    key: str  # a Dagster mapping key: [A-Za-z0-9_]
+    day: date
+    job_ids: list[int]
+    agents: list[str]
+    evaluated_at: str | None = None  # the run's "now", fixed when the run started
+
+
+class EntryOutcome(Summary):
+    entry_id: int
+    job_id: int
+    agent_id: str
+    database_name: str
+    cycle_expected_at: datetime
+    status: str
+    message: str
+    report_file: str | None
+    server_hash: str | None
+    server_size: int | None
+    agent_hash: str | None
+    agent_size: int | None
+    changed: bool
+
+
+class BatchResult(Summary):
+    key: str
+    day: date
+    jobs: int = 0
+    evaluated: int = 0
+    written: int = 0
+    still_open: int = 0  # cycles before their deadline with nothing to judge yet
+    not_owed: int = 0  # automatic scans: cycles due before the job existed
+    measured_files: int = 0
+    measured_bytes: int = 0
+    outcomes: list[EntryOutcome] = []  # created or changed entries only
+
+
+def plan_batches(ctx: ScanContext, day: date) -> list[BatchPlan]:
+    """Whole agents spread over at most `max_batches` batches of similar job counts."""
+    with ctx.database.sessions() as session:
+        jobs = repository.active_jobs(session)
+    per_agent: dict[str, list[int]] = defaultdict(list)
+    for job in jobs:
+        per_agent[job.agent_id_responsible].append(job.id)
+    count = min(len(per_agent), ctx.settings.max_batches)
+    bins: list[tuple[list[str], list[int]]] = [([], []) for _ in range(count)]
+    for agent in sorted(per_agent, key=lambda a: (-len(per_agent[a]), a)):
+        agents, ids = min(bins, key=lambda b: len(b[1]))
+        agents.append(agent)
+        ids.extend(per_agent[agent])
+    return [
+        BatchPlan(key=_key(agents, i), day=day, job_ids=sorted(ids), agents=sorted(agents))
+        for i, (agents, ids) in enumerate(bins)
+    ]
+
+
+def _key(agents: list[str], index: int) -> str:
+    if len(agents) == 1:
+        return "".join(c if c.isalnum() or c == "_" else "_" for c in agents[0])
+    return f"batch_{index + 1:03d}"
+
+
+@dataclass
+class _Pending:
+    job: ExpectedJobRow
+    cycle: Cycle
+    existing: BackupEntryRow | None
+    report: RecordedReport | None
+    rejection: RejectedReport | None
+    unlisted: list[RecordedReport]
+    later: list[RecordedReport]
+    staged_name: str | None = None
+    check: StagedFileCheck | None = None
+    check_reused: bool = False
+
+
+def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
+    result = BatchResult(key=plan.key, day=plan.day)
+    start, end = day_bounds(plan.day)
+    with ctx.database.sessions() as session:
+        jobs = repository.active_jobs(session, plan.job_ids)
+        result.jobs = len(jobs)
+        ids = [j.id for j in jobs]
+        existing = repository.entries_for_cycles(session, ids, start, end)
+        previous = repository.previous_successes(session, ids, start)
+        agents = sorted({j.agent_id_responsible for j in jobs})
+        inputs = repository.reports_around(session, agents, start - _BEFORE, end + _AFTER)
+        pending = [
+            p
+            for job in jobs
+            if (
+                p := _prepare(
+                    ctx, job, plan.day, existing.get(job.id), inputs[job.agent_id_responsible], result
+                )
+            )
+        ]
+        _measure(ctx, pending, result)
+        rows, outcomes_by_job = [], {}
+        for item in pending:
+            decision = rules.decide(
+                item.cycle,
+                ctx.now,
+                report=item.report,
+                rejection=item.rejection,
+                check=item.check,
+                previous=previous.get(item.job.id),
+                later_reports=item.later,
+                unlisted_in=item.unlisted,
+            )
+            if decision is None:
+                result.still_open += 1
+                continue
+            result.evaluated += 1
+            values = _entry_values(ctx, item, decision)
+            changed = _differs(item.existing, values)
+            if changed or not ctx.automatic:
+                rows.append(values)
+                outcomes_by_job[item.job.id] = (item, values, changed)
+        entry_ids = repository.upsert_entries(session, rows)
+        repository.refresh_job_state(session, ids, ctx.now)
+        session.commit()
+    result.written = len(rows)
+    result.outcomes = [
+        _outcome(entry_ids[job_id], item, values, changed)
+        for job_id, (item, values, changed) in outcomes_by_job.items()
+        if changed
+    ]
+    return result
+
+
+def _prepare(
+    ctx: ScanContext,
+    job: ExpectedJobRow,
+    day: date,
+    existing: BackupEntryRow | None,
+    inputs: repository.AgentReports,
+    result: BatchResult,
+) -> _Pending | None:
+    """The cycle to evaluate with its inputs, or None when this scan has nothing to do for it."""
+    cycle = Cycle(job=to_domain_job(job), expected_at=day_bounds(day)[0] + _time_of(job))
+    if ctx.automatic:
+        if cycle.deadline < job.created_at:
+            result.not_owed += 1
+            return None
+        if existing is not None and not _new_inputs_since(existing, inputs):
+            return None
+    accepted = [r for r, _ in inputs.accepted]
+    report = rules.relevant_report(cycle, accepted)
+    return _Pending(
+        job=job,
+        cycle=cycle,
+        existing=existing,
+        report=report,
+        rejection=rules.relevant_rejection(cycle, [r for r, _ in inputs.rejected])
+        if report is None
+        else None,
+        unlisted=rules.unlisted_reports(cycle, accepted) if report is None else [],
+        later=rules.later_reports(cycle, report, accepted) if report is not None else [],
+    )
+
+
+def _time_of(job: ExpectedJobRow) -> timedelta:
+    return timedelta(hours=job.expected_hour_utc, minutes=job.expected_minute_utc)
+
+
+def _new_inputs_since(entry: BackupEntryRow, inputs: repository.AgentReports) -> bool:
+    """A report recorded after the entry was written may change it (e.g. a late upload)."""
+    times = [t for _, t in inputs.accepted] + [t for _, t in inputs.rejected]
+    return any(t > entry.updated_at for t in times)
+
+
+def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
+    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
+    to_measure: list[_Pending] = []
+    for item in pending:
+        if item.report is None:
+            continue
+        database = item.report.report.databases[item.job.database_name]
+        if not rules.needs_staged_file(database):
+            continue
+        item.staged_name = rules.staged_file_name(item.cycle, database)
+        if item.staged_name is None:
+            item.check = StagedFileCheck(
+                file_name=database.staged_file_name or "",
+                problem=f"the report names no usable staged file ({database.staged_file_name!r})",
+            )
+        elif (stored := _stored_check(ctx, item)) is not None:
+            item.check, item.check_reused = stored, True
+        else:
+            to_measure.append(item)
+    requests = [
+        StagedFileRequest(ctx.settings.storage_root / item.job.agent_id_responsible, item.staged_name or "")
+        for item in to_measure
+    ]
+    checks = check_many(requests, workers=ctx.settings.hash_workers)
+    for item, check in zip(to_measure, checks, strict=True):
+        item.check = check
+        result.measured_files += 1
+        result.measured_bytes += check.size or 0
+
+
+def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
+    entry = item.existing
+    if (
+        ctx.rehash
+        or entry is None
+        or entry.measured_at is None
+        or item.report is None
+        or entry.report_id != item.report.ref.report_id
+        or entry.staged_file_name != item.staged_name
+    ):
+        return None
+    return StagedFileCheck(
+        file_name=entry.staged_file_name or "",
+        problem=entry.server_check_problem,
+        sha256=entry.server_calculated_staged_hash,
+        size=entry.server_calculated_staged_size,
+        content_fingerprint=entry.server_content_fingerprint,
+        archive_problem=entry.server_archive_problem,
+    )
+
+
+def _utc(item: _Pending, value: Any) -> datetime | None:
+    return value.in_utc(item.cycle.job.timezone) if value is not None else None
+
+
+def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[str, Any]:
+    database = decision.database
+    step = database.step if database else (lambda _s: None)
+    backup, compress, transfer = step(Step.BACKUP), step(Step.COMPRESS), step(Step.TRANSFER)
+    check = decision.check
+    report = decision.report
+    measured_at = item.existing.measured_at if item.check_reused and item.existing else ctx.now
+    return {
+        "job_id": item.job.id,
+        "cycle_expected_at": item.cycle.expected_at,
+        "status": decision.status.value,
+        "message": decision.message,
+        "report_id": report.ref.report_id if report else None,
+        "report_file": report.ref.file_name if report else None,
+        "agent_operation_end_time": _utc(item, report.report.operation_end_time) if report else None,
+        "agent_backup_status": backup.status if backup else None,
+        "agent_backup_start_time": _utc(item, backup.start_time) if backup else None,
+        "agent_backup_end_time": _utc(item, backup.end_time) if backup else None,
+        "agent_backup_hash_pre_compress": backup.sha256 if backup else None,
+        "agent_backup_size_pre_compress": backup.size if backup else None,
+        "agent_compress_status": compress.status if compress else None,
+        "agent_compress_start_time": _utc(item, compress.start_time) if compress else None,
+        "agent_compress_end_time": _utc(item, compress.end_time) if compress else None,
+        "agent_compress_hash_post_compress": compress.sha256 if compress else None,
+        "agent_compress_size_post_compress": compress.size if compress else None,
+        "agent_transfer_status": transfer.status if transfer else None,
+        "agent_transfer_start_time": _utc(item, transfer.start_time) if transfer else None,
+        "agent_transfer_end_time": _utc(item, transfer.end_time) if transfer else None,
+        "agent_transfer_error_message": transfer.error_message if transfer else None,
+        "agent_staged_file_name": database.staged_file_name if database else None,
+        "agent_logs_summary": database.logs_summary if database else None,
+        "staged_file_name": check.file_name if check else None,
+        "server_calculated_staged_hash": check.sha256 if check else None,
+        "server_calculated_staged_size": check.size if check else None,
+        "server_content_fingerprint": check.content_fingerprint if check else None,
+        "server_check_problem": check.problem if check else None,
+        "server_archive_problem": check.archive_problem if check else None,
+        "measured_at": measured_at if check else None,
+        "previous_successful_hash_used": decision.previous.staged_hash if decision.previous else None,
+        "previous_successful_fingerprint_used": (
+            decision.previous.content_fingerprint if decision.previous else None
+        ),
+        "previous_success_cycle": decision.previous.cycle_expected_at if decision.previous else None,
+        "dagster_run_id": ctx.run_id,
+        "evaluated_at": ctx.now,
+    }
+
+
+_COMPARED = (
+    "status",
+    "message",
+    "report_id",
+    "server_calculated_staged_hash",
+    "server_calculated_staged_size",
+)
+
+
+def _differs(existing: BackupEntryRow | None, values: dict[str, Any]) -> bool:
+    return existing is None or any(getattr(existing, c) != values[c] for c in _COMPARED)
+
+
+def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: bool) -> EntryOutcome:
+    return EntryOutcome(
+        entry_id=entry_id,
+        job_id=item.job.id,
+        agent_id=item.job.agent_id_responsible,
+        database_name=item.job.database_name,
+        cycle_expected_at=item.cycle.expected_at.astimezone(UTC),
+        status=values["status"],
+        message=values["message"],
+        report_file=values["report_file"],
+        server_hash=values["server_calculated_staged_hash"],
+        server_size=values["server_calculated_staged_size"],
+        agent_hash=values["agent_compress_hash_post_compress"],
+        agent_size=values["agent_compress_size_post_compress"],
+        changed=changed,
+    )

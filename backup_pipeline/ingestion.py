@@ -1,0 +1,158 @@
+"""Phase 1 of a scan: discover every report in the deposit area and record it, valid or rejected.
+
+Recording is idempotent (same agent, file name and content = one record), so a scan interrupted
+before archiving simply finds the same files again. A file that is unparseable but was modified
+moments ago is probably still being written: it is left for the next scan, not rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from backup_pipeline.core import reports as parsing
+from backup_pipeline.core.cycles import days_touched
+from backup_pipeline.deposit import (
+    AgentFolder,
+    ReportFile,
+    UnsafeFile,
+    discover_agents,
+    list_reports,
+    read_report,
+)
+from backup_pipeline.scan_context import ScanContext, Summary
+from backup_pipeline.storage import repository
+
+log = logging.getLogger(__name__)
+
+_STILL_WRITING_HINTS = ("invalid JSON", "empty file", "not UTF-8")
+
+
+class Rejection(Summary):
+    agent_id: str
+    file_name: str
+    reason: str
+
+
+class IngestSummary(Summary):
+    agents: int = 0
+    skipped_folders: list[tuple[str, str]] = []
+    accepted: int = 0
+    rejected: int = 0
+    already_recorded: int = 0
+    deferred: list[str] = []
+    touched_days: list[str] = []  # ISO days whose cycles the newly recorded reports may change
+    rejections: list[Rejection] = []
+    evaluated_at: str | None = None  # the run's "now", shared by its later steps
+
+
+def synthetic_hash(kind: str, name: str) -> str:
+    """Identity of an entry that cannot be read (link, directory, FIFO, too large...): name and kind."""
+    return hashlib.sha256(f"unreadable:{kind}:{name}".encode()).hexdigest()
+
+
+def ingest(ctx: ScanContext) -> IngestSummary:
+    agents, skipped = discover_agents(ctx.settings.storage_root)
+    summary = IngestSummary(agents=len(agents), skipped_folders=[(s.name, s.reason) for s in skipped])
+    for s in skipped:
+        log.warning("skipped folder %s: %s (nothing inside is touched)", s.name, s.reason)
+    with ctx.database.sessions() as session:
+        known = repository.known_report_keys(session, [a.agent_id for a in agents])
+        zones = repository.agent_timezones(session)
+        windows = repository.agent_windows(session)
+    rows: list[dict[str, Any]] = []
+    for agent in agents:
+        zone = ZoneInfo(zones.get(agent.agent_id, "UTC"))
+        for report in sorted(list_reports(agent), key=lambda r: r.name):
+            row = _examine(ctx, agent, report, zone, known, summary)
+            if row is not None:
+                rows.append(row)
+    with ctx.database.sessions() as session:
+        new_keys = repository.record_reports(session, rows)
+    touched: set[str] = set()
+    for row in rows:
+        if (row["agent_id"], row["file_name"], row["content_sha256"]) not in new_keys:
+            summary.already_recorded += 1  # a concurrent scan recorded it first
+            continue
+        if row["accepted"]:
+            summary.accepted += 1
+        else:
+            summary.rejected += 1
+            summary.rejections.append(
+                Rejection(agent_id=row["agent_id"], file_name=row["file_name"], reason=row["reason"])
+            )
+        touched.update(_touched(row, windows.get(row["agent_id"], ctx.settings.window_minutes)))
+    summary.touched_days = sorted(touched)
+    return summary
+
+
+def _touched(row: dict[str, Any], window: int) -> list[str]:
+    instant = row["operation_end_time"]
+    if instant is None and row["file_name_time"] is not None:
+        instant = row["file_name_time"].replace(tzinfo=UTC)
+    if instant is None:
+        return []
+    return [d.isoformat() for d in days_touched(instant, window + 14 * 60)]  # naive times: any zone
+
+
+def _examine(
+    ctx: ScanContext,
+    agent: AgentFolder,
+    report: ReportFile,
+    zone: ZoneInfo,
+    known: set[tuple[str, str, str]],
+    summary: IngestSummary,
+) -> dict[str, Any] | None:
+    """The record for one report file, or None when already recorded or left for later."""
+    try:
+        data = read_report(report, ctx.settings.max_report_bytes) if report.kind == "file" else None
+        problem = None if report.kind == "file" else f"is a {report.kind}, not a regular file (not read)"
+    except UnsafeFile as exc:
+        data, problem = None, str(exc)
+    content_hash = (
+        hashlib.sha256(data).hexdigest() if data is not None else synthetic_hash(report.kind, report.name)
+    )
+    if (agent.agent_id, report.name, content_hash) in known:
+        summary.already_recorded += 1
+        return None
+    row: dict[str, Any] = {
+        "agent_id": agent.agent_id,
+        "file_name": report.name,
+        "content_sha256": content_hash,
+        "size": report.size,
+        "file_mtime": datetime.fromtimestamp(report.mtime, UTC),
+        "file_name_time": parsing.parse_file_name_time(report.name),
+        "operation_end_time": None,
+        "payload": None,
+        "notes": [],
+    }
+    reason = problem or parsing.file_name_problem(report.name, agent.agent_id)
+    if reason is None and data is not None:
+        outcome = parsing.parse_report(
+            data, agent_id=agent.agent_id, now=ctx.now, max_age=ctx.settings.max_report_age, agent_tz=zone
+        )
+        if outcome.report is not None:
+            return row | {
+                "accepted": True,
+                "reason": None,
+                "notes": list(outcome.notes),
+                "payload": parsing.report_to_payload(outcome.report),
+                "operation_end_time": outcome.report.operation_end_time.in_utc(zone),
+            }
+        reason = outcome.reason
+        if _still_being_written(ctx, report, reason):
+            summary.deferred.append(f"{agent.agent_id}/{report.name}")
+            log.info(
+                "left %s/%s for the next scan: %s (modified moments ago)", agent.agent_id, report.name, reason
+            )
+            return None
+    return row | {"accepted": False, "reason": reason}
+
+
+def _still_being_written(ctx: ScanContext, report: ReportFile, reason: str | None) -> bool:
+    recent = time.time() - report.mtime < ctx.settings.settle_seconds
+    return recent and reason is not None and reason.startswith(_STILL_WRITING_HINTS)

@@ -1,0 +1,211 @@
+"""The expected jobs, declared as code in YAML and validated with errors that name the line and field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from backup_pipeline.core.domain import ContentPolicy, ExpectedJob
+from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
+
+DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,127}")
+
+
+class JobsFileError(ValueError):
+    """A jobs file that cannot be used; the message names the file, line and field."""
+
+
+class JobDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window_minutes: int | None = Field(default=None, ge=1, le=720)
+    timezone: str = "UTC"
+    content_change: ContentPolicy = ContentPolicy.CHANGED
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class JobSpec(BaseModel):
+    """One expected job as written in the jobs file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str
+    database_name: str
+    expected_hour_utc: int = Field(ge=0, le=23)
+    expected_minute_utc: int = Field(ge=0, le=59)
+    window_minutes: int | None = Field(default=None, ge=1, le=720)
+    timezone: str | None = None
+    staged_file_name: str | None = None
+    content_change: ContentPolicy | None = None
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent(cls, value: str) -> str:
+        if not is_valid_agent_id(value):
+            raise ValueError("must look like ENTREPRISE_VILLE_QUARTIER (letters, digits, '-', 3+ '_' parts)")
+        return value
+
+    @field_validator("database_name")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not DATABASE_NAME_RE.fullmatch(value):
+            raise ValueError("must be 1-128 characters of letters, digits, '_', '.', '$' or '-'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_zone(value)
+
+    @field_validator("staged_file_name")
+    @classmethod
+    def _staged(cls, value: str | None) -> str | None:
+        if value is not None and staged_base_name(value) != value:
+            raise ValueError("must be a plain file name (no directory part)")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+
+
+class ResolvedJob(BaseModel):
+    """A job with the file's defaults and the environment's window applied."""
+
+    agent_id: str
+    database_name: str
+    expected_hour_utc: int
+    expected_minute_utc: int
+    window_minutes: int
+    timezone: str
+    staged_file_name: str | None
+    content_change: ContentPolicy
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+
+    def to_domain(self) -> ExpectedJob:
+        return to_domain_job(self)
+
+
+def to_domain_job(job: Any) -> ExpectedJob:
+    """An ExpectedJob from anything carrying the job's fields (a ResolvedJob or a stored row)."""
+    return ExpectedJob(
+        agent_id=job.agent_id,
+        database_name=job.database_name,
+        expected_hour_utc=job.expected_hour_utc,
+        expected_minute_utc=job.expected_minute_utc,
+        window_minutes=job.window_minutes,
+        timezone=ZoneInfo(job.timezone),
+        staged_file_name=job.staged_file_name,
+        content_change=ContentPolicy(job.content_change),
+    )
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Africa/Douala)") from None
+    return value
+
+
+def _line_of(node: yaml.Node, key: str | None) -> int:
+    if key is not None and isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if getattr(key_node, "value", None) == key:
+                return key_node.start_mark.line + 1
+    return node.start_mark.line + 1
+
+
+def _errors(exc: ValidationError, path: Path, node: yaml.Node, where: str) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else None
+        label = f"field {field!r}" if field else "entry"
+        lines.append(f"{path}:{_line_of(node, field)}: {where}, {label}: {error['msg']}")
+    return lines
+
+
+def load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
+    """Read and validate a jobs file; raise JobsFileError listing every problem with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobsFileError(
+            f"jobs file {path} not found (set BACKUP_PIPELINE_JOBS_FILE or pass --file)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobsFileError(f"jobs file {path} cannot be read: {exc}") from None
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise JobsFileError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        raise JobsFileError(
+            f"{path}:{root.start_mark.line + 1}: expected a mapping with 'defaults' and 'jobs'"
+        )
+    return _resolve(path, root, default_window)
+
+
+def _resolve(path: Path, root: yaml.MappingNode, default_window: int) -> list[ResolvedJob]:
+    sections = {key.value: value for key, value in root.value}
+    unknown = set(sections) - {"defaults", "jobs"}
+    if unknown:
+        raise JobsFileError(f"{path}:{root.start_mark.line + 1}: unknown top-level key(s): {sorted(unknown)}")
+    errors: list[str] = []
+    defaults = JobDefaults()
+    if "defaults" in sections:
+        try:
+            defaults = JobDefaults.model_validate(yaml.safe_load(yaml.serialize(sections["defaults"])) or {})
+        except ValidationError as exc:
+            errors += _errors(exc, path, sections["defaults"], "defaults")
+    jobs_node = sections.get("jobs")
+    if jobs_node is None:
+        return []
+    if not isinstance(jobs_node, yaml.SequenceNode):
+        raise JobsFileError(f"{path}:{jobs_node.start_mark.line + 1}: 'jobs' must be a list")
+    resolved: list[ResolvedJob] = []
+    seen: dict[tuple[str, str, int, int], int] = {}
+    for index, node in enumerate(jobs_node.value, start=1):
+        line = node.start_mark.line + 1
+        try:
+            spec = JobSpec.model_validate(yaml.safe_load(yaml.serialize(node)))
+        except ValidationError as exc:
+            errors += _errors(exc, path, node, f"job #{index}")
+            continue
+        if spec.key in seen:
+            errors.append(f"{path}:{line}: job #{index} repeats the job declared at line {seen[spec.key]}")
+            continue
+        seen[spec.key] = line
+        resolved.append(_apply_defaults(spec, defaults, default_window))
+    if errors:
+        raise JobsFileError("invalid jobs file:\n  " + "\n  ".join(errors))
+    return resolved
+
+
+def _apply_defaults(spec: JobSpec, defaults: JobDefaults, default_window: int) -> ResolvedJob:
+    return ResolvedJob(
+        agent_id=spec.agent_id,
+        database_name=spec.database_name,
+        expected_hour_utc=spec.expected_hour_utc,
+        expected_minute_utc=spec.expected_minute_utc,
+        window_minutes=spec.window_minutes or defaults.window_minutes or default_window,
+        timezone=spec.timezone or defaults.timezone,
+        staged_file_name=spec.staged_file_name,
+        content_change=spec.content_change or defaults.content_change,
+    )

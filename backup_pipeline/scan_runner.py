@@ -1,0 +1,139 @@
+"""Running the Dagster scan job in process (what `backup-pipeline scan` does).
+
+Without explicit partitions a scan catches up: every day that still has a cycle without an entry
+(since the jobs were created) up to the day of "now", then any earlier day whose cycles the
+reports just recorded may change (a late upload after MISSING was declared, say).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from dagster import DagsterInstance
+
+from backup_pipeline.evaluation import BatchResult
+from backup_pipeline.ingestion import IngestSummary
+from backup_pipeline.jobs_file import load_jobs_file
+from backup_pipeline.settings import Settings
+from backup_pipeline.storage import repository
+from backup_pipeline.storage.database import Database, open_database
+from backup_pipeline.storage.repository import SyncSummary
+
+
+class ScanError(RuntimeError):
+    """A scan that could not run; the message is for the person at the terminal."""
+
+
+@dataclass
+class PartitionRun:
+    day: date
+    run_id: str
+    success: bool
+    ingested: IngestSummary | None = None
+    batches: list[BatchResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def evaluated(self) -> int:
+        return sum(b.evaluated for b in self.batches)
+
+    @property
+    def written(self) -> int:
+        return sum(b.written for b in self.batches)
+
+    @property
+    def changed(self) -> int:
+        return sum(len(b.outcomes) for b in self.batches)
+
+    @property
+    def still_open(self) -> int:
+        return sum(b.still_open for b in self.batches)
+
+
+def sync_jobs_file(settings: Settings, database: Database, now: datetime) -> SyncSummary:
+    jobs = load_jobs_file(settings.jobs_file, settings.window_minutes)
+    with database.sessions() as session:
+        return repository.sync_jobs(session, jobs, now)
+
+
+def scan_days(database: Database, settings: Settings, now: datetime) -> list[date]:
+    """The days an automatic scan owes: those with a cycle still without an entry, up to today."""
+    with database.sessions() as session:
+        created = repository.earliest_job_creation(session)
+        if created is None:
+            return [now.date()]
+        first = max(settings.start_date, created.date())
+        days = repository.open_days(session, first, now.date())
+    return days or [now.date()]
+
+
+def dagster_instance() -> DagsterInstance:
+    """The instance at DAGSTER_HOME (so runs show in the UI), else a throwaway one."""
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
+def run_scan(
+    settings: Settings,
+    now: datetime,
+    *,
+    partitions: list[date] | None = None,
+    rehash: bool = False,
+    log_level: str = "WARNING",
+) -> list[PartitionRun]:
+    from backup_pipeline.definitions import SCAN_JOB, defs  # Dagster definitions load on demand
+
+    database = open_database(settings)
+    sync_jobs_file(settings, database, now)
+    automatic = not partitions
+    days = list(partitions) if partitions else scan_days(database, settings, now)
+    job = defs.resolve_job_def(SCAN_JOB)
+    instance = dagster_instance()
+    runs: list[PartitionRun] = []
+    pending = sorted(set(days))
+    done: set[date] = set()
+    while pending:
+        day = pending.pop(0)
+        done.add(day)
+        run = _run_partition(job, instance, day, now, rehash=rehash, automatic=automatic, log_level=log_level)
+        runs.append(run)
+        if not run.success:
+            break
+        if automatic and run.ingested:
+            late = {date.fromisoformat(d) for d in run.ingested.touched_days}
+            late = {d for d in late if settings.start_date <= d <= now.date()} - done - set(pending)
+            pending = sorted(set(pending) | late)
+    return runs
+
+
+def _run_partition(  # noqa: ANN001
+    job, instance, day: date, now: datetime, *, rehash: bool, automatic: bool, log_level: str
+) -> PartitionRun:
+    config = {
+        "resources": {"scan": {"config": {"at": now.isoformat(), "rehash": rehash, "automatic": automatic}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    try:
+        result = job.execute_in_process(
+            partition_key=day.isoformat(), run_config=config, instance=instance, raise_on_error=False
+        )
+    except Exception as exc:  # e.g. a partition outside the defined range
+        raise ScanError(f"cannot run the scan for {day}: {exc}") from None
+    run = PartitionRun(day=day, run_id=result.run_id, success=result.success)
+    if result.success:
+        run.ingested = result.output_for_node("ingest_reports")
+        run.batches = list(result.output_for_node("evaluate").values())
+    else:
+        run.error = _failure(result)
+    return run
+
+
+def _failure(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+                error = error.cause
+            return f"step {event.step_key} failed: {error.message.strip().splitlines()[-1]}"
+    return "the run failed (see its logs in Dagster)"

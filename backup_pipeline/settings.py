@@ -1,0 +1,75 @@
+"""Configuration from the environment (and an optional `.env`), validated once."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    storage_root: Path = Field(
+        default=Path("./deposit"), validation_alias=AliasChoices("BACKUP_STORAGE_ROOT", "storage_root")
+    )
+    jobs_file: Path = Field(
+        default=Path("./jobs.yaml"), validation_alias=AliasChoices("BACKUP_PIPELINE_JOBS_FILE", "jobs_file")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BACKUP_PIPELINE_DATABASE_URL", "database_url")
+    )
+    home: Path = Field(
+        default=Path("./.backup_pipeline"), validation_alias=AliasChoices("BACKUP_PIPELINE_HOME", "home")
+    )
+    window_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=720,
+        validation_alias=AliasChoices("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES", "window_minutes"),
+    )
+    max_status_file_age_days: int = Field(
+        default=7, ge=1, validation_alias=AliasChoices("MAX_STATUS_FILE_AGE_DAYS", "max_status_file_age_days")
+    )
+    start_date: date = Field(
+        default=date(2024, 1, 1), validation_alias=AliasChoices("BACKUP_PIPELINE_START_DATE", "start_date")
+    )
+    # A report that is unparseable and younger than this may still be being written: retry later.
+    settle_seconds: int = Field(
+        default=60, ge=0, validation_alias=AliasChoices("BACKUP_PIPELINE_SETTLE_SECONDS", "settle_seconds")
+    )
+    max_report_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_REPORT_BYTES", "max_report_bytes"),
+    )
+    # Staged files are hashed in parallel threads (hashlib and zlib/zstd release the GIL).
+    hash_workers: int = Field(
+        default=2, ge=1, le=64, validation_alias=AliasChoices("BACKUP_PIPELINE_HASH_WORKERS", "hash_workers")
+    )
+    max_batches: int = Field(
+        default=8, ge=1, le=256, validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_BATCHES", "max_batches")
+    )
+
+    @property
+    def max_report_age(self) -> timedelta:
+        return timedelta(days=self.max_status_file_age_days)
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    def apply_to_environment(self) -> None:
+        """Export these settings so child processes (Dagster's code server, the daemon) see the same."""
+        os.environ["BACKUP_STORAGE_ROOT"] = str(self.storage_root.resolve())
+        os.environ["BACKUP_PIPELINE_JOBS_FILE"] = str(self.jobs_file.resolve())
+        os.environ["BACKUP_PIPELINE_HOME"] = str(self.home.resolve())
+        if self.database_url:
+            os.environ["BACKUP_PIPELINE_DATABASE_URL"] = self.database_url
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Storage shell: PostgreSQL connection, ORM tables, migrations and the queries the scan needs."""

