@@ -4,7 +4,6 @@ discover/ingest → evaluate (one step per batch of whole agents) → archive. O
 calls one phase module and logs what it decided; the rules live in `backup_pipeline.core.rules`.
 """
 
-
 from datetime import date
 
 from dagster import (
@@ -112,7 +111,8 @@ def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -
         context.log.info(
             "decisions:\n"
             + "\n".join(
-                f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: {o.message}"
+                f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: "
+                f"{o.message}"
                 for o in result.outcomes
             )
         )

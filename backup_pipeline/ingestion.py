@@ -58,8 +58,6 @@ def synthetic_hash(kind: str, name: str) -> str:
 def ingest(ctx: ScanContext) -> IngestSummary:
     agents, skipped = discover_agents(ctx.settings.storage_root)
     summary = IngestSummary(agents=len(agents), skipped_folders=[(s.name, s.reason) for s in skipped])
-    for s in skipped:
-        log.warning("skipped folder %s: %s (nothing inside is touched)", s.name, s.reason)
     with ctx.database.sessions() as session:
         known = repository.known_report_keys(session, [a.agent_id for a in agents])
         zones = repository.agent_timezones(session)

@@ -149,6 +149,7 @@ def load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
         raise JobsFileError(f"jobs file {path} cannot be read: {exc}") from None
     try:
         root = yaml.compose(text)
+        yaml.safe_load(text)  # also refuse what a safe loader cannot build (!!python tags, list keys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -176,6 +177,8 @@ def _resolve(path: Path, root: yaml.MappingNode, default_window: int) -> list[Re
             errors += _errors(exc, path, sections["defaults"], "defaults")
     jobs_node = sections.get("jobs")
     if jobs_node is None:
+        if errors:
+            raise JobsFileError("invalid jobs file:\n  " + "\n  ".join(errors))
         return []
     if not isinstance(jobs_node, yaml.SequenceNode):
         raise JobsFileError(f"{path}:{jobs_node.start_mark.line + 1}: 'jobs' must be a list")

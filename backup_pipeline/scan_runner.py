@@ -107,7 +107,7 @@ def run_scan(
     return runs
 
 
-def _run_partition(  # noqa: ANN001
+def _run_partition(
     job, instance, day: date, now: datetime, *, rehash: bool, automatic: bool, log_level: str
 ) -> PartitionRun:
     config = {

@@ -201,7 +201,8 @@ def dump_content(agent_id: str, db: str, size: int, version: int = 0) -> bytes:
     rng = random.Random(f"{agent_id}/{db}/{version}")
     header = f"-- dump of {db} on {agent_id}\nCREATE TABLE t (id bigint, label text, amount numeric);\n"
     rows = [
-        f"INSERT INTO t VALUES ({i}, '{rng.choice(DATABASES)}-{rng.randrange(10**6)}', {rng.random() * 1e4:.2f});\n"
+        f"INSERT INTO t VALUES ({i}, '{rng.choice(DATABASES)}-{rng.randrange(10**6)}', "
+        f"{rng.random() * 1e4:.2f});\n"
         for i in range(2048)
     ]
     block = "".join(rows).encode()

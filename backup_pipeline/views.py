@@ -102,7 +102,7 @@ def _entry_row(entry: BackupEntryRow, job: ExpectedJobRow) -> dict[str, Any]:
         "message": entry.message,
         "report_file": entry.report_file,
     }
-    for column in BackupEntryRow.__table__.columns.keys():
+    for column in BackupEntryRow.__table__.columns.keys():  # noqa: SIM118
         if column in ("id", "job_id", "cycle_expected_at", "status", "message", "report_file"):
             continue
         value = getattr(entry, column)

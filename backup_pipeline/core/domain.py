@@ -151,7 +151,8 @@ class ExpectedJob:
 
     @property
     def label(self) -> str:
-        return f"{self.agent_id}/{self.database_name}@{self.expected_hour_utc:02d}:{self.expected_minute_utc:02d}"
+        at = f"{self.expected_hour_utc:02d}:{self.expected_minute_utc:02d}"
+        return f"{self.agent_id}/{self.database_name}@{at}"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ _TIMESTAMP_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?",
     re.IGNORECASE,
 )
-_DATABASE_NAME_RE = re.compile(r"[^\x00-\x1f\x7f/\\]{1,128}")
+# No control characters, no path separators, no lone UTF-16 surrogates (PostgreSQL refuses them).
+_DATABASE_NAME_RE = re.compile(r"[^\x00-\x1f\x7f/\\\ud800-\udfff]{1,128}")
+_LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _NULLS = {"", "null", "none", "nil"}
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
@@ -50,6 +52,8 @@ _HASH_KEYS = ("sha256_checksum", "sha256")
 MAX_TEXT = 4000
 MAX_SIZE = 2**63 - 1
 FUTURE_TOLERANCE = timedelta(days=1)
+# Years whose instants survive any UTC offset without leaving datetime's range (1..9999).
+MIN_YEAR, MAX_YEAR = 2, 9998
 
 
 class ReportRejected(ValueError):
@@ -83,9 +87,10 @@ def parse_file_name_time(file_name: str) -> datetime | None:
     for pattern, fmt in _FILE_TS_FORMATS.items():
         if pattern.fullmatch(ts):
             try:
-                return datetime.strptime(ts, fmt)
+                parsed = datetime.strptime(ts, fmt)
             except ValueError:
                 return None
+            return parsed if MIN_YEAR <= parsed.year <= MAX_YEAR else None
     return None
 
 
@@ -151,6 +156,8 @@ def decode_json(data: bytes) -> Any:
             parse_int=_bounded_int,
             object_pairs_hook=_no_duplicates,
         )
+    except ReportRejected:
+        raise  # already says why (duplicate key, NaN, beyond 64 bits); not "invalid JSON: invalid JSON: ..."
     except json.JSONDecodeError as exc:
         raise ReportRejected(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
@@ -181,8 +188,13 @@ def _clean_text(value: Any) -> str | None:
     if _is_null(value):
         return None
     text = value if isinstance(value, str) else json.dumps(value)
-    text = text.replace("\x00", "")
+    text = _storable(text)
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can store: JSONB refuses NUL and lone UTF-16 surrogates (JSON allows both)."""
+    return _LONE_SURROGATE_RE.sub("\ufffd", text.replace("\x00", ""))
 
 
 def parse_timestamp(value: Any, field_name: str) -> ReportTime:
@@ -201,6 +213,8 @@ def parse_timestamp(value: Any, field_name: str) -> ReportTime:
         parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:
         raise ReportRejected(f"{field_name} {_show(value)} is not a valid date and time") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:  # year 1 at +01:00 is before datetime.min in UTC
+        raise ReportRejected(f"{field_name} {_show(value)} is out of range")
     return ReportTime(parsed.astimezone(UTC) if parsed.tzinfo else parsed)
 
 
@@ -249,7 +263,7 @@ def _parse_hash(value: Any, where: str, problems: list[str]) -> str | None:
     if not isinstance(value, str):
         problems.append(f"{where} hash must be a string, got {_type_name(value)}")
         return None
-    text = value.strip().lower()
+    text = _storable(value.strip().lower())
     if len(text) > 200:
         problems.append(f"{where} hash is {len(text)} characters long")
         return None

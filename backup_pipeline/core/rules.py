@@ -47,7 +47,10 @@ def relevant_rejection(cycle: Cycle, rejected: Sequence[RejectedReport]) -> Reje
     def named_at(r: RejectedReport) -> datetime | None:
         if r.file_name_time is None:
             return None
-        return r.file_name_time.replace(tzinfo=tz).astimezone(cycle.expected_at.tzinfo)
+        try:
+            return r.file_name_time.replace(tzinfo=tz).astimezone(cycle.expected_at.tzinfo)
+        except OverflowError:  # year 1 or 9999 in a file name: no cycle of ours
+            return None
 
     candidates = [(at, r) for r in rejected if (at := named_at(r)) is not None and cycle.contains(at)]
     return max(candidates, key=lambda c: (c[0], c[1].ref.report_id), default=(None, None))[1]

