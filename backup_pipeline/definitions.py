@@ -1,17 +1,22 @@
-"""The Dagster wiring: the three-phase scan as a daily-partitioned job of ops.
+"""The Dagster wiring: the three-phase scan as a daily-partitioned job of ops, its assets,
+checks, schedule and sensor.
 
 discover/ingest → evaluate (one step per batch of whole agents) → archive. Ops are thin: each
 calls one phase module and logs what it decided; the rules live in `backup_pipeline.core.rules`.
+The monitored databases are declared as partitioned assets from the jobs file; the evaluate steps
+report their materializations and integrity checks when an entry is created or changes.
 """
 
 from datetime import date
 
 from dagster import (
+    AssetMaterialization,
     ConfigurableResource,
     DailyPartitionsDefinition,
     Definitions,
     DynamicOut,
     DynamicOutput,
+    MetadataValue,
     OpExecutionContext,
     RetryPolicy,
     graph,
@@ -19,14 +24,16 @@ from dagster import (
     op,
 )
 
+from backup_pipeline import dagster_assets
 from backup_pipeline.archiving import ArchiveSummary, archive
+from backup_pipeline.automation import AUTOMATIC_TAG, build_schedule, build_sensor
 from backup_pipeline.evaluation import BatchPlan, BatchResult, evaluate_batch, plan_batches
 from backup_pipeline.ingestion import IngestSummary, ingest
 from backup_pipeline.scan_context import ScanContext, make_context, parse_instant
+from backup_pipeline.scan_runner import sync_jobs_file
 from backup_pipeline.settings import Settings, load_settings
 
 SCAN_JOB = "backup_scan"
-AUTOMATIC_TAG = "backup_pipeline/automatic"
 _settings = load_settings()
 
 daily_partitions = DailyPartitionsDefinition(
@@ -67,8 +74,23 @@ def _day(context: OpExecutionContext) -> date:
 @op(description="Walk the deposit area and record every report file, valid or rejected.")
 def ingest_reports(context: OpExecutionContext, scan: ScanResource) -> IngestSummary:
     ctx = scan.context(context)
+    sync = sync_jobs_file(ctx.settings, ctx.database, ctx.now)
+    if sync.added or sync.deactivated:
+        context.log.info(f"jobs file synced: {sync.added} job(s) added, {sync.deactivated} deactivated")
     summary = ingest(ctx)
     summary.evaluated_at = ctx.now.isoformat()
+    if summary.accepted or summary.rejected:
+        context.log_event(
+            AssetMaterialization(
+                asset_key=dagster_assets.REPORTS_ASSET,
+                partition=context.partition_key,
+                metadata={
+                    "accepted": MetadataValue.int(summary.accepted),
+                    "rejected": MetadataValue.int(summary.rejected),
+                    "agents": MetadataValue.int(summary.agents),
+                },
+            )
+        )
     context.log.info(
         f"{summary.agents} agent folder(s); recorded {summary.accepted} accepted and {summary.rejected} "
         f"rejected report(s); {summary.already_recorded} already recorded; "
@@ -102,6 +124,8 @@ def plan_evaluation(context: OpExecutionContext, scan: ScanResource, ingested: I
 def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -> BatchResult:
     ctx = scan.context(context, at=plan.evaluated_at)
     result = evaluate_batch(ctx, plan)
+    for event in dagster_assets.outcome_events(result.outcomes, plan.day):
+        context.log_event(event)
     context.log.info(
         f"{plan.key}: {result.jobs} job(s), {result.evaluated} evaluated, {result.written} written, "
         f"{len(result.outcomes)} new or changed, {result.still_open} still open, "
@@ -151,6 +175,18 @@ scan_job = backup_scan.to_job(
     ),
 )
 
-defs = Definitions(jobs=[scan_job], resources={"scan": ScanResource()})
+_declared = dagster_assets.declared_jobs(_settings)
 
-__all__ = ["SCAN_JOB", "defs", "parse_instant", "scan_job"]
+defs = Definitions(
+    jobs=[scan_job],
+    assets=[
+        dagster_assets.reports_asset(daily_partitions),
+        *dagster_assets.database_assets(_declared, daily_partitions),
+    ],
+    asset_checks=dagster_assets.integrity_checks(_declared, _settings),
+    schedules=[build_schedule(scan_job, _declared)],
+    sensors=[build_sensor(scan_job, _declared, _settings)],
+    resources={"scan": ScanResource()},
+)
+
+__all__ = ["AUTOMATIC_TAG", "SCAN_JOB", "defs", "parse_instant", "scan_job"]

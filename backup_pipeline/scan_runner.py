@@ -7,10 +7,14 @@ reports just recorded may change (a late upload after MISSING was declared, say)
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import sqlalchemy as sa
 from dagster import DagsterInstance
 
 from backup_pipeline.evaluation import BatchResult
@@ -20,6 +24,9 @@ from backup_pipeline.settings import Settings
 from backup_pipeline.storage import repository
 from backup_pipeline.storage.database import Database, open_database
 from backup_pipeline.storage.repository import SyncSummary
+
+log = logging.getLogger(__name__)
+SCAN_LOCK = 0x7363616E  # "scan"
 
 
 class ScanError(RuntimeError):
@@ -82,9 +89,35 @@ def run_scan(
     rehash: bool = False,
     log_level: str = "WARNING",
 ) -> list[PartitionRun]:
+    database = open_database(settings)
+    with exclusive_scan(database):
+        return _run_scan(settings, database, now, partitions, rehash, log_level)
+
+
+@contextmanager
+def exclusive_scan(database: Database) -> Iterator[None]:
+    """One CLI scan at a time across processes (the daemon's runs are serialised by the run queue)."""
+    with database.engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": SCAN_LOCK}).scalar():
+            log.warning("another scan is running: waiting for it to finish")
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": SCAN_LOCK})
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SCAN_LOCK})
+            conn.commit()
+
+
+def _run_scan(
+    settings: Settings,
+    database: Database,
+    now: datetime,
+    partitions: list[date] | None,
+    rehash: bool,
+    log_level: str,
+) -> list[PartitionRun]:
     from backup_pipeline.definitions import SCAN_JOB, defs  # Dagster definitions load on demand
 
-    database = open_database(settings)
     sync_jobs_file(settings, database, now)
     automatic = not partitions
     days = list(partitions) if partitions else scan_days(database, settings, now)

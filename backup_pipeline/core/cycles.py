@@ -61,3 +61,23 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def days_with_open_cycles(
+    schedule: list[tuple[int, int, int]], now: datetime, lookback: timedelta
+) -> list[date]:
+    """UTC days that a periodic scan at `now` must evaluate.
+
+    `schedule` holds (hour, minute, window minutes) per job. Today always counts; yesterday counts
+    while one of its cycles is still inside its window, or closed less than `lookback` ago (the
+    scan interval), so that the scan right after a deadline records MISSING on time.
+    """
+    today = now.date()
+    yesterday = today - timedelta(days=1)
+    days = [today] if schedule else []
+    for hour, minute, window in schedule:
+        deadline = datetime.combine(yesterday, time(hour, minute), tzinfo=UTC) + timedelta(minutes=window)
+        if deadline >= now - lookback:
+            days.insert(0, yesterday)
+            break
+    return days
