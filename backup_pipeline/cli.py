@@ -134,7 +134,9 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
 @friendly_errors
 def status(as_json: bool) -> None:
     """One row per active job with its current status."""
-    emit(views.job_rows(open_database(_settings()), active_only=True), as_json, views.STATUS_COLUMNS)
+    rows = views.job_rows(open_database(_settings()), active_only=True)
+    # The contract's fields exactly (jobs list shows the whole job).
+    emit([{c: row[c] for c in views.STATUS_COLUMNS} for row in rows], as_json, views.STATUS_COLUMNS)
 
 
 @main.command()

@@ -178,7 +178,7 @@ def _resolve(path: Path, root: yaml.MappingNode, default_window: int) -> list[Re
     jobs_node = sections.get("jobs")
     if jobs_node is None:
         if errors:
-            raise JobsFileError("invalid jobs file:\n  " + "\n  ".join(errors))
+            raise JobsFileError(_invalid(errors))
         return []
     if not isinstance(jobs_node, yaml.SequenceNode):
         raise JobsFileError(f"{path}:{jobs_node.start_mark.line + 1}: 'jobs' must be a list")
@@ -197,8 +197,15 @@ def _resolve(path: Path, root: yaml.MappingNode, default_window: int) -> list[Re
         seen[spec.key] = line
         resolved.append(_apply_defaults(spec, defaults, default_window))
     if errors:
-        raise JobsFileError("invalid jobs file:\n  " + "\n  ".join(errors))
+        raise JobsFileError(_invalid(errors))
     return resolved
+
+
+def _invalid(errors: list[str]) -> str:
+    """One problem fits on one line; several are listed one per line."""
+    if len(errors) == 1:
+        return f"invalid jobs file: {errors[0]}"
+    return "invalid jobs file:\n  " + "\n  ".join(errors)
 
 
 def _apply_defaults(spec: JobSpec, defaults: JobDefaults, default_window: int) -> ResolvedJob:

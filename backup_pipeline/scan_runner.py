@@ -119,6 +119,11 @@ def _run_scan(
     from backup_pipeline.definitions import SCAN_JOB, defs  # Dagster definitions load on demand
 
     sync_jobs_file(settings, database, now)
+    if not settings.storage_root.is_dir():  # say so here rather than as a failed Dagster step
+        raise ScanError(
+            f"deposit root {settings.storage_root} does not exist or is not a directory "
+            "(set BACKUP_STORAGE_ROOT)"
+        )
     automatic = not partitions
     days = list(partitions) if partitions else scan_days(database, settings, now)
     job = defs.resolve_job_def(SCAN_JOB)

@@ -203,7 +203,7 @@ def dump_content(agent_id: str, db: str, size: int, version: int = 0) -> bytes:
     rows = [
         f"INSERT INTO t VALUES ({i}, '{rng.choice(DATABASES)}-{rng.randrange(10**6)}', "
         f"{rng.random() * 1e4:.2f});\n"
-        for i in range(2048)
+        for i in range(min(2048, size // 40 + 1))
     ]
     block = "".join(rows).encode()
     out = io.BytesIO()

@@ -95,8 +95,23 @@ def ensure_database(server_url: str, name: str) -> str:
 
 def application_url(settings: Settings) -> str:
     if settings.database_url:
-        return normalise_url(settings.database_url)
+        return _configured_url(settings.database_url)
     return ensure_database(embedded_server_url(settings.embedded_pgdata.resolve()), APP_DATABASE)
+
+
+def _configured_url(url: str) -> str:
+    """BACKUP_PIPELINE_DATABASE_URL normalised, or an actionable error that never shows the URL."""
+    normalised = normalise_url(url)
+    try:
+        backend = make_url(normalised).get_backend_name()
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        backend = None
+    if backend != "postgresql":
+        raise DatabaseUnavailable(
+            "BACKUP_PIPELINE_DATABASE_URL is not a PostgreSQL URL "
+            "(expected postgresql://user:password@host:port/database)"
+        )
+    return normalised
 
 
 def dagster_url(settings: Settings) -> str:

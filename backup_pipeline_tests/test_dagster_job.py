@@ -1,0 +1,159 @@
+"""The scan as a Dagster job: loadable definitions, daily UTC partitions, evaluation fanned out in
+batches of whole agents, and entries written (then rewritten in place) by the run that evaluated them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, DailyPartitionsDefinition, Definitions, ExecuteInProcessResult
+
+import backup_pipeline
+from backup_pipeline.definitions import SCAN_JOB, defs
+from backup_pipeline.simulator import SimulationSpec, simulate
+from backup_pipeline_tests.conftest import Workspace
+
+PROJECT_ROOT = Path(backup_pipeline.__file__).resolve().parent.parent
+DAY = "2025-11-21"
+# After every simulated operation of DAY (the latest expected time is 22:45, ending by 23:11)...
+SIMULATED_AT = datetime(2025, 11, 21, 23, 30, tzinfo=UTC)
+# ... and after every cycle's deadline (window 60 min): every cycle of DAY gets its entry.
+SCAN_AT = "2025-11-22T00:30:00Z"
+
+
+def execute(instance: DagsterInstance, day: str = DAY, at: str = SCAN_AT) -> ExecuteInProcessResult:
+    return defs.resolve_job_def(SCAN_JOB).execute_in_process(
+        partition_key=day,
+        instance=instance,
+        run_config={"resources": {"scan": {"config": {"at": at}}}},
+    )
+
+
+def evaluate_steps(result: ExecuteInProcessResult) -> set[str]:
+    return {
+        event.step_key
+        for event in result.all_events
+        if event.is_step_success and event.step_key and event.step_key.startswith("evaluate[")
+    }
+
+
+def simulate_fleet(ws: Workspace, agents: int, databases: int) -> None:
+    simulate(
+        SimulationSpec(
+            root=ws.root,
+            agents=agents,
+            databases=databases,
+            days=1,
+            size=4096,
+            seed=5,
+            at=SIMULATED_AT,
+            jobs_file=ws.jobs_file,
+        )
+    )
+
+
+def entries_by_cycle(ws: Workspace) -> dict[tuple[str, str, str], dict[str, Any]]:
+    rows = ws.entries()
+    keyed = {(r["agent_id"], r["database_name"], r["cycle_expected_at"]): r for r in rows}
+    assert len(keyed) == len(rows), "two entries for one cycle"
+    return keyed
+
+
+def test_definitions_are_loadable() -> None:
+    Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def(SCAN_JOB).name == SCAN_JOB
+
+
+def test_job_is_partitioned_daily_in_utc_with_todays_partition() -> None:
+    job = defs.resolve_job_def(SCAN_JOB)
+    partitions = job.partitions_def
+    assert isinstance(partitions, DailyPartitionsDefinition)
+    assert partitions.timezone == "UTC"
+    today = datetime.now(UTC).date()
+    keys = partitions.get_partition_keys()
+    assert today.isoformat() in keys
+    assert keys[-1] == today.isoformat()  # today included, tomorrow not yet
+    assert (today + timedelta(days=1)).isoformat() not in keys
+    assert DAY in keys
+    window = partitions.time_window_for_partition_key(DAY)
+    assert window.start == datetime(2025, 11, 21, tzinfo=UTC)
+    assert window.end == datetime(2025, 11, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("agents", "databases", "max_batches"),
+    [
+        (12, 3, 4),  # more agents than batches: agents share batches
+        (3, 4, 8),  # fewer agents than batches: one batch per agent, still not one per database
+    ],
+)
+def test_evaluation_is_fanned_out_in_batches_of_agents(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, agents: int, databases: int, max_batches: int
+) -> None:
+    monkeypatch.setenv("BACKUP_PIPELINE_MAX_BATCHES", str(max_batches))
+    simulate_fleet(workspace, agents, databases)
+
+    result = execute(DagsterInstance.ephemeral())
+
+    assert result.success
+    steps = evaluate_steps(result)
+    assert len(steps) == min(agents, max_batches)
+    assert len(steps) < agents * databases  # never one step per database
+    entries = entries_by_cycle(workspace)
+    assert len(entries) == agents * databases
+    assert {e["status"] for e in entries.values()} == {"SUCCESS"}
+    assert {e["dagster_run_id"] for e in entries.values()} == {result.run_id}
+
+
+def test_entries_carry_the_run_id_and_a_rerun_updates_them_in_place(workspace: Workspace) -> None:
+    simulate_fleet(workspace, agents=3, databases=2)
+    with DagsterInstance.ephemeral() as instance:
+        first = execute(instance)
+        assert first.success
+        run = instance.get_run_by_id(first.run_id)
+        assert run is not None and run.tags.get("dagster/partition") == DAY
+        before = entries_by_cycle(workspace)
+        assert len(before) == 6
+        assert {e["dagster_run_id"] for e in before.values()} == {first.run_id}
+
+        second = execute(instance)
+        assert second.success
+        assert second.run_id != first.run_id
+        after = entries_by_cycle(workspace)
+
+    assert after.keys() == before.keys()
+    assert {e["dagster_run_id"] for e in after.values()} == {second.run_id}
+    for key, entry in after.items():
+        assert entry["entry_id"] == before[key]["entry_id"]  # the same row, updated
+        assert entry["status"] == before[key]["status"]
+        assert entry["server_calculated_staged_hash"] == before[key]["server_calculated_staged_hash"]
+
+
+@pytest.mark.slow
+def test_dagster_definitions_validate_cli(workspace: Workspace) -> None:
+    """`dagster definitions validate -w workspace.yaml` from the repo root, with the venv's dagster.
+
+    The shipped `dagster.yaml` (read from the working directory when DAGSTER_HOME is unset) keeps
+    Dagster's storage in PostgreSQL at BACKUP_PIPELINE_DAGSTER_PG_URL: give it the test's database.
+    A jobs file declares a few databases so their assets, checks, schedule and sensor load too.
+    """
+    simulate_fleet(workspace, agents=3, databases=2)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["BACKUP_PIPELINE_DAGSTER_PG_URL"] = workspace.database_url
+    dagster = Path(sys.executable).parent / "dagster"
+    completed = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "All code locations passed validation" in completed.stdout + completed.stderr
