@@ -137,8 +137,30 @@ def _errors(exc: ValidationError, path: Path, node: yaml.Node, where: str) -> li
     return lines
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 20,000-job file loads in ~1 s
+
+
+_cache: dict[tuple[str, int, int, int], list[ResolvedJob]] = {}
+
+
 def load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
-    """Read and validate a jobs file; raise JobsFileError listing every problem with its line."""
+    """Read and validate a jobs file; raise JobsFileError listing every problem with its line.
+
+    The result is kept while the file is unchanged: a scan reads it in several places, and a
+    fleet's file of 20,000 jobs takes seconds to parse.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return _load_jobs_file(path, default_window)  # reports the missing or unreadable file
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, default_window)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = _load_jobs_file(path, default_window)
+    return list(_cache[key])
+
+
+def _load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -148,53 +170,82 @@ def load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
     except (OSError, UnicodeDecodeError) as exc:
         raise JobsFileError(f"jobs file {path} cannot be read: {exc}") from None
     try:
-        root = yaml.compose(text)
-        yaml.safe_load(text)  # also refuse what a safe loader cannot build (!!python tags, list keys)
-    except yaml.YAMLError as exc:
+        document = yaml.load(text, Loader=_LOADER)  # safe: refuses !!python tags
+    except (yaml.YAMLError, TypeError) as exc:  # TypeError: unhashable keys such as lists
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise JobsFileError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if root is None:
+    if document is None:
         return []
-    if not isinstance(root, yaml.MappingNode):
-        raise JobsFileError(
-            f"{path}:{root.start_mark.line + 1}: expected a mapping with 'defaults' and 'jobs'"
-        )
-    return _resolve(path, root, default_window)
+    nodes = _Nodes(text)
+    if not isinstance(document, dict):
+        raise JobsFileError(f"{path}:{nodes.root_line()}: expected a mapping with 'defaults' and 'jobs'")
+    return _resolve(path, document, nodes, default_window)
 
 
-def _resolve(path: Path, root: yaml.MappingNode, default_window: int) -> list[ResolvedJob]:
-    sections = {key.value: value for key, value in root.value}
-    unknown = set(sections) - {"defaults", "jobs"}
+class _Nodes:
+    """Line numbers for error messages, composed from the text only when an error needs one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._root: yaml.Node | None = None
+
+    def root(self) -> yaml.Node:
+        if self._root is None:
+            self._root = yaml.compose(self.text, Loader=_LOADER)
+        return self._root
+
+    def root_line(self) -> int:
+        return self.root().start_mark.line + 1
+
+    def section(self, name: str) -> yaml.Node:
+        root = self.root()
+        for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
+            if key.value == name:
+                return value
+        return root
+
+    def job(self, index: int) -> yaml.Node:
+        jobs = self.section("jobs")
+        return jobs.value[index] if isinstance(jobs, yaml.SequenceNode) else jobs
+
+
+def _resolve(path: Path, document: dict[str, Any], nodes: _Nodes, default_window: int) -> list[ResolvedJob]:
+    unknown = set(document) - {"defaults", "jobs"}
     if unknown:
-        raise JobsFileError(f"{path}:{root.start_mark.line + 1}: unknown top-level key(s): {sorted(unknown)}")
+        raise JobsFileError(
+            f"{path}:{nodes.root_line()}: unknown top-level key(s): {sorted(unknown, key=str)}"
+        )
     errors: list[str] = []
     defaults = JobDefaults()
-    if "defaults" in sections:
+    if "defaults" in document:
         try:
-            defaults = JobDefaults.model_validate(yaml.safe_load(yaml.serialize(sections["defaults"])) or {})
+            defaults = JobDefaults.model_validate(document["defaults"] or {})
         except ValidationError as exc:
-            errors += _errors(exc, path, sections["defaults"], "defaults")
-    jobs_node = sections.get("jobs")
-    if jobs_node is None:
+            errors += _errors(exc, path, nodes.section("defaults"), "defaults")
+    jobs = document.get("jobs")
+    if "jobs" not in document:
         if errors:
             raise JobsFileError(_invalid(errors))
         return []
-    if not isinstance(jobs_node, yaml.SequenceNode):
-        raise JobsFileError(f"{path}:{jobs_node.start_mark.line + 1}: 'jobs' must be a list")
+    if not isinstance(jobs, list):
+        raise JobsFileError(f"{path}:{nodes.section('jobs').start_mark.line + 1}: 'jobs' must be a list")
     resolved: list[ResolvedJob] = []
     seen: dict[tuple[str, str, int, int], int] = {}
-    for index, node in enumerate(jobs_node.value, start=1):
-        line = node.start_mark.line + 1
+    for index, item in enumerate(jobs):
         try:
-            spec = JobSpec.model_validate(yaml.safe_load(yaml.serialize(node)))
+            spec = JobSpec.model_validate(item)
         except ValidationError as exc:
-            errors += _errors(exc, path, node, f"job #{index}")
+            errors += _errors(exc, path, nodes.job(index), f"job #{index + 1}")
             continue
         if spec.key in seen:
-            errors.append(f"{path}:{line}: job #{index} repeats the job declared at line {seen[spec.key]}")
+            first, line = seen[spec.key], nodes.job(index).start_mark.line + 1
+            errors.append(
+                f"{path}:{line}: job #{index + 1} repeats the job declared at line "
+                f"{nodes.job(first).start_mark.line + 1}"
+            )
             continue
-        seen[spec.key] = line
+        seen[spec.key] = index
         resolved.append(_apply_defaults(spec, defaults, default_window))
     if errors:
         raise JobsFileError(_invalid(errors))

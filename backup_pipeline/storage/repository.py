@@ -50,12 +50,12 @@ def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> S
         if (row := existing.get(job.key)) is None or not row.is_active or _config_differs(row, job)
     ]
     if changed:
-        statement = insert(ExpectedJobRow).values(changed)
+        statement = insert(ExpectedJobRow)
         updated = {c: statement.excluded[c] for c in _JOB_CONFIG_FIELDS} | {
             "is_active": sa.true(),
             "updated_at": sa.func.now(),
         }
-        session.execute(statement.on_conflict_do_update(constraint="uq_job", set_=updated))
+        session.execute(statement.on_conflict_do_update(constraint="uq_job", set_=updated), changed)
     declared = {job.key for job in jobs}
     stale = [row.id for key, row in existing.items() if key not in declared and row.is_active]
     if stale:
@@ -191,7 +191,7 @@ def record_reports(session: Session, rows: Sequence[dict[str, Any]]) -> set[tupl
     """
     if not rows:
         return set()
-    statement = insert(StatusReportRow).values(list(rows))
+    statement = insert(StatusReportRow)
     statement = statement.on_conflict_do_update(
         constraint="uq_report_file",
         set_={"archived_path": None},
@@ -201,8 +201,10 @@ def record_reports(session: Session, rows: Sequence[dict[str, Any]]) -> set[tupl
         StatusReportRow.file_name,
         StatusReportRow.content_sha256,
         sa.literal_column("(xmax = 0)").label("inserted"),
+        sort_by_parameter_order=True,
     )
-    keys = {(agent, name, digest) for agent, name, digest, inserted in session.execute(statement) if inserted}
+    result = session.execute(statement, list(rows))
+    keys = {(agent, name, digest) for agent, name, digest, inserted in result if inserted}
     session.commit()
     return keys
 
@@ -324,13 +326,16 @@ def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[int
     """Write entries, one per (job, cycle), updating in place; {job_id: entry id}."""
     if not rows:
         return {}
-    statement = insert(BackupEntryRow).values(list(rows))
+    # One compiled statement executed over all rows ("insertmanyvalues" batches), not one giant
+    # VALUES clause: SQLAlchemy compiles it once and psycopg2 sends pages of 1,000 rows.
+    statement = insert(BackupEntryRow)
     columns = [c for c in rows[0] if c not in ("job_id", "cycle_expected_at")]
     statement = statement.on_conflict_do_update(
         constraint="uq_entry_cycle",
         set_={c: statement.excluded[c] for c in columns} | {"updated_at": sa.func.now()},
-    ).returning(BackupEntryRow.job_id, BackupEntryRow.id)
-    return {job_id: entry_id for job_id, entry_id in session.execute(statement)}
+    ).returning(BackupEntryRow.job_id, BackupEntryRow.id, sort_by_parameter_order=True)
+    result = session.execute(statement, list(rows))
+    return {job_id: entry_id for job_id, entry_id in result}
 
 
 def refresh_job_state(session: Session, job_ids: Sequence[int], checked_at: datetime) -> None:
