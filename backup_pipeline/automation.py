@@ -82,7 +82,7 @@ def partitions_for(files: list[tuple[str, str]], widest_window: int, today: date
             days.add(today)  # still has to be recorded (as rejected)
             continue
         days.update(days_touched(named_at.replace(tzinfo=UTC), widest_window + ZONE_SLACK_MINUTES))
-    return sorted(min(max(d, first), today) for d in days)
+    return sorted({min(max(d, first), today) for d in days})  # clamped days coincide: once each
 
 
 def build_sensor(job: JobDefinition, jobs: list[ResolvedJob], settings: Settings) -> SensorDefinition:

@@ -1,14 +1,19 @@
-"""The monitored databases as Dagster assets: one partitioned asset per expected job, checks, events.
+"""The monitored databases as Dagster assets: partitioned assets from the jobs file, checks, events.
 
-Assets are declared from the jobs file (they are views of the scan's entries, not executable by
-themselves): the scan job reports a materialization for a database's day whenever that cycle's
-entry is created or changes, and an integrity check result alongside it.
+Assets are views of the scan's entries, not executable by themselves: the scan job reports a
+materialization (and an integrity check result) for a day whenever an entry is created or changes.
+
+Granularity follows the fleet's size. Up to `per_database_assets_max` jobs, every expected job is an
+asset (grouped by agent). Above it, every agent is one asset whose materialization summarises its
+databases: Dagster stores a few hundred events per second, so one event per database would make a
+20,000-database scan last minutes.
 """
 
 import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 from dagster import (
@@ -26,7 +31,7 @@ from dagster import (
     multi_asset_check,
 )
 
-from backup_pipeline.evaluation import EntryOutcome
+from backup_pipeline.evaluation import AgentDay, EntryOutcome
 from backup_pipeline.jobs_file import JobsFileError, ResolvedJob, load_jobs_file
 from backup_pipeline.settings import Settings
 
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 REPORTS_ASSET = AssetKey(["backup_reports"])
 INTEGRITY_CHECK = "integrity"
 PASSING = {"SUCCESS", "HASH_MISMATCH"}
+CHECKS_PER_DEFINITION = 50  # one multi-asset check holding thousands of specs validates very slowly
 
 
 def _name(text: str) -> str:
@@ -44,6 +50,10 @@ def _name(text: str) -> str:
 
 def asset_key(agent_id: str, database_name: str, hour: int, minute: int) -> AssetKey:
     return AssetKey(["backups", _name(agent_id), f"{_name(database_name)}_{hour:02d}{minute:02d}"])
+
+
+def agent_asset_key(agent_id: str) -> AssetKey:
+    return AssetKey(["backups", _name(agent_id)])
 
 
 def declared_jobs(settings: Settings) -> list[ResolvedJob]:
@@ -57,19 +67,64 @@ def declared_jobs(settings: Settings) -> list[ResolvedJob]:
         raise JobsFileError(f"the code location cannot load its database assets: {exc}") from None
 
 
-def reports_asset(partitions: PartitionsDefinition) -> AssetSpec:
-    return AssetSpec(
-        key=REPORTS_ASSET,
-        partitions_def=partitions,
-        group_name="deposit",
-        description="Status reports recorded from the deposit area (every report file, accepted or not).",
-    )
+@dataclass(frozen=True)
+class FleetAssets:
+    """How the fleet is shown in Dagster, decided once per code location load."""
+
+    jobs: list[ResolvedJob]
+    per_database: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FleetAssets":
+        jobs = declared_jobs(settings)
+        return cls(jobs=jobs, per_database=len(jobs) <= settings.per_database_assets_max)
+
+    def specs(self, partitions: PartitionsDefinition) -> list[AssetSpec]:
+        reports = AssetSpec(
+            key=REPORTS_ASSET,
+            partitions_def=partitions,
+            group_name="deposit",
+            description="Status reports recorded from the deposit area (every report file, accepted or not).",
+        )
+        backups = (
+            database_specs(self.jobs, partitions) if self.per_database else agent_specs(self.jobs, partitions)
+        )
+        return [reports, *backups]
+
+    def checks(self, settings: Settings) -> list[AssetsDefinition]:
+        if self.per_database:
+            per_agent: dict[str, list[AssetKey]] = defaultdict(list)
+            for j in self.jobs:
+                per_agent[j.agent_id].append(_job_key(j))
+            groups = [(f"integrity_{_name(agent)}", keys) for agent, keys in sorted(per_agent.items())]
+        else:
+            agents = sorted({j.agent_id for j in self.jobs})
+            chunks = [
+                agents[i : i + CHECKS_PER_DEFINITION] for i in range(0, len(agents), CHECKS_PER_DEFINITION)
+            ]
+            groups = [
+                (f"integrity_agents_{n + 1:04d}", [agent_asset_key(a) for a in c])
+                for n, c in enumerate(chunks)
+            ]
+        return [_check_definition(name, keys, self, settings) for name, keys in groups]
+
+    def owner(self, key: AssetKey) -> tuple[str, list[ResolvedJob]]:
+        """The agent and the jobs an asset stands for."""
+        index: dict[AssetKey, list[ResolvedJob]] = defaultdict(list)
+        for j in self.jobs:
+            index[_job_key(j) if self.per_database else agent_asset_key(j.agent_id)].append(j)
+        jobs = index[key]
+        return jobs[0].agent_id, jobs
 
 
-def database_assets(jobs: Sequence[ResolvedJob], partitions: PartitionsDefinition) -> list[AssetSpec]:
+def _job_key(job: ResolvedJob) -> AssetKey:
+    return asset_key(job.agent_id, job.database_name, job.expected_hour_utc, job.expected_minute_utc)
+
+
+def database_specs(jobs: Sequence[ResolvedJob], partitions: PartitionsDefinition) -> list[AssetSpec]:
     return [
         AssetSpec(
-            key=asset_key(j.agent_id, j.database_name, j.expected_hour_utc, j.expected_minute_utc),
+            key=_job_key(j),
             partitions_def=partitions,
             group_name=_name(j.agent_id),
             deps=[REPORTS_ASSET],
@@ -84,18 +139,30 @@ def database_assets(jobs: Sequence[ResolvedJob], partitions: PartitionsDefinitio
     ]
 
 
-def integrity_checks(jobs: Sequence[ResolvedJob], settings: Settings) -> list[AssetsDefinition]:
-    """One multi-asset check per agent (one holding every database does not scale)."""
+def agent_specs(jobs: Sequence[ResolvedJob], partitions: PartitionsDefinition) -> list[AssetSpec]:
     per_agent: dict[str, list[ResolvedJob]] = defaultdict(list)
     for j in jobs:
         per_agent[j.agent_id].append(j)
-    return [_agent_check(agent, agent_jobs, settings) for agent, agent_jobs in sorted(per_agent.items())]
+    return [
+        AssetSpec(
+            key=agent_asset_key(agent),
+            partitions_def=partitions,
+            group_name=_name(agent.split("_")[0]),
+            deps=[REPORTS_ASSET],
+            description=(
+                f"Backups of agent `{agent}`: {len(agent_jobs)} expected job(s) "
+                f"({', '.join(sorted({j.database_name for j in agent_jobs})[:20])}"
+                f"{', …' if len(agent_jobs) > 20 else ''})."
+            ),
+            metadata={"agent_id": agent, "databases": len(agent_jobs)},
+        )
+        for agent, agent_jobs in sorted(per_agent.items())
+    ]
 
 
-def _agent_check(agent_id: str, jobs: list[ResolvedJob], settings: Settings) -> AssetsDefinition:
-    keys = {
-        asset_key(j.agent_id, j.database_name, j.expected_hour_utc, j.expected_minute_utc): j for j in jobs
-    }
+def _check_definition(
+    name: str, keys: list[AssetKey], fleet: FleetAssets, settings: Settings
+) -> AssetsDefinition:
     specs = [
         AssetCheckSpec(
             name=INTEGRITY_CHECK,
@@ -105,32 +172,30 @@ def _agent_check(agent_id: str, jobs: list[ResolvedJob], settings: Settings) -> 
         for key in keys
     ]
 
-    @multi_asset_check(specs=specs, name=f"integrity_{_name(agent_id)}", can_subset=True)
+    @multi_asset_check(specs=specs, name=name, can_subset=True)
     def _check(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
-        """Re-publish each database's integrity from its latest recorded entry."""
+        """Re-publish integrity from each asset's latest recorded entries."""
         from backup_pipeline.storage.database import open_database
-        from backup_pipeline.views import entry_rows
+        from backup_pipeline.views import latest_entries
 
         database = open_database(settings)
         for check_key in context.selected_asset_check_keys:
-            job = keys[check_key.asset_key]
-            rows = [
-                r
-                for r in entry_rows(database, job.agent_id, job.database_name, None)
-                if r["cycle_expected_at"][11:16]
-                == f"{job.expected_hour_utc:02d}:{job.expected_minute_utc:02d}"
-            ]
-            latest = rows[-1] if rows else None
-            passed = latest is not None and latest["status"] in PASSING
+            agent, jobs = fleet.owner(check_key.asset_key)
+            latest = latest_entries(
+                database, agent, [(j.database_name, j.expected_hour_utc, j.expected_minute_utc) for j in jobs]
+            )
+            failing = [e for e in latest if e["status"] not in PASSING]
             yield AssetCheckResult(
                 asset_key=check_key.asset_key,
                 check_name=INTEGRITY_CHECK,
-                passed=passed,
+                passed=bool(latest) and not failing,
                 severity=AssetCheckSeverity.ERROR,
                 metadata={
-                    "status": latest["status"] if latest else "UNKNOWN",
-                    "cycle": latest["cycle_expected_at"] if latest else "none yet",
-                    "message": latest["message"] if latest else "no cycle evaluated yet",
+                    "evaluated": len(latest),
+                    "problems": "\n".join(
+                        f"{e['database_name']}: {e['status']}: {e['message']}" for e in failing
+                    )
+                    or ("none" if latest else "no cycle evaluated yet"),
                 },
             )
 
@@ -140,23 +205,20 @@ def _agent_check(agent_id: str, jobs: list[ResolvedJob], settings: Settings) -> 
 def outcome_events(
     outcomes: Iterable[EntryOutcome], day: date
 ) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
-    """A materialization and a check evaluation per created or changed entry."""
+    """Per-database fleets: a materialization and a check evaluation per created or changed entry."""
     partition = day.isoformat()
     for o in outcomes:
         at = o.cycle_expected_at
         key = asset_key(o.agent_id, o.database_name, at.hour, at.minute)
+        cycle = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         metadata = {
             "status": o.status,
             "message": o.message,
-            "cycle_expected_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cycle_expected_at": cycle,
             "server_sha256": o.server_hash or "",
-            "server_size": MetadataValue.int(o.server_size)
-            if o.server_size is not None
-            else MetadataValue.null(),
+            "server_size": _int(o.server_size),
             "agent_sha256": o.agent_hash or "",
-            "agent_size": MetadataValue.int(o.agent_size)
-            if o.agent_size is not None
-            else MetadataValue.null(),
+            "agent_size": _int(o.agent_size),
             "report_file": o.report_file or "",
             "entry_id": MetadataValue.int(o.entry_id),
         }
@@ -166,10 +228,32 @@ def outcome_events(
             check_name=INTEGRITY_CHECK,
             passed=o.status in PASSING,
             severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "status": o.status,
-                "message": o.message,
-                "cycle_expected_at": metadata["cycle_expected_at"],
-            },
+            metadata={"status": o.status, "message": o.message, "cycle_expected_at": cycle},
             partition=partition,
         )
+
+
+def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
+    """Large fleets: one materialization and check per agent whose day changed."""
+    for d in days:
+        key, partition = agent_asset_key(d.agent_id), d.day.isoformat()
+        problems = "\n".join(f"- {p}" for p in d.problems) or "none"
+        metadata = {
+            "entries": MetadataValue.int(d.entries),
+            **{status.lower(): MetadataValue.int(n) for status, n in sorted(d.statuses.items())},
+            "total_size": MetadataValue.int(d.total_size),
+            "problems": MetadataValue.md(problems),
+        }
+        yield AssetMaterialization(asset_key=key, partition=partition, metadata=metadata)
+        yield AssetCheckEvaluation(
+            asset_key=key,
+            check_name=INTEGRITY_CHECK,
+            passed=not d.problems,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"problems": MetadataValue.md(problems)},
+            partition=partition,
+        )
+
+
+def _int(value: int | None) -> MetadataValue:
+    return MetadataValue.int(value) if value is not None else MetadataValue.null()

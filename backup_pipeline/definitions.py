@@ -27,7 +27,7 @@ from dagster import (
 from backup_pipeline import dagster_assets
 from backup_pipeline.archiving import ArchiveSummary, archive
 from backup_pipeline.automation import AUTOMATIC_TAG, build_schedule, build_sensor
-from backup_pipeline.evaluation import BatchPlan, BatchResult, evaluate_batch, plan_batches
+from backup_pipeline.evaluation import BatchPlan, BatchResult, agent_days, evaluate_batch, plan_batches
 from backup_pipeline.ingestion import IngestSummary, ingest
 from backup_pipeline.scan_context import ScanContext, make_context, parse_instant
 from backup_pipeline.scan_runner import sync_jobs_file
@@ -35,6 +35,8 @@ from backup_pipeline.settings import Settings, load_settings
 
 SCAN_JOB = "backup_scan"
 _settings = load_settings()
+
+_fleet = dagster_assets.FleetAssets.from_settings(_settings)
 
 daily_partitions = DailyPartitionsDefinition(
     start_date=_settings.start_date.isoformat(), timezone="UTC", end_offset=1
@@ -124,7 +126,14 @@ def plan_evaluation(context: OpExecutionContext, scan: ScanResource, ingested: I
 def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -> BatchResult:
     ctx = scan.context(context, at=plan.evaluated_at)
     result = evaluate_batch(ctx, plan)
-    for event in dagster_assets.outcome_events(result.outcomes, plan.day):
+    if _fleet.per_database:
+        events = dagster_assets.outcome_events(result.outcomes, plan.day)
+    else:
+        changed_agents = sorted({o.agent_id for o in result.outcomes})
+        events = dagster_assets.agent_events(
+            agent_days(ctx, changed_agents, plan.day) if changed_agents else []
+        )
+    for event in events:
         context.log_event(event)
     context.log.info(
         f"{plan.key}: {result.jobs} job(s), {result.evaluated} evaluated, {result.written} written, "
@@ -175,17 +184,12 @@ scan_job = backup_scan.to_job(
     ),
 )
 
-_declared = dagster_assets.declared_jobs(_settings)
-
 defs = Definitions(
     jobs=[scan_job],
-    assets=[
-        dagster_assets.reports_asset(daily_partitions),
-        *dagster_assets.database_assets(_declared, daily_partitions),
-    ],
-    asset_checks=dagster_assets.integrity_checks(_declared, _settings),
-    schedules=[build_schedule(scan_job, _declared)],
-    sensors=[build_sensor(scan_job, _declared, _settings)],
+    assets=_fleet.specs(daily_partitions),
+    asset_checks=_fleet.checks(_settings),
+    schedules=[build_schedule(scan_job, _fleet.jobs)],
+    sensors=[build_sensor(scan_job, _fleet.jobs, _settings)],
     resources={"scan": ScanResource()},
 )
 

@@ -71,10 +71,10 @@ class BatchResult(Summary):
 def plan_batches(ctx: ScanContext, day: date) -> list[BatchPlan]:
     """Whole agents spread over at most `max_batches` batches of similar job counts."""
     with ctx.database.sessions() as session:
-        jobs = repository.active_jobs(session)
+        jobs = repository.active_job_agents(session)
     per_agent: dict[str, list[int]] = defaultdict(list)
-    for job in jobs:
-        per_agent[job.agent_id_responsible].append(job.id)
+    for job_id, agent in jobs:
+        per_agent[agent].append(job_id)
     count = min(len(per_agent), ctx.settings.max_batches)
     bins: list[tuple[list[str], list[int]]] = [([], []) for _ in range(count)]
     for agent in sorted(per_agent, key=lambda a: (-len(per_agent[a]), a)):
@@ -334,3 +334,36 @@ def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: boo
         agent_size=values["agent_compress_size_post_compress"],
         changed=changed,
     )
+
+
+class AgentDay(Summary):
+    """All of one agent's entries for a day, for the agent-level asset of large fleets."""
+
+    agent_id: str
+    day: date
+    statuses: dict[str, int]
+    problems: list[str]
+    total_size: int
+    entries: int
+
+
+def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[AgentDay]:
+    start, end = day_bounds(day)
+    with ctx.database.sessions() as session:
+        rows = repository.day_entries_of_agents(session, agents, start, end)
+    summaries: dict[str, AgentDay] = {}
+    for entry, job in rows:
+        summary = summaries.setdefault(
+            job.agent_id_responsible,
+            AgentDay(
+                agent_id=job.agent_id_responsible, day=day, statuses={}, problems=[], total_size=0, entries=0
+            ),
+        )
+        summary.entries += 1
+        summary.statuses[entry.status] = summary.statuses.get(entry.status, 0) + 1
+        summary.total_size += entry.server_calculated_staged_size or 0
+        if entry.status not in ("SUCCESS", "HASH_MISMATCH"):
+            summary.problems.append(
+                f"{job.database_name} {entry.cycle_expected_at:%H:%MZ} {entry.status}: {entry.message}"
+            )
+    return [summaries[a] for a in sorted(summaries)]

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         default=8, ge=1, le=256, validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_BATCHES", "max_batches")
     )
 
+    # Above this many jobs the UI shows one asset per agent instead of one per database: Dagster
+    # stores ~200 events/s, so 20,000 per-database materializations would dominate a scan.
+    per_database_assets_max: int = Field(
+        default=2000,
+        ge=0,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "per_database_assets_max"),
+    )
+
     @property
     def max_report_age(self) -> timedelta:
         return timedelta(days=self.max_status_file_age_days)

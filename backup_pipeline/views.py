@@ -110,6 +110,18 @@ def _entry_row(entry: BackupEntryRow, job: ExpectedJobRow) -> dict[str, Any]:
     return row
 
 
+def latest_entries(database: Database, agent: str, jobs: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """The latest entry of each of an agent's jobs (database, hour, minute) that has one."""
+    with database.sessions() as session:
+        pairs = repository.latest_entries_of_agent(session, agent)
+    wanted = set(jobs)
+    return [
+        _entry_row(entry, job)
+        for entry, job in pairs
+        if (job.database_name, job.expected_hour_utc, job.expected_minute_utc) in wanted
+    ]
+
+
 def report_rows(database: Database) -> list[dict[str, Any]]:
     with database.sessions() as session:
         rows = repository.list_reports(session)

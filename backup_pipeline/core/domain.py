@@ -6,6 +6,7 @@ Pure data: no I/O, no third-party imports, so every rule built on it is triviall
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
@@ -106,7 +107,7 @@ class AgentReport:
 
     agent_id: str
     operation_end_time: ReportTime
-    databases: dict[str, DatabaseReport]
+    databases: Mapping[str, DatabaseReport]
     operation_start_time: ReportTime | None = None
     overall_status: str | None = None
 

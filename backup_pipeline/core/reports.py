@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -431,31 +432,62 @@ def report_to_payload(report: AgentReport) -> dict[str, Any]:
     }
 
 
+class StoredDatabases(Mapping[str, DatabaseReport]):
+    """A stored report's database sections, each rebuilt on first use.
+
+    Evaluation looks at one or two databases of a report at a time; rebuilding every section of
+    every loaded report would cost more than the decisions themselves.
+    """
+
+    def __init__(self, sections: dict[str, Any]) -> None:
+        self._sections = sections
+        self._built: dict[str, DatabaseReport] = {}
+
+    def __getitem__(self, name: str) -> DatabaseReport:
+        if name not in self._built:
+            self._built[name] = _database_from_payload(name, self._sections[name])
+        return self._built[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._sections
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sections)
+
+    def __len__(self) -> int:
+        return len(self._sections)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _database_from_payload(name: str, db: dict[str, Any]) -> DatabaseReport:
+    return DatabaseReport(
+        name=name,
+        steps={
+            Step(step): StepReport(
+                status=s["status"],
+                start_time=_time_from(s["start_time"]),
+                end_time=_time_from(s["end_time"]),
+                sha256=s["sha256"],
+                size=s["size"],
+                error_message=s["error_message"],
+            )
+            for step, s in db["steps"].items()
+        },
+        staged_file_name=db["staged_file_name"],
+        logs_summary=db["logs_summary"],
+        problems=tuple(db["problems"]),
+    )
+
+
 def report_from_payload(payload: dict[str, Any]) -> AgentReport:
-    databases = {
-        name: DatabaseReport(
-            name=name,
-            steps={
-                Step(step): StepReport(
-                    status=s["status"],
-                    start_time=_time_from(s["start_time"]),
-                    end_time=_time_from(s["end_time"]),
-                    sha256=s["sha256"],
-                    size=s["size"],
-                    error_message=s["error_message"],
-                )
-                for step, s in db["steps"].items()
-            },
-            staged_file_name=db["staged_file_name"],
-            logs_summary=db["logs_summary"],
-            problems=tuple(db["problems"]),
-        )
-        for name, db in payload["databases"].items()
-    }
     return AgentReport(
         agent_id=payload["agent_id"],
         operation_end_time=ReportTime.from_json(payload["operation_end_time"]),
-        databases=databases,
+        databases=StoredDatabases(payload["databases"]),  # type: ignore[arg-type]
         operation_start_time=_time_from(payload.get("operation_start_time")),
         overall_status=payload.get("overall_status"),
     )

@@ -40,10 +40,16 @@ def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> S
 
     Only differences are written, so syncing an unchanged file of 20,000 jobs costs one read.
     """
-    existing = {
-        (r.agent_id_responsible, r.database_name, r.expected_hour_utc, r.expected_minute_utc): r
-        for r in session.execute(sa.select(ExpectedJobRow)).scalars()
-    }
+    columns = (
+        ExpectedJobRow.id,
+        ExpectedJobRow.agent_id_responsible,
+        ExpectedJobRow.database_name,
+        ExpectedJobRow.expected_hour_utc,
+        ExpectedJobRow.expected_minute_utc,
+        ExpectedJobRow.is_active,
+        *(getattr(ExpectedJobRow, c) for c in _JOB_CONFIG_FIELDS),
+    )
+    existing = {(r[1], r[2], r[3], r[4]): r for r in session.execute(sa.select(*columns))}
     changed = [
         _job_values(job, now)
         for job in jobs
@@ -68,7 +74,7 @@ def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> S
     return SyncSummary(active=len(jobs), added=len(declared - set(existing)), deactivated=len(stale))
 
 
-def _config_differs(row: ExpectedJobRow, job: ResolvedJob) -> bool:
+def _config_differs(row: Any, job: ResolvedJob) -> bool:
     wanted = {
         "window_minutes": job.window_minutes,
         "timezone": job.timezone,
@@ -106,6 +112,11 @@ def active_jobs(session: Session, job_ids: Iterable[int] | None = None) -> list[
     if job_ids is not None:
         query = query.where(ExpectedJobRow.id.in_(list(job_ids)))
     return list(session.execute(query.order_by(ExpectedJobRow.id)).scalars())
+
+
+def active_job_agents(session: Session) -> list[tuple[int, str]]:
+    query = sa.select(ExpectedJobRow.id, ExpectedJobRow.agent_id_responsible).where(ExpectedJobRow.is_active)
+    return [(job_id, agent) for job_id, agent in session.execute(query)]
 
 
 def all_jobs(session: Session) -> list[ExpectedJobRow]:
@@ -394,5 +405,32 @@ def list_entries(session: Session, filters: EntryFilter) -> list[tuple[BackupEnt
         query = query.where(BackupEntryRow.cycle_expected_at >= start)
     query = query.order_by(
         BackupEntryRow.cycle_expected_at, ExpectedJobRow.agent_id_responsible, ExpectedJobRow.database_name
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
+
+
+def day_entries_of_agents(
+    session: Session, agents: Sequence[str], first: datetime, last: datetime
+) -> list[tuple[BackupEntryRow, ExpectedJobRow]]:
+    query = (
+        sa.select(BackupEntryRow, ExpectedJobRow)
+        .join(ExpectedJobRow, BackupEntryRow.job_id == ExpectedJobRow.id)
+        .where(
+            ExpectedJobRow.agent_id_responsible.in_(list(agents)),
+            BackupEntryRow.cycle_expected_at >= first,
+            BackupEntryRow.cycle_expected_at < last,
+        )
+        .order_by(ExpectedJobRow.agent_id_responsible, ExpectedJobRow.database_name)
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
+
+
+def latest_entries_of_agent(session: Session, agent: str) -> list[tuple[BackupEntryRow, ExpectedJobRow]]:
+    query = (
+        sa.select(BackupEntryRow, ExpectedJobRow)
+        .join(ExpectedJobRow, BackupEntryRow.job_id == ExpectedJobRow.id)
+        .where(ExpectedJobRow.agent_id_responsible == agent, ExpectedJobRow.is_active)
+        .distinct(BackupEntryRow.job_id)
+        .order_by(BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at.desc())
     )
     return [(entry, job) for entry, job in session.execute(query).tuples()]
