@@ -115,17 +115,17 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         result.jobs = len(jobs)
         ids = [j.id for j in jobs]
         existing = repository.entries_for_cycles(session, ids, start, end)
-        previous = repository.previous_successes(session, ids, start)
-        agents = sorted({j.agent_id_responsible for j in jobs})
-        inputs = repository.reports_around(session, agents, start - _BEFORE, end + _AFTER)
+        cycles = {j.id: Cycle(job=to_domain_job(j), expected_at=start + _time_of(j)) for j in jobs}
+        todo = jobs
+        if ctx.automatic:
+            agents = sorted({j.agent_id_responsible for j in jobs})
+            activity = repository.latest_ingestion(session, agents, start - _BEFORE, end + _AFTER)
+            todo = [j for j in jobs if _owed(ctx, j, cycles[j.id], existing.get(j.id), activity, result)]
+        agents = sorted({j.agent_id_responsible for j in todo})
+        inputs = repository.reports_around(session, agents, start - _BEFORE, end + _AFTER) if agents else {}
+        previous = repository.previous_successes(session, [j.id for j in todo], start) if todo else {}
         pending = [
-            p
-            for job in jobs
-            if (
-                p := _prepare(
-                    ctx, job, plan.day, existing.get(job.id), inputs[job.agent_id_responsible], result
-                )
-            )
+            _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
         ]
         _measure(ctx, pending, result)
         rows, outcomes_by_job = [], {}
@@ -161,22 +161,38 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     return result
 
 
-def _prepare(
+def _owed(
     ctx: ScanContext,
     job: ExpectedJobRow,
-    day: date,
+    cycle: Cycle,
     existing: BackupEntryRow | None,
-    inputs: repository.AgentReports,
+    activity: dict[str, datetime],
     result: BatchResult,
-) -> _Pending | None:
-    """The cycle to evaluate with its inputs, or None when this scan has nothing to do for it."""
-    cycle = Cycle(job=to_domain_job(job), expected_at=day_bounds(day)[0] + _time_of(job))
-    if ctx.automatic:
-        if cycle.deadline < job.created_at:
-            result.not_owed += 1
-            return None
-        if existing is not None and not _new_inputs_since(existing, inputs):
-            return None
+) -> bool:
+    """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
+
+    Work means: a cycle owed since the job exists that has no entry and is past its deadline, or
+    whose agent had a report recorded since the cycle (or, without an entry, the job) was last
+    looked at. Everything else is idle, so an idle scan loads no report at all.
+    """
+    if cycle.deadline < job.created_at:
+        result.not_owed += 1
+        return False
+    latest_report = activity.get(job.agent_id_responsible)
+    if existing is not None:
+        return latest_report is not None and latest_report > existing.updated_at
+    if cycle.is_due(ctx.now):
+        return True
+    if latest_report is None or latest_report <= job.updated_at:
+        result.still_open += 1
+        return False
+    return True
+
+
+def _prepare(
+    job: ExpectedJobRow, cycle: Cycle, existing: BackupEntryRow | None, inputs: repository.AgentReports
+) -> _Pending:
+    """The cycle to evaluate with the agent's reports that bear on it."""
     accepted = [r for r, _ in inputs.accepted]
     report = rules.relevant_report(cycle, accepted)
     return _Pending(
@@ -194,12 +210,6 @@ def _prepare(
 
 def _time_of(job: ExpectedJobRow) -> timedelta:
     return timedelta(hours=job.expected_hour_utc, minutes=job.expected_minute_utc)
-
-
-def _new_inputs_since(entry: BackupEntryRow, inputs: repository.AgentReports) -> bool:
-    """A report recorded after the entry was written may change it (e.g. a late upload)."""
-    times = [t for _, t in inputs.accepted] + [t for _, t in inputs.rejected]
-    return any(t > entry.updated_at for t in times)
 
 
 def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
@@ -225,7 +235,9 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
         StagedFileRequest(ctx.settings.storage_root / item.job.agent_id_responsible, item.staged_name or "")
         for item in to_measure
     ]
-    checks = check_many(requests, workers=ctx.settings.hash_workers)
+    checks = check_many(
+        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+    )
     for item, check in zip(to_measure, checks, strict=True):
         item.check = check
         result.measured_files += 1

@@ -6,7 +6,7 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     hash_workers: int = Field(
         default=2, ge=1, le=64, validation_alias=AliasChoices("BACKUP_PIPELINE_HASH_WORKERS", "hash_workers")
     )
+    # Decompress staged archives to catch corrupt ones and fingerprint their content. Off, only the
+    # file's SHA-256 and size are checked, and content policies compare raw file hashes.
+    verify_archives: bool = Field(
+        default=True, validation_alias=AliasChoices("BACKUP_PIPELINE_VERIFY_ARCHIVES", "verify_archives")
+    )
     max_batches: int = Field(
         default=8, ge=1, le=256, validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_BATCHES", "max_batches")
     )
@@ -61,6 +66,49 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias=AliasChoices("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "per_database_assets_max"),
     )
+
+    # ---- alerts (issue 4)
+    # Apprise URLs, several separated by commas or spaces. A secret: never logged or shown whole.
+    notify_urls: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("BACKUP_PIPELINE_NOTIFY_URLS", "notify_urls")
+    )
+    # Base URL of the Dagster UI, for links to the assets in notifications.
+    dagster_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BACKUP_PIPELINE_DAGSTER_URL", "dagster_url")
+    )
+    # An unsent notification is retried by the following scans, up to this many attempts.
+    notify_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS", "notify_max_attempts"),
+    )
+    # Size anomalies: the staged size against the median of the job's last successful cycles.
+    size_history: int = Field(
+        default=14, ge=3, le=365, validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_HISTORY", "size_history")
+    )
+    size_min_history: int = Field(
+        default=3,
+        ge=3,
+        le=365,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_MIN_HISTORY", "size_min_history"),
+    )
+    size_below_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_BELOW_RATIO", "size_below_ratio"),
+    )
+    size_above_ratio: float = Field(
+        default=3.0,
+        gt=1,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_ABOVE_RATIO", "size_above_ratio"),
+    )
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where the daily health reports are written (CSV)."""
+        return self.home / "reports"
 
     @property
     def max_report_age(self) -> timedelta:
@@ -77,6 +125,10 @@ class Settings(BaseSettings):
         os.environ["BACKUP_PIPELINE_HOME"] = str(self.home.resolve())
         if self.database_url:
             os.environ["BACKUP_PIPELINE_DATABASE_URL"] = self.database_url
+        if self.notify_urls.get_secret_value():
+            os.environ["BACKUP_PIPELINE_NOTIFY_URLS"] = self.notify_urls.get_secret_value()
+        if self.dagster_url:
+            os.environ["BACKUP_PIPELINE_DAGSTER_URL"] = self.dagster_url
 
 
 def load_settings() -> Settings:

@@ -292,6 +292,22 @@ def reports_around(
     return result
 
 
+def latest_ingestion(
+    session: Session, agent_ids: Sequence[str], first: datetime, last: datetime
+) -> dict[str, datetime]:
+    """When each agent last had a report recorded that could bear on cycles in [first, last]."""
+    in_range = sa.or_(
+        StatusReportRow.operation_end_time.between(first, last),
+        StatusReportRow.file_name_time.between(first.replace(tzinfo=None), last.replace(tzinfo=None)),
+    )
+    query = (
+        sa.select(StatusReportRow.agent_id, sa.func.max(StatusReportRow.ingested_at))
+        .where(StatusReportRow.agent_id.in_(list(agent_ids)), in_range)
+        .group_by(StatusReportRow.agent_id)
+    )
+    return {agent: at for agent, at in session.execute(query)}
+
+
 # ---------------------------------------------------------------- entries
 
 
