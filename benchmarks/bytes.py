@@ -74,7 +74,8 @@ checks = check_many(requests, workers={workers}, verify_archive={verify})
 elapsed = time.perf_counter() - start
 bad = [c for c in checks if c.problem or c.archive_problem]
 assert not bad, bad
-print(json.dumps({{"seconds": elapsed, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": elapsed, "rss_mib": rss}}))
 """
     _, out = run([PYTHON, "-c", code])
     result = json.loads(out.strip().splitlines()[-1])
