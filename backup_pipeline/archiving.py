@@ -21,6 +21,7 @@ from backup_pipeline.deposit import (
     archived_candidates,
     kind_of,
     sha256_of_path,
+    waiting_names,
 )
 from backup_pipeline.ingestion import synthetic_hash
 from backup_pipeline.scan_context import ScanContext, Summary
@@ -35,6 +36,7 @@ ARCHIVE_LOCK = 0x61726368  # "arch": one archiver at a time, whatever process ru
 class ArchiveSummary(Summary):
     archived: int = 0
     left: list[str] = []  # recorded reports not moved, with why
+    errors: list[str] = []  # of those, the ones a person must act on (disk full, unusable _archive/...)
 
 
 def archive(ctx: ScanContext) -> ArchiveSummary:
@@ -66,13 +68,16 @@ def _archive_agent(
         summary.left += [f"{agent_id}/{r.file_name}: agent folder is gone" for r in rows]
         return {}
     agent = AgentFolder(agent_id, folder)
+    waiting = waiting_names(agent)
     done: dict[int, str] = {}
     for row in rows:
         try:
-            path = _archive_one(agent, row)
+            path = _archive_one(agent, row, waiting.get(row.file_name, []))
         except OSError as exc:
-            summary.left.append(f"{agent_id}/{row.file_name}: cannot archive: {exc.strerror or exc}")
-            log.error("cannot archive %s/%s: %s", agent_id, row.file_name, exc)
+            reason = exc.strerror or str(exc)  # ArchiveUnavailable's strerror is a whole sentence
+            summary.left.append(f"{agent_id}/{row.file_name}: cannot archive: {reason}")
+            summary.errors.append(f"{agent_id}/{row.file_name}: {reason}")
+            log.error("cannot archive %s/%s: %s", agent_id, row.file_name, reason)
             continue
         if path is None:
             summary.left.append(f"{agent_id}/{row.file_name}: no longer in log/ nor in _archive/")
@@ -81,12 +86,13 @@ def _archive_agent(
     return done
 
 
-def _archive_one(agent: AgentFolder, row: StatusReportRow) -> Path | None:
-    source = agent.log_dir / row.file_name
-    if os.path.lexists(source):
-        if not _holds(source, row.file_name, row.content_sha256):
-            return None  # replaced since it was recorded: the next scan records the new content
-        return archive_report(agent, row.file_name, row.content_sha256)
+def _archive_one(agent: AgentFolder, row: StatusReportRow, on_disk: list[str]) -> Path | None:
+    """Archive the recorded report; `on_disk` are the log/ entries recorded under its name."""
+    if on_disk:
+        for name in on_disk:
+            if _holds(agent.log_dir / name, row.file_name, row.content_sha256):
+                return archive_report(agent, row.file_name, row.content_sha256, source_name=name)
+        return None  # replaced since it was recorded: the next scan records the new content
     # Moved by an interrupted scan before its record was updated: find it by content.
     for candidate in archived_candidates(agent, row.file_name):
         if _holds(candidate, row.file_name, row.content_sha256):

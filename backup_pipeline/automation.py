@@ -68,8 +68,8 @@ def pending_files(settings: Settings) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     for agent in agents:
         for report in list_reports(agent):
-            key = f"{agent.agent_id}/{report.name}:{report.size}:{report.mtime}"
-            found[hashlib.blake2b(key.encode(), digest_size=8).hexdigest()] = (agent.agent_id, report.name)
+            key = f"{agent.agent_id}/{report.shown}:{report.size}:{report.mtime}"
+            found[hashlib.blake2b(key.encode(), digest_size=8).hexdigest()] = (agent.agent_id, report.shown)
     return found
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from backup_pipeline import views
 from backup_pipeline.jobs_file import JobsFileError
 from backup_pipeline.scan_context import parse_instant
 from backup_pipeline.settings import Settings, load_settings
-from backup_pipeline.storage.database import DatabaseUnavailable, open_database
+from backup_pipeline.storage.database import DatabaseUnavailable, db_error_line, open_database
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +39,8 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:
             raise click.ClickException(f"invalid configuration or argument: {exc}") from None
+        except DBAPIError as exc:  # PostgreSQL went away mid-command: the driver's words, never the URL
+            raise click.ClickException(f"PostgreSQL unreachable or failing: {db_error_line(exc)}") from None
 
     return wrapper
 
@@ -123,10 +126,24 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
         settings, _instant(at), partitions=days or None, rehash=rehash, log_level=ctx.obj["log_level"]
     )
     click.echo(views.table(views.run_rows(runs)))
-    click.echo(views.table(views.status_counts(open_database(settings), [r.day for r in runs])))
     failed = [r for r in runs if not r.success]
+    try:
+        click.echo(views.table(views.status_counts(open_database(settings), [r.day for r in runs])))
+    except DBAPIError:
+        if not failed:
+            raise
+    notified = _notification_line(runs)
+    if notified:
+        click.echo(notified)
     if failed:
         raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
+    unarchived = [e for r in runs if r.archived for e in r.archived.errors]
+    if unarchived:  # the verdicts stand; the reports stay in log/ and the next scan retries
+        raise click.ClickException(
+            f"{len(unarchived)} report(s) could not be archived (left in log/, retried by the next scan): "
+            + "; ".join(unarchived[:3])
+            + ("; …" if len(unarchived) > 3 else "")
+        )
 
 
 @main.command()
@@ -236,6 +253,118 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
         from backup_pipeline.dagster_home import run_dagster_dev
 
         sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
+
+
+def _notification_line(runs: list[Any]) -> str | None:
+    """What the scan's notify steps did, with redacted target labels only."""
+    summaries = [r.notified for r in runs if getattr(r, "notified", None) is not None]
+    sent = sum(s.sent for s in summaries)
+    failed = sum(s.failed for s in summaries)
+    held = sum(s.held for s in summaries)
+    if not (sent or failed or held):
+        return None
+    line = f"notifications: {sent} alert(s) delivered, {failed} failed, {held} held by a silence"
+    down = sorted({f"{t.target} [{t.target_id}]" for s in summaries for t in s.targets if not t.sent})
+    if down:
+        line += f" (retried by the next scan; failing: {', '.join(down)})"
+    return line
+
+
+# ---------------------------------------------------------------- notifications and the health report
+
+
+@main.group()
+def notify() -> None:
+    """Notifications: test the targets, see every alert and attempt."""
+
+
+def _declared_notify_lists(settings: Settings) -> list[list[str]]:
+    """Each declared job's `notify:` list, from the jobs file (none when there is no jobs file)."""
+    from backup_pipeline.jobs_file import load_jobs_file
+
+    if not settings.jobs_file.exists():
+        return []
+    return [job.alerting.notify for job in load_jobs_file(settings.jobs_file, settings.window_minutes)]
+
+
+@notify.command("test")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def notify_test(as_json: bool) -> None:
+    """Send a test message to every configured target and print each result (targets redacted)."""
+    from backup_pipeline.notifications import send_test
+
+    settings = _settings()
+    results = send_test(settings, open_database(settings), _declared_notify_lists(settings))
+    if not results:
+        raise click.ClickException(
+            "no notification target configured: set BACKUP_PIPELINE_NOTIFY_URLS or add `notify:` to a job"
+        )
+    rows = [
+        {
+            "target": r.target,
+            "target_id": r.target_id,
+            "configured_in": r.source,
+            "result": "sent" if r.sent else "FAILED",
+            "error": r.error,
+        }
+        for r in results
+    ]
+    emit(rows, as_json)
+    failed = [r for r in results if not r.sent]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} target(s) could not be notified")
+
+
+@notify.command("log")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@friendly_errors
+def notify_log(as_json: bool, limit: int) -> None:
+    """Every notification attempt, newest first: target, cycle, event, sent or failed, error."""
+    from backup_pipeline.notifications import attempt_rows
+
+    rows = attempt_rows(open_database(_settings()), limit)
+    columns = ["attempted_at", "target", "kind", "agent_id", "database_name", "cycle_expected_at", "event"]
+    emit(rows, as_json, None if as_json else [*columns, "result", "error"])
+
+
+@notify.command("alerts")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@friendly_errors
+def notify_alerts(as_json: bool, limit: int) -> None:
+    """The latest alerts, held or not, with the state of their delivery to each target."""
+    from backup_pipeline.notifications import alert_rows
+
+    rows = alert_rows(open_database(_settings()), limit)
+    columns = ["raised_at", "agent_id", "database_name", "cycle_expected_at", "event", "held_by"]
+    emit(rows, as_json, None if as_json else [*columns, "deliveries"])
+
+
+@main.command()
+@click.option("--date", "day", help="The day to report on (YYYY-MM-DD, default today UTC).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="csv: one row per agent and a TOTAL row, as the file the Dagster asset writes.",
+)
+@friendly_errors
+def report(day: str | None, fmt: str) -> None:
+    """The fleet's health on one day (the report the `fleet_health_report` asset materializes)."""
+    from backup_pipeline import health_report
+
+    when = _day(day, "--date") if day else datetime.now(UTC).date()
+    built = health_report.build_report(open_database(_settings()), when)
+    if fmt == "csv":
+        click.echo(health_report.to_csv(built), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(health_report.to_json(built), indent=1))
+    else:
+        click.echo(health_report.to_text(built))
 
 
 def _day(value: str, option: str) -> date:

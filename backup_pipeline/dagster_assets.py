@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 REPORTS_ASSET = AssetKey(["backup_reports"])
 INTEGRITY_CHECK = "integrity"
+SIZE_CHECK = "size"  # WARNING: the staged size is far from the job's trailing median (issue 4)
 PASSING = {"SUCCESS", "HASH_MISMATCH"}
 CHECKS_PER_DEFINITION = 50  # one multi-asset check holding thousands of specs validates very slowly
 
@@ -170,6 +171,16 @@ def _check_definition(
             description="Passes when the latest cycle's backup arrived intact (SUCCESS or HASH_MISMATCH).",
         )
         for key in keys
+    ] + [
+        AssetCheckSpec(
+            name=SIZE_CHECK,
+            asset=key,
+            description=(
+                "Warns when a successful backup's staged size is far from the median of the job's last "
+                "successful cycles (size anomaly)."
+            ),
+        )
+        for key in keys
     ]
 
     @multi_asset_check(specs=specs, name=name, can_subset=True)
@@ -184,6 +195,9 @@ def _check_definition(
             latest = latest_entries(
                 database, agent, [(j.database_name, j.expected_hour_utc, j.expected_minute_utc) for j in jobs]
             )
+            if check_key.name == SIZE_CHECK:
+                yield _size_result(check_key.asset_key, latest)
+                continue
             failing = [e for e in latest if e["status"] not in PASSING]
             yield AssetCheckResult(
                 asset_key=check_key.asset_key,
@@ -200,6 +214,46 @@ def _check_definition(
             )
 
     return _check
+
+
+def _size_result(key: AssetKey, latest: list[dict]) -> AssetCheckResult:
+    anomalous = [e for e in latest if e.get("size_anomaly")]
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=SIZE_CHECK,
+        passed=not anomalous,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "anomalies": "\n".join(f"{e['database_name']}: {e['message']}" for e in anomalous) or "none",
+        },
+    )
+
+
+def size_evaluation(
+    key: AssetKey, partition: str, o: EntryOutcome, cycle: str
+) -> AssetCheckEvaluation | None:
+    """The size check of a successful cycle (WARNING when it is an anomaly), None for the others."""
+    if o.status not in PASSING:
+        return None
+    metadata: dict[str, object] = {"cycle_expected_at": cycle, "size": _int(o.server_size)}
+    if o.size_median is not None:
+        metadata |= {
+            "median": MetadataValue.float(o.size_median),
+            "ratio": MetadataValue.float(o.size_ratio) if o.size_ratio is not None else MetadataValue.null(),
+            "history": _int(o.size_history),
+        }
+    else:
+        metadata["note"] = "not enough successful cycles yet to compare sizes"
+    if o.size_anomaly:
+        metadata["anomaly"] = o.size_anomaly
+    return AssetCheckEvaluation(
+        asset_key=key,
+        check_name=SIZE_CHECK,
+        passed=o.size_anomaly is None,
+        severity=AssetCheckSeverity.WARN,
+        metadata=metadata,
+        partition=partition,
+    )
 
 
 def outcome_events(
@@ -222,6 +276,8 @@ def outcome_events(
             "report_file": o.report_file or "",
             "entry_id": MetadataValue.int(o.entry_id),
         }
+        if o.size_anomaly:
+            metadata["size_anomaly"] = o.size_anomaly
         yield AssetMaterialization(asset_key=key, partition=partition, metadata=metadata)
         yield AssetCheckEvaluation(
             asset_key=key,
@@ -231,6 +287,9 @@ def outcome_events(
             metadata={"status": o.status, "message": o.message, "cycle_expected_at": cycle},
             partition=partition,
         )
+        size = size_evaluation(key, partition, o, cycle)
+        if size is not None:
+            yield size
 
 
 def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
@@ -251,6 +310,15 @@ def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | As
             passed=not d.problems,
             severity=AssetCheckSeverity.ERROR,
             metadata={"problems": MetadataValue.md(problems)},
+            partition=partition,
+        )
+        anomalies = "\n".join(f"- {a}" for a in d.anomalies) or "none"
+        yield AssetCheckEvaluation(
+            asset_key=key,
+            check_name=SIZE_CHECK,
+            passed=not d.anomalies,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"anomalies": MetadataValue.md(anomalies)},
             partition=partition,
         )
 

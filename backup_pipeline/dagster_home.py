@@ -36,6 +36,7 @@ def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
     """`dagster dev` (webserver and daemon) on the product's storage; returns its exit code."""
     settings.apply_to_environment()
     prepare_dagster_home(settings)
+    os.environ.setdefault("BACKUP_PIPELINE_DAGSTER_URL", f"http://{host}:{port}")  # links in alerts
     command = ["dagster", "dev", "-h", host, "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
     print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}; Ctrl-C stops it)")
     try:

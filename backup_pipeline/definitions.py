@@ -1,7 +1,7 @@
 """The Dagster wiring: the three-phase scan as a daily-partitioned job of ops, its assets,
 checks, schedule and sensor.
 
-discover/ingest → evaluate (one step per batch of whole agents) → archive. Ops are thin: each
+discover/ingest → evaluate (one step per batch of whole agents) → archive → notify. Ops are thin: each
 calls one phase module and logs what it decided; the rules live in `backup_pipeline.core.rules`.
 The monitored databases are declared as partitioned assets from the jobs file; the evaluate steps
 report their materializations and integrity checks when an entry is created or changes.
@@ -24,11 +24,12 @@ from dagster import (
     op,
 )
 
-from backup_pipeline import dagster_assets
+from backup_pipeline import dagster_assets, dagster_health
 from backup_pipeline.archiving import ArchiveSummary, archive
 from backup_pipeline.automation import AUTOMATIC_TAG, build_schedule, build_sensor
 from backup_pipeline.evaluation import BatchPlan, BatchResult, agent_days, evaluate_batch, plan_batches
 from backup_pipeline.ingestion import IngestSummary, ingest
+from backup_pipeline.notifications import NotifySummary, notify
 from backup_pipeline.scan_context import ScanContext, make_context, parse_instant
 from backup_pipeline.scan_runner import sync_jobs_file
 from backup_pipeline.settings import Settings, load_settings
@@ -49,6 +50,9 @@ class ScanResource(ConfigurableResource):
     at: str | None = None  # ISO-8601 "now" of the evaluation; the real clock when unset
     rehash: bool = False
     automatic: bool | None = None  # unset: automatic when a schedule or sensor requested the run
+    # False for all but the last run of a multi-day CLI scan: a report leaves log/ only once every
+    # day it bears on has been evaluated, so a scan killed in between owes those days again.
+    archive: bool = True
 
     def context(self, op_context: OpExecutionContext, at: str | None = None) -> ScanContext:
         tags = op_context.run.tags
@@ -156,11 +160,51 @@ def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -
 def archive_reports(
     context: OpExecutionContext, scan: ScanResource, results: list[BatchResult]
 ) -> ArchiveSummary:
+    if not scan.archive:
+        context.log.info("archiving left to the last partition of this scan")
+        return ArchiveSummary()
     ctx = scan.context(context)
     summary = archive(ctx)
     context.log.info(f"archived {summary.archived} report(s) after {len(results)} batch(es)")
     if summary.left:
         context.log.warning("not archived:\n" + "\n".join(summary.left))
+    if summary.errors:
+        context.log.error("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
+    return summary
+
+
+@op(
+    name="notify",
+    description="Send the alerts recorded by this scan (and retry unsent ones): one message per target.",
+)
+def notify_op(context: OpExecutionContext, scan: ScanResource, archived: ArchiveSummary) -> NotifySummary:
+    ctx = scan.context(context)
+    summary = notify(ctx)  # a failing target is recorded and retried, never raised
+    if summary.skipped:
+        context.log.info(f"notifications skipped: {summary.skipped}")
+    context.log.info(
+        f"{summary.dispatched} new alert(s) dispatched, {summary.held} held by a silence, "
+        f"{summary.unaddressed} without a target; {summary.sent} delivered, {summary.failed} failed "
+        f"(will be retried), {summary.abandoned} abandoned"
+    )
+    for t in summary.targets:  # redacted labels only: no secret reaches the run's logs or metadata
+        if not t.sent:
+            context.log.warning(f"could not notify {t.target} [{t.target_id}]: {t.error}")
+    rows = "\n".join(
+        f"| {t.target} | {t.target_id} | {t.alerts} | {'sent' if t.sent else 'failed'} |"
+        for t in summary.targets
+    )
+    context.add_output_metadata(
+        {
+            "dispatched": MetadataValue.int(summary.dispatched),
+            "held": MetadataValue.int(summary.held),
+            "delivered": MetadataValue.int(summary.sent),
+            "failed": MetadataValue.int(summary.failed),
+            "targets": MetadataValue.md(
+                "| target | id | alerts | result |\n|---|---|---|---|\n" + rows if rows else "no message sent"
+            ),
+        }
+    )
     return summary
 
 
@@ -168,7 +212,7 @@ def archive_reports(
 def backup_scan() -> None:
     ingested = ingest_reports()
     results = plan_evaluation(ingested).map(evaluate).collect()
-    archive_reports(results)
+    notify_op(archive_reports(results))
 
 
 scan_job = backup_scan.to_job(
@@ -184,11 +228,17 @@ scan_job = backup_scan.to_job(
     ),
 )
 
+# The daily health report: an asset materialized by its own small job, once a day (dagster_health.py).
+health_job = dagster_health.build_health_job(daily_partitions)
+
 defs = Definitions(
-    jobs=[scan_job],
-    assets=_fleet.specs(daily_partitions),
+    jobs=[scan_job, health_job],
+    assets=[*_fleet.specs(daily_partitions), dagster_health.build_health_report(daily_partitions)],
     asset_checks=_fleet.checks(_settings),
-    schedules=[build_schedule(scan_job, _fleet.jobs)],
+    schedules=[
+        build_schedule(scan_job, _fleet.jobs),
+        dagster_health.build_health_schedule(health_job, _fleet.jobs, _settings.start_date),
+    ],
     sensors=[build_sensor(scan_job, _fleet.jobs, _settings)],
     resources={"scan": ScanResource()},
 )

@@ -7,12 +7,14 @@ bounded. Staged dumps are only ever read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,19 @@ LOG_DIR = "log"
 ARCHIVE_DIR = "_archive"
 STAGED_DIRS = ("database", "databases")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 class UnsafeFile(OSError):
     """A file the server refuses to read; the message says why in a person's words."""
+
+
+class Vanished(UnsafeFile):
+    """The file was there when listed and is gone now (moved by a concurrent scan, or by its agent)."""
+
+
+class ArchiveUnavailable(OSError):
+    """log/ or log/_archive/ cannot be used safely or at all; the message says why in a person's words."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +67,29 @@ class ReportFile:
     def path(self) -> Path:
         return self.agent.log_dir / self.name
 
+    @property
+    def shown(self) -> str:
+        """The name as recorded and shown (bytes that are not UTF-8 escaped)."""
+        return shown_name(self.name)
+
 
 @dataclass(frozen=True)
 class Skipped:
     name: str
     reason: str
+
+
+def shown_name(name: str) -> str:
+    """A file name fit for PostgreSQL, logs and people: itself, or with its non-UTF-8 bytes escaped.
+
+    Names come from untrusted machines: `\\xff` in a name must not crash a scan (Python keeps such
+    bytes as lone surrogates, which no UTF-8 text can hold).
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
 
 
 def discover_agents(root: Path) -> tuple[list[AgentFolder], list[Skipped]]:
@@ -72,14 +101,15 @@ def discover_agents(root: Path) -> tuple[list[AgentFolder], list[Skipped]]:
     except FileNotFoundError:
         raise FileNotFoundError(f"deposit root {root} does not exist (set BACKUP_STORAGE_ROOT)") from None
     for entry in entries:
+        name = shown_name(entry.name)
         if entry.is_symlink():
-            skipped.append(Skipped(entry.name, "is a symbolic link; agent folders must be real directories"))
+            skipped.append(Skipped(name, "is a symbolic link; agent folders must be real directories"))
         elif not entry.is_dir(follow_symlinks=False):
             continue  # stray files at the root are not agent folders
         elif not is_valid_agent_id(entry.name):
-            skipped.append(Skipped(entry.name, "name is not ENTREPRISE_VILLE_QUARTIER"))
+            skipped.append(Skipped(name, "name is not ENTREPRISE_VILLE_QUARTIER"))
         elif not _is_real_dir(Path(entry.path) / LOG_DIR):
-            skipped.append(Skipped(entry.name, "has no log/ directory"))
+            skipped.append(Skipped(name, "has no log/ directory"))
         else:
             agents.append(AgentFolder(entry.name, Path(entry.path)))
     return agents, skipped
@@ -121,7 +151,12 @@ def list_reports(agent: AgentFolder) -> Iterator[ReportFile]:
 def read_report(report: ReportFile, max_bytes: int) -> bytes:
     """The bytes of a report file, refusing anything unsafe or too large (UnsafeFile says why)."""
     with _open_regular(report.path, what="report") as fd:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        if st.st_nlink > 1 and not _twin_in_archive(report, st):
+            raise UnsafeFile(
+                f"report has {st.st_nlink} hard links; it may be a file from outside the deposit (not read)"
+            )
         if size > max_bytes:
             raise UnsafeFile(f"report is {size} bytes, above the {max_bytes}-byte limit (not read)")
         chunks = []
@@ -141,15 +176,18 @@ def read_report(report: ReportFile, max_bytes: int) -> bytes:
 class _open_regular:
     """Open a path as a regular file without following links or blocking on a FIFO."""
 
-    def __init__(self, path: Path, *, what: str, refuse_hard_links: bool = False) -> None:
-        self.path, self.what, self.refuse_hard_links = path, what, refuse_hard_links
+    def __init__(
+        self, path: Path | str, *, what: str, refuse_hard_links: bool = False, dir_fd: int | None = None
+    ) -> None:
+        self.path, self.what, self.refuse_hard_links, self.dir_fd = path, what, refuse_hard_links, dir_fd
         self.fd = -1
 
     def __enter__(self) -> int:
         try:
-            self.fd = os.open(self.path, _OPEN_FLAGS)
+            self.fd = os.open(self.path, _OPEN_FLAGS, dir_fd=self.dir_fd)
         except OSError as exc:
-            raise UnsafeFile(_open_error(self.what, exc)) from None
+            error = Vanished if exc.errno == errno.ENOENT else UnsafeFile
+            raise error(_open_error(self.what, exc, self._kind())) from None
         st = os.fstat(self.fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(self.fd)
@@ -165,14 +203,22 @@ class _open_regular:
     def __exit__(self, *_: object) -> None:
         os.close(self.fd)
 
+    def _kind(self) -> str | None:
+        try:
+            return kind_of(os.stat(self.path, dir_fd=self.dir_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            return None
 
-def _open_error(what: str, exc: OSError) -> str:
+
+def _open_error(what: str, exc: OSError, kind: str | None = None) -> str:
     if exc.errno == errno.ELOOP:
         return f"{what} is a symbolic link (not followed)"
     if exc.errno == errno.ENOENT:
         return f"{what} is absent"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{what} cannot be read: permission denied"
+    if kind not in (None, "file"):  # a socket gives ENXIO, a device its own error
+        return f"{what} is a {kind}, not a regular file"
     return f"{what} cannot be opened: {exc.strerror}"
 
 
@@ -207,75 +253,67 @@ def file_sha256(fd: int) -> str:
 
 
 # ---------------------------------------------------------------- archive
+#
+# Every archive operation works relative to file descriptors of the agent's folder, its log/ and
+# log/_archive/, each opened without following a symbolic link: an agent that swaps one of them for
+# a link (to /etc, to another agent) makes the move fail with a clear reason, never write elsewhere.
 
 
-def archive_report(agent: AgentFolder, name: str, content_sha256: str | None) -> Path | None:
+def archive_report(
+    agent: AgentFolder, name: str, content_sha256: str | None, *, source_name: str | None = None
+) -> Path | None:
     """Move log/<name> into log/_archive/ without ever overwriting; the archived path, or None if gone.
 
-    Crash-safe by construction: the file is hard-linked under a free name, then unlinked, so at any
-    instant it exists at least once; a leftover pair is recognised on the next scan by its content.
+    `name` is the recorded (shown) name, under which the file is archived; `source_name` is its
+    name on disk when that differs (bytes that are not UTF-8). Crash-safe by construction: the file
+    is hard-linked under a free name, then unlinked, so at any instant it exists at least once; a
+    leftover pair is recognised on the next scan by its inode or its content.
     """
-    source = agent.log_dir / name
-    if not os.path.lexists(source):
-        return None
-    agent.archive_dir.mkdir(exist_ok=True)
-    existing = _identical_archived(agent, name, source, content_sha256)
-    if existing is not None:
-        os.unlink(source)
-        return existing
-    for target in _free_names(agent.archive_dir, name):
-        try:
-            os.link(source, target, follow_symlinks=False)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            if os.path.lexists(target):  # no hard links on this file system: rename if free
+    source = source_name or name
+    with _log_dirs(agent, create_archive=True) as (log_fd, archive_fd):
+        assert archive_fd is not None
+        if _lstat(source, log_fd) is None:
+            return None
+        existing = _identical_archived(log_fd, archive_fd, source, name, content_sha256)
+        if existing is not None:
+            os.unlink(source, dir_fd=log_fd)
+            return agent.archive_dir / existing
+        for target in _free_names(name):
+            try:
+                os.link(source, target, src_dir_fd=log_fd, dst_dir_fd=archive_fd, follow_symlinks=False)
+            except FileExistsError:
                 continue
-            os.rename(source, target)
-            return target
-        os.unlink(source)
-        return target
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if _lstat(target, archive_fd) is not None:  # no hard links here: rename if free
+                    continue
+                os.rename(source, target, src_dir_fd=log_fd, dst_dir_fd=archive_fd)
+                return agent.archive_dir / target
+            os.unlink(source, dir_fd=log_fd)
+            return agent.archive_dir / target
     raise RuntimeError("unreachable: _free_names is endless")
 
 
-def _free_names(directory: Path, name: str) -> Iterator[Path]:
-    yield directory / name
-    stem = name[: -len(".json")] if name.endswith(".json") else name
-    n = 1
-    while True:
-        yield directory / f"{stem}.dup{n}.json"
-        n += 1
-
-
-def _identical_archived(
-    agent: AgentFolder, name: str, source: Path, content_sha256: str | None
-) -> Path | None:
-    """An archived copy left by an interrupted move: same inode, or same content under a clash name."""
-    for target in archived_candidates(agent, name):
-        try:
-            if os.path.samefile(source, target):
-                return target
-        except OSError:
-            continue
-        if content_sha256 is not None and sha256_of_path(target) == content_sha256:
-            return target
-    return None
-
-
 def archived_candidates(agent: AgentFolder, name: str) -> list[Path]:
-    """Archived files that may hold `name`: itself and its clash-suffixed copies."""
-    stem = name[: -len(".json")] if name.endswith(".json") else name
+    """Archived files that may hold `name`: itself and its clash-suffixed copies (none if unsafe)."""
     try:
-        names = os.listdir(agent.archive_dir)
-    except FileNotFoundError:
+        with _log_dirs(agent, create_archive=False) as (_, archive_fd):
+            if archive_fd is None:
+                return []
+            return [agent.archive_dir / n for n in _candidate_names(archive_fd, name)]
+    except ArchiveUnavailable:
         return []
-    return [
-        agent.archive_dir / n
-        for n in sorted(names)
-        if n == name or (n.startswith(stem + ".dup") and n.endswith(".json"))
-    ]
+
+
+def waiting_names(agent: AgentFolder) -> dict[str, list[str]]:
+    """Entries of log/ by recorded (shown) name → their names on disk."""
+    found: dict[str, list[str]] = {}
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.listdir(agent.log_dir):
+            if entry != ARCHIVE_DIR:
+                found.setdefault(shown_name(entry), []).append(entry)
+    return found
 
 
 def sha256_of_path(path: Path) -> str | None:
@@ -284,3 +322,106 @@ def sha256_of_path(path: Path) -> str | None:
             return file_sha256(fd)
     except UnsafeFile:
         return None
+
+
+@contextmanager
+def _log_dirs(agent: AgentFolder, *, create_archive: bool) -> Iterator[tuple[int, int | None]]:
+    """Descriptors of the agent's log/ and log/_archive/ (None when absent and not created)."""
+    opened: list[int] = []
+    try:
+        agent_fd = _open_dir(str(agent.path), None, agent.agent_id)
+        opened.append(agent_fd)
+        log_fd = _open_dir(LOG_DIR, agent_fd, f"{agent.agent_id}/{LOG_DIR}")
+        opened.append(log_fd)
+        where = f"{agent.agent_id}/{LOG_DIR}/{ARCHIVE_DIR}"
+        if create_archive:
+            try:
+                os.mkdir(ARCHIVE_DIR, 0o755, dir_fd=log_fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise ArchiveUnavailable(exc.errno, f"cannot create {where}: {exc.strerror}") from None
+        elif _lstat(ARCHIVE_DIR, log_fd) is None:
+            yield log_fd, None
+            return
+        archive_fd = _open_dir(ARCHIVE_DIR, log_fd, where)
+        opened.append(archive_fd)
+        yield log_fd, archive_fd
+    finally:
+        for fd in reversed(opened):
+            os.close(fd)
+
+
+def _open_dir(name: str, dir_fd: int | None, where: str) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        st = _lstat(name, dir_fd)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            reason = f"{where} is a {kind_of(st.st_mode)}, not a directory (not followed)"
+        elif exc.errno == errno.ENOENT:
+            reason = f"{where} does not exist"
+        else:
+            reason = f"{where} cannot be opened: {exc.strerror}"
+        raise ArchiveUnavailable(exc.errno, reason) from None
+
+
+def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _free_names(name: str) -> Iterator[str]:
+    yield name
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    n = 1
+    while True:
+        yield f"{stem}.dup{n}.json"
+        n += 1
+
+
+def _candidate_names(archive_fd: int, name: str) -> list[str]:
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    return [
+        n
+        for n in sorted(os.listdir(archive_fd))
+        if n == name or (n.startswith(stem + ".dup") and n.endswith(".json"))
+    ]
+
+
+def _identical_archived(
+    log_fd: int, archive_fd: int, source: str, name: str, content_sha256: str | None
+) -> str | None:
+    """An archived copy left by an interrupted move: same inode, or same content under a clash name."""
+    source_st = _lstat(source, log_fd)
+    for candidate in _candidate_names(archive_fd, name):
+        st = _lstat(candidate, archive_fd)
+        if st is None:
+            continue
+        if source_st is not None and (st.st_dev, st.st_ino) == (source_st.st_dev, source_st.st_ino):
+            return candidate
+        if content_sha256 is not None and stat.S_ISREG(st.st_mode):
+            try:
+                with _open_regular(candidate, what="file", dir_fd=archive_fd) as fd:
+                    if file_sha256(fd) == content_sha256:
+                        return candidate
+            except UnsafeFile:
+                continue
+    return None
+
+
+def _twin_in_archive(report: ReportFile, st: os.stat_result) -> bool:
+    """Whether the report's other hard link is its own copy in log/_archive/ (an interrupted move)."""
+    try:
+        with _log_dirs(report.agent, create_archive=False) as (_, archive_fd):
+            if archive_fd is None:
+                return False
+            for candidate in _candidate_names(archive_fd, report.shown):
+                other = _lstat(candidate, archive_fd)
+                if other is not None and (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    return True
+    except ArchiveUnavailable:
+        return False
+    return False

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from backup_pipeline import alerting
 from backup_pipeline.core import rules
 from backup_pipeline.core.cycles import Cycle, day_bounds
 from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
 from backup_pipeline.jobs_file import to_domain_job
 from backup_pipeline.scan_context import ScanContext, Summary
-from backup_pipeline.staged_files import StagedFileRequest, check_many
+from backup_pipeline.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.storage import repository
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow
 
@@ -53,6 +54,11 @@ class EntryOutcome(Summary):
     agent_hash: str | None
     agent_size: int | None
     changed: bool
+    # The staged size against the job's trailing median (set after successful cycles with history).
+    size_anomaly: str | None = None
+    size_median: float | None = None
+    size_ratio: float | None = None
+    size_history: int | None = None
 
 
 class BatchResult(Summary):
@@ -105,6 +111,7 @@ class _Pending:
     staged_name: str | None = None
     check: StagedFileCheck | None = None
     check_reused: bool = False
+    settling: bool = False  # the staged file is still being written: judged by a later scan
 
 
 def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
@@ -128,8 +135,14 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
         ]
         _measure(ctx, pending, result)
+        sizes = alerting.SizeBaseline.load(
+            session, ctx.settings, [p.job for p in pending if p.check is not None], start
+        )
         rows, outcomes_by_job = [], {}
         for item in pending:
+            if item.settling:
+                result.still_open += 1
+                continue
             decision = rules.decide(
                 item.cycle,
                 ctx.now,
@@ -145,12 +158,22 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 continue
             result.evaluated += 1
             values = _entry_values(ctx, item, decision)
+            alerting.annotate(values, item.job, item.cycle, sizes)  # size anomaly, silence
             changed = _differs(item.existing, values)
             if changed or not ctx.automatic:
                 rows.append(values)
                 outcomes_by_job[item.job.id] = (item, values, changed)
         entry_ids = repository.upsert_entries(session, rows)
         repository.refresh_job_state(session, ids, ctx.now)
+        alerting.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
+            session,
+            ctx,
+            [
+                alerting.Written(item.job, item.cycle, values, entry_ids[job_id])
+                for job_id, (item, values, changed) in outcomes_by_job.items()
+                if changed
+            ],
+        )
         session.commit()
     result.written = len(rows)
     result.outcomes = [
@@ -171,9 +194,9 @@ def _owed(
 ) -> bool:
     """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
 
-    Work means: a cycle owed since the job exists that has no entry and is past its deadline, or
-    whose agent had a report recorded since the cycle (or, without an entry, the job) was last
-    looked at. Everything else is idle, so an idle scan loads no report at all.
+    Work means: a cycle owed since the job exists that has no entry and is either past its deadline
+    or has reports of its agent around it, or whose entry predates the agent's latest report.
+    Everything else is idle: a scan with nothing new around its day loads no report at all.
     """
     if cycle.deadline < job.created_at:
         result.not_owed += 1
@@ -183,7 +206,7 @@ def _owed(
         return latest_report is not None and latest_report > existing.updated_at
     if cycle.is_due(ctx.now):
         return True
-    if latest_report is None or latest_report <= job.updated_at:
+    if latest_report is None:  # an open cycle needs a look only once its agent sent something
         result.still_open += 1
         return False
     return True
@@ -239,9 +262,14 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
         requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
     )
     for item, check in zip(to_measure, checks, strict=True):
-        item.check = check
         result.measured_files += 1
         result.measured_bytes += check.size or 0
+        assert item.report is not None
+        claim = item.report.report.databases[item.job.database_name].step(Step.COMPRESS)
+        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
+            item.settling = True  # nothing stored: the next scan measures it again
+            continue
+        item.check = check
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
@@ -345,6 +373,7 @@ def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: boo
         agent_hash=values["agent_compress_hash_post_compress"],
         agent_size=values["agent_compress_size_post_compress"],
         changed=changed,
+        **{c: values.get(c) for c in alerting.SIZE_COLUMNS},
     )
 
 
@@ -357,6 +386,7 @@ class AgentDay(Summary):
     problems: list[str]
     total_size: int
     entries: int
+    anomalies: list[str] = []  # size anomalies of successful cycles
 
 
 def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[AgentDay]:
@@ -377,5 +407,10 @@ def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[Agent
         if entry.status not in ("SUCCESS", "HASH_MISMATCH"):
             summary.problems.append(
                 f"{job.database_name} {entry.cycle_expected_at:%H:%MZ} {entry.status}: {entry.message}"
+            )
+        elif entry.size_anomaly:
+            summary.anomalies.append(
+                f"{job.database_name} {entry.cycle_expected_at:%H:%MZ} {entry.size_anomaly}: "
+                f"{entry.server_calculated_staged_size} bytes, median {entry.size_median:.0f}"
             )
     return [summaries[a] for a in sorted(summaries)]

@@ -20,6 +20,7 @@ from backup_pipeline.deposit import (
     AgentFolder,
     ReportFile,
     UnsafeFile,
+    Vanished,
     discover_agents,
     list_reports,
     read_report,
@@ -63,15 +64,22 @@ def ingest(ctx: ScanContext) -> IngestSummary:
         zones = repository.agent_timezones(session)
         windows = repository.agent_windows(session)
     rows: list[dict[str, Any]] = []
+    touched: set[str] = set()
     for agent in agents:
         zone = ZoneInfo(zones.get(agent.agent_id, "UTC"))
         for report in sorted(list_reports(agent), key=lambda r: r.name):
-            row = _examine(ctx, agent, report, zone, known, summary)
-            if row is not None:
-                rows.append(row)
+            row = _examine(ctx, agent, report, zone, summary)
+            if row is None:
+                continue
+            if (row["agent_id"], row["file_name"], row["content_sha256"]) in known:
+                # Recorded by a scan that did not get to archive it (killed, failed, disk full...):
+                # the days it bears on may never have been evaluated, so they are owed again.
+                summary.already_recorded += 1
+                touched.update(_touched(row, windows.get(row["agent_id"], ctx.settings.window_minutes)))
+                continue
+            rows.append(row)
     with ctx.database.sessions() as session:
         new_keys = repository.record_reports(session, rows)
-    touched: set[str] = set()
     for row in rows:
         if (row["agent_id"], row["file_name"], row["content_sha256"]) not in new_keys:
             summary.already_recorded += 1  # a concurrent scan recorded it first
@@ -98,37 +106,31 @@ def _touched(row: dict[str, Any], window: int) -> list[str]:
 
 
 def _examine(
-    ctx: ScanContext,
-    agent: AgentFolder,
-    report: ReportFile,
-    zone: ZoneInfo,
-    known: set[tuple[str, str, str]],
-    summary: IngestSummary,
+    ctx: ScanContext, agent: AgentFolder, report: ReportFile, zone: ZoneInfo, summary: IngestSummary
 ) -> dict[str, Any] | None:
-    """The record for one report file, or None when already recorded or left for later."""
+    """The record for one report file, or None when it is gone or left for later."""
+    name = report.shown  # what is recorded: the name itself, or with its non-UTF-8 bytes escaped
     try:
         data = read_report(report, ctx.settings.max_report_bytes) if report.kind == "file" else None
         problem = None if report.kind == "file" else f"is a {report.kind}, not a regular file (not read)"
+    except Vanished:  # moved since listed (a concurrent scan archived it): nothing to record here
+        log.info("%s/%s left log/ while being read", agent.agent_id, name)
+        return None
     except UnsafeFile as exc:
         data, problem = None, str(exc)
-    content_hash = (
-        hashlib.sha256(data).hexdigest() if data is not None else synthetic_hash(report.kind, report.name)
-    )
-    if (agent.agent_id, report.name, content_hash) in known:
-        summary.already_recorded += 1
-        return None
+    content_hash = hashlib.sha256(data).hexdigest() if data is not None else synthetic_hash(report.kind, name)
     row: dict[str, Any] = {
         "agent_id": agent.agent_id,
-        "file_name": report.name,
+        "file_name": name,
         "content_sha256": content_hash,
         "size": report.size,
         "file_mtime": datetime.fromtimestamp(report.mtime, UTC),
-        "file_name_time": parsing.parse_file_name_time(report.name),
+        "file_name_time": parsing.parse_file_name_time(name),
         "operation_end_time": None,
         "payload": None,
         "notes": [],
     }
-    reason = problem or parsing.file_name_problem(report.name, agent.agent_id)
+    reason = problem or parsing.file_name_problem(name, agent.agent_id)
     if reason is None and data is not None:
         outcome = parsing.parse_report(
             data, agent_id=agent.agent_id, now=ctx.now, max_age=ctx.settings.max_report_age, agent_tz=zone
@@ -143,10 +145,8 @@ def _examine(
             }
         reason = outcome.reason
         if _still_being_written(ctx, report, reason):
-            summary.deferred.append(f"{agent.agent_id}/{report.name}")
-            log.info(
-                "left %s/%s for the next scan: %s (modified moments ago)", agent.agent_id, report.name, reason
-            )
+            summary.deferred.append(f"{agent.agent_id}/{name}")
+            log.info("left %s/%s for the next scan: %s (modified moments ago)", agent.agent_id, name, reason)
             return None
     return row | {"accepted": False, "reason": reason}
 

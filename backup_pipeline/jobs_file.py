@@ -7,13 +7,23 @@ import json
 import logging
 import os
 import re
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedJob
 from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
 
@@ -25,7 +35,202 @@ class JobsFileError(ValueError):
     """A jobs file that cannot be used; the message names the file, line and field."""
 
 
-class JobDefaults(BaseModel):
+# ---------------------------------------------------------------- alerting (issue 4)
+
+_TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_DAY_GROUPS = {
+    "daily": WEEKDAYS,
+    "weekdays": WEEKDAYS[:5],
+    "weekends": WEEKDAYS[5:],
+}
+
+
+def _check_notify_url(value: str) -> str:
+    from backup_pipeline.notify_targets import problem
+
+    issue = problem(value)
+    if issue:
+        raise ValueError(f"this notification target {issue}")
+    return value.strip()
+
+
+NotifyUrl = Annotated[str, AfterValidator(_check_notify_url)]
+
+
+class SizeAnomalySpec(BaseModel):
+    """Size-anomaly settings of a job or of the defaults; unset fields fall back (job → defaults →
+    environment). `size_anomaly: off` disables the check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    history: int | None = Field(default=None, ge=3, le=365)
+    min_history: int | None = Field(default=None, ge=3, le=365)
+    below: float | None = Field(default=None, gt=0, lt=1)
+    above: float | None = Field(default=None, gt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if value is False or (isinstance(value, str) and value.lower() == "off"):
+            return {"enabled": False}
+        if value is True or (isinstance(value, str) and value.lower() == "on"):
+            return {"enabled": True}
+        return value
+
+    def over(self, base: SizeAnomalySpec | None) -> SizeAnomalySpec:
+        """These settings, completed by `base`."""
+        inherited = base.model_dump(exclude_none=True) if base else {}
+        return SizeAnomalySpec(**(inherited | self.model_dump(exclude_none=True)))
+
+    def policy(self, environment: SizePolicy) -> SizePolicy:
+        history = self.history or environment.history
+        return SizePolicy(
+            enabled=environment.enabled if self.enabled is None else self.enabled,
+            history=history,
+            min_history=min(self.min_history or environment.min_history, history),
+            below=self.below or environment.below,
+            above=self.above or environment.above,
+        )
+
+
+class MaintenanceWindowSpec(BaseModel):
+    """A recurring window, e.g. `{name: weekly, days: [sun], start: "00:00", end: "06:00"}`.
+    `end` before `start` crosses midnight; `end: "24:00"` is the end of the day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+    start: str
+    end: str
+    timezone: str = "UTC"
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names:
+            raise ValueError("must be a day (mon…sun, daily, weekdays, weekends) or a list of days")
+        days: list[str] = []
+        for name in names:
+            key = str(name).strip().lower()
+            if key in _DAY_GROUPS:
+                days += _DAY_GROUPS[key]
+            elif key[:3] in WEEKDAYS and key in (key[:3], _full_day(key[:3])):
+                days.append(key[:3])
+            else:
+                raise ValueError(f"unknown day {name!r} (use mon, tue, wed, thu, fri, sat, sun)")
+        return sorted(set(days), key=WEEKDAYS.index)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any, info: Any) -> str:
+        text = value.strftime("%H:%M") if isinstance(value, time) else value
+        if isinstance(text, str) and (
+            _TIME_RE.match(text.strip()) or (info.field_name == "end" and text.strip() == "24:00")
+        ):
+            hours, minutes = text.strip().split(":")
+            return f"{int(hours):02d}:{minutes}"
+        raise ValueError("must be a time of day HH:MM, e.g. 06:00")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MaintenanceWindowSpec:
+        if _minutes(self.start) == _minutes(self.end) % 1440:
+            raise ValueError("start and end are the same time: the window would be empty")
+        return self
+
+    def to_domain(self) -> MaintenanceWindow:
+        return MaintenanceWindow(
+            days=frozenset(WEEKDAYS.index(d) for d in self.days),
+            start=_minutes(self.start),
+            end=_minutes(self.end),
+            tz=ZoneInfo(self.timezone),
+            tz_name=self.timezone,
+            name=self.name,
+        )
+
+
+def _full_day(short: str) -> str:
+    return {
+        "mon": "monday",
+        "tue": "tuesday",
+        "wed": "wednesday",
+        "thu": "thursday",
+        "fri": "friday",
+        "sat": "saturday",
+        "sun": "sunday",
+    }[short]
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _instant(value: Any) -> Any:
+    """`silenced_until`: an ISO date-time (naive means UTC) or a date (its midnight UTC)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            return _instant(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+        except ValueError:
+            raise ValueError("must be an ISO-8601 date or date-time, e.g. 2025-12-01T06:00:00Z") from None
+    return value
+
+
+class JobAlerting(BaseModel):
+    """A job's alerting configuration, resolved from the file and stored with the job."""
+
+    notify: list[str] = []
+    notify_hash_mismatch: bool = True
+    size_anomaly: SizeAnomalySpec = SizeAnomalySpec()
+    silenced_until: datetime | None = None
+    maintenance: list[MaintenanceWindowSpec] = []
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON kept in expected_jobs.alerting: only what differs from the defaults."""
+        return self.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+
+    @classmethod
+    def from_stored(cls, value: dict[str, Any] | None) -> JobAlerting:
+        return cls.model_validate(value) if value else _NO_ALERTING
+
+    def silence(self) -> Silence:
+        return Silence(until=self.silenced_until, windows=tuple(w.to_domain() for w in self.maintenance))
+
+
+_NO_ALERTING = JobAlerting()
+
+
+class _AlertingFields(BaseModel):
+    """Alerting fields accepted both in `defaults:` and in a job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify_hash_mismatch: bool | None = None
+    size_anomaly: SizeAnomalySpec | None = None
+    silenced_until: datetime | None = None
+    maintenance: list[MaintenanceWindowSpec] | None = None
+
+    @field_validator("silenced_until", mode="before")
+    @classmethod
+    def _until(cls, value: Any) -> Any:
+        return _instant(value)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobDefaults(_AlertingFields):
     model_config = ConfigDict(extra="forbid")
 
     window_minutes: int | None = Field(default=None, ge=1, le=720)
@@ -38,7 +243,7 @@ class JobDefaults(BaseModel):
         return _check_zone(value)
 
 
-class JobSpec(BaseModel):
+class JobSpec(_AlertingFields):
     """One expected job as written in the jobs file."""
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +256,7 @@ class JobSpec(BaseModel):
     timezone: str | None = None
     staged_file_name: str | None = None
     content_change: ContentPolicy | None = None
+    notify: list[NotifyUrl] = []  # Apprise URLs, in addition to BACKUP_PIPELINE_NOTIFY_URLS
 
     @field_validator("agent_id")
     @classmethod
@@ -94,6 +300,7 @@ class ResolvedJob(BaseModel):
     timezone: str
     staged_file_name: str | None
     content_change: ContentPolicy
+    alerting: JobAlerting = JobAlerting()
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -125,24 +332,62 @@ def _check_zone(value: str) -> str:
     return value
 
 
-def _line_of(node: yaml.Node, key: str | None) -> int:
-    if key is not None and isinstance(node, yaml.MappingNode):
-        for key_node, _ in node.value:
-            if getattr(key_node, "value", None) == key:
-                return key_node.start_mark.line + 1
-    return node.start_mark.line + 1
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest YAML node along a validation error's location."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = next((pair for pair in node.value if getattr(pair[0], "value", None) == part), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field_label(loc: tuple[Any, ...]) -> str:
+    """('maintenance', 0, 'start') -> maintenance[0].start"""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
 
 
 def _errors(exc: ValidationError, path: Path, node: yaml.Node, where: str) -> list[str]:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else None
-        label = f"field {field!r}" if field else "entry"
-        lines.append(f"{path}:{_line_of(node, field)}: {where}, {label}: {error['msg']}")
+        loc = tuple(error["loc"])
+        label = f"field {_field_label(loc)!r}" if loc else "entry"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}:{_line_of(node, loc)}: {where}, {label}: {message}")
     return lines
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 20,000-job file loads in ~1 s
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 20,000-job file loads in ~1 s
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """YAML 1.1 without base-60 integers: `end: 23:30` is a time of day, not the number 1410."""
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
+    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_LOADER = _Loader
 
 
 _cache: dict[tuple[str, int, int, int], list[ResolvedJob]] = {}
@@ -308,4 +553,24 @@ def _apply_defaults(spec: JobSpec, defaults: JobDefaults, default_window: int) -
         timezone=spec.timezone or defaults.timezone,
         staged_file_name=spec.staged_file_name,
         content_change=spec.content_change or defaults.content_change,
+        alerting=_alerting(spec, defaults),
     )
+
+
+def _alerting(spec: JobSpec, defaults: JobDefaults) -> JobAlerting:
+    """The job's alerting settings: its own values, else the file's defaults."""
+    if not (spec.model_fields_set & _ALERTING_FIELDS or defaults.model_fields_set & _ALERTING_FIELDS):
+        return _NO_ALERTING
+    size = spec.size_anomaly or SizeAnomalySpec()
+    return JobAlerting(
+        notify=spec.notify,
+        notify_hash_mismatch=next(
+            (v for v in (spec.notify_hash_mismatch, defaults.notify_hash_mismatch) if v is not None), True
+        ),
+        size_anomaly=size.over(defaults.size_anomaly),
+        silenced_until=spec.silenced_until or defaults.silenced_until,
+        maintenance=spec.maintenance if spec.maintenance is not None else (defaults.maintenance or []),
+    )
+
+
+_ALERTING_FIELDS = {"notify", *_AlertingFields.model_fields}

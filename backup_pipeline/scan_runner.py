@@ -1,12 +1,15 @@
 """Running the Dagster scan job in process (what `backup-pipeline scan` does).
 
 Without explicit partitions a scan catches up: every day that still has a cycle without an entry
-(since the jobs were created) up to the day of "now", then any earlier day whose cycles the
-reports just recorded may change (a late upload after MISSING was declared, say).
+(since the jobs were created) up to the day of "now", the days the report files waiting in log/ are
+named for, then any earlier day whose cycles the reports just recorded may change (a late upload
+after MISSING was declared, say). Only the scan's last run archives: a report leaves log/ once
+every day it bears on was evaluated, so a scan killed half-way owes the same days again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -17,12 +20,14 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from dagster import DagsterInstance
 
+from backup_pipeline.archiving import ArchiveSummary
 from backup_pipeline.evaluation import BatchResult
 from backup_pipeline.ingestion import IngestSummary
 from backup_pipeline.jobs_file import load_jobs_file
+from backup_pipeline.notifications import NotifySummary
 from backup_pipeline.settings import Settings
 from backup_pipeline.storage import repository
-from backup_pipeline.storage.database import Database, open_database
+from backup_pipeline.storage.database import Database, db_error_line, open_database
 from backup_pipeline.storage.repository import SyncSummary
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,8 @@ class PartitionRun:
     success: bool
     ingested: IngestSummary | None = None
     batches: list[BatchResult] = field(default_factory=list)
+    archived: ArchiveSummary | None = None
+    notified: NotifySummary | None = None
     error: str | None = None
 
     @property
@@ -76,6 +83,23 @@ def scan_days(database: Database, settings: Settings, now: datetime) -> list[dat
     return days or [now.date()]
 
 
+def waiting_days(database: Database, settings: Settings, now: datetime) -> list[date]:
+    """The days the report files waiting in log/ can bear on, from their names (as the sensor judges)."""
+    from backup_pipeline.automation import partitions_for, pending_files
+
+    try:
+        files = list(pending_files(settings).values())
+    except FileNotFoundError:
+        return []
+    if not files:
+        return []
+    with database.sessions() as session:
+        widest = max(repository.agent_windows(session).values(), default=settings.window_minutes)
+        created = repository.earliest_job_creation(session)
+    first = max(settings.start_date, created.date()) if created else settings.start_date
+    return partitions_for(files, widest, now.date(), first)
+
+
 def dagster_instance() -> DagsterInstance:
     """The instance at DAGSTER_HOME (so runs show in the UI), else a throwaway one."""
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
@@ -104,8 +128,9 @@ def exclusive_scan(database: Database) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SCAN_LOCK})
-            conn.commit()
+            with contextlib.suppress(sa.exc.DBAPIError):  # PostgreSQL gone: the lock went with it
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SCAN_LOCK})
+                conn.commit()
 
 
 def _run_scan(
@@ -125,7 +150,11 @@ def _run_scan(
             "(set BACKUP_STORAGE_ROOT)"
         )
     automatic = not partitions
-    days = list(partitions) if partitions else scan_days(database, settings, now)
+    days = (
+        list(partitions)
+        if partitions
+        else scan_days(database, settings, now) + waiting_days(database, settings, now)
+    )
     job = defs.resolve_job_def(SCAN_JOB)
     instance = dagster_instance()
     runs: list[PartitionRun] = []
@@ -134,7 +163,10 @@ def _run_scan(
     while pending:
         day = pending.pop(0)
         done.add(day)
-        run = _run_partition(job, instance, day, now, rehash=rehash, automatic=automatic, log_level=log_level)
+        last = not pending  # only the last run archives (more days found by its ingest are run after)
+        run = _run_partition(
+            job, instance, day, now, rehash=rehash, automatic=automatic, log_level=log_level, archive=last
+        )
         runs.append(run)
         if not run.success:
             break
@@ -146,10 +178,11 @@ def _run_scan(
 
 
 def _run_partition(
-    job, instance, day: date, now: datetime, *, rehash: bool, automatic: bool, log_level: str
+    job, instance, day: date, now: datetime, *, rehash: bool, automatic: bool, log_level: str, archive: bool
 ) -> PartitionRun:
+    scan = {"at": now.isoformat(), "rehash": rehash, "automatic": automatic, "archive": archive}
     config = {
-        "resources": {"scan": {"config": {"at": now.isoformat(), "rehash": rehash, "automatic": automatic}}},
+        "resources": {"scan": {"config": scan}},
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     try:
@@ -162,6 +195,8 @@ def _run_partition(
     if result.success:
         run.ingested = result.output_for_node("ingest_reports")
         run.batches = list(result.output_for_node("evaluate").values())
+        run.archived = result.output_for_node("archive_reports")
+        run.notified = result.output_for_node("notify")
     else:
         run.error = _failure(result)
     return run
@@ -173,5 +208,17 @@ def _failure(result) -> str:
             error = event.step_failure_data.error
             while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
                 error = error.cause
+            if error.cls_name in _DATABASE_ERRORS:  # the driver's first line, not SQLAlchemy's footer
+                reason = f"PostgreSQL unreachable or failing: {db_error_line(error.message)}"
+                return f"step {event.step_key} failed: {reason}"
             return f"step {event.step_key} failed: {error.message.strip().splitlines()[-1]}"
     return "the run failed (see its logs in Dagster)"
+
+
+_DATABASE_ERRORS = (
+    "OperationalError",
+    "InterfaceError",
+    "DatabaseError",
+    "InternalError",
+    "DisconnectionError",
+)

@@ -85,7 +85,10 @@ class Settings(BaseSettings):
     )
     # Size anomalies: the staged size against the median of the job's last successful cycles.
     size_history: int = Field(
-        default=14, ge=3, le=365, validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_HISTORY", "size_history")
+        default=14,
+        ge=3,
+        le=365,
+        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_HISTORY", "size_history"),
     )
     size_min_history: int = Field(
         default=3,

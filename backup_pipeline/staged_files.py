@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +158,20 @@ def measure_open_file(fd: int, file_name: str, *, verify_archive: bool = True) -
         size=size,
         content_fingerprint=fingerprint,
         archive_problem=archive_problem,
+        modified_at=os.fstat(fd).st_mtime,
     )
+
+
+def still_being_written(
+    check: StagedFileCheck, claimed_sha256: str | None, claimed_size: int | None, settle_seconds: int
+) -> bool:
+    """A file modified moments ago that does not match the agent's claim yet: judge it later.
+
+    A file that matches is complete whatever its age; one that stopped changing is judged as it is.
+    """
+    if check.modified_at is None or time.time() - check.modified_at >= settle_seconds:
+        return False
+    return claimed_sha256 != check.sha256 or (claimed_size is not None and claimed_size != check.size)
 
 
 def check_staged_file(request: StagedFileRequest, *, verify_archive: bool = True) -> StagedFileCheck:

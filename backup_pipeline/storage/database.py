@@ -158,3 +158,18 @@ def close_all() -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def db_error_line(error: BaseException | str) -> str:
+    """What went wrong with PostgreSQL, in one line fit for people: the driver's own first line,
+    without SQLAlchemy's prefixes, the SQL or its parameters (the driver never quotes passwords)."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else "unknown error"
+    first = re.sub(r"^(?:[\w.]+(?:Error|Exception): )?(?:\(psycopg2?\.[\w.]+\) )?", "", first)
+    return redact_text(first)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the password of any database URL in it masked."""
+    return re.sub(r"(\w+(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -59,6 +60,8 @@ class ExpectedJobRow(Base):
     previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    # Notification targets, silences and size-anomaly overrides (jobs_file.JobAlerting.stored()).
+    alerting: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
 
     # Read by jobs_file.to_domain_job, which expects the jobs-file spelling.
     @property
@@ -101,6 +104,14 @@ class BackupEntryRow(Base):
         UniqueConstraint("job_id", "cycle_expected_at", name="uq_entry_cycle"),
         Index("ix_entry_cycle", "cycle_expected_at"),
         Index("ix_entry_job_status_cycle", "job_id", "status", "cycle_expected_at"),
+        # A job's last successful cycles (size medians, recoveries): a few index rows per job.
+        Index(
+            "ix_entry_job_success",
+            "job_id",
+            "cycle_expected_at",
+            postgresql_where=text("status IN ('SUCCESS', 'HASH_MISMATCH')"),
+            postgresql_include=["server_calculated_staged_size"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -141,3 +152,72 @@ class BackupEntryRow(Base):
     evaluated_at: Mapped[datetime] = mapped_column(TZ)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    # The staged size against the median of the job's last successful cycles before this one:
+    # median, ratio and history are set once enough history exists, the kind only for an anomaly.
+    size_anomaly: Mapped[str | None] = mapped_column(String(16))
+    size_median: Mapped[float | None] = mapped_column(Float)
+    size_ratio: Mapped[float | None] = mapped_column(Float)
+    size_history: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class AlertRow(Base):
+    """Something people must hear about: one per (job, cycle, event), written with the entry that
+    raised it (in the same transaction), then dispatched to the targets by the scan's notify step."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "cycle_expected_at", "event", name="uq_alert"),
+        Index("ix_alert_job_cycle", "job_id", "cycle_expected_at"),
+        Index("ix_alert_undispatched", "id", postgresql_where=text("dispatched_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("expected_jobs.id"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("backup_entries.id"))
+    cycle_expected_at: Mapped[datetime] = mapped_column(TZ)
+    event: Mapped[str] = mapped_column(String(32))  # core.alerts.AlertEvent
+    message: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str | None] = mapped_column(Text)  # the silence that keeps it from being sent
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    raised_at: Mapped[datetime] = mapped_column(TZ)  # the evaluation's "now"
+    dispatched_at: Mapped[datetime | None] = mapped_column(TZ)  # deliveries created (or held)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class NotificationDeliveryRow(Base):
+    """One alert to one target: pending until sent, retried by later scans while it fails."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "target_key", name="uq_delivery"),
+        Index("ix_delivery_due", "target_key", postgresql_where=text("state IN ('pending', 'failed')")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    target_key: Mapped[str] = mapped_column(String(64))  # SHA-256 of the configured URL, never the URL
+    target: Mapped[str] = mapped_column(String(255))  # redacted label
+    state: Mapped[str] = mapped_column(String(16))  # pending | sent | failed | abandoned
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(TZ)
+    sent_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class NotificationAttemptRow(Base):
+    """Every attempt to send, per alert and target (and `notify test` messages, with no alert)."""
+
+    __tablename__ = "notification_attempts"
+    __table_args__ = (Index("ix_attempt_delivery", "delivery_id"), Index("ix_attempt_at", "attempted_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("notification_deliveries.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # alert | test
+    target_key: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    message_id: Mapped[str] = mapped_column(String(36))  # the alerts sent together in one message
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    attempted_at: Mapped[datetime] = mapped_column(TZ)

@@ -80,11 +80,12 @@ def _config_differs(row: Any, job: ResolvedJob) -> bool:
         "timezone": job.timezone,
         "staged_file_name": job.staged_file_name,
         "content_change": job.content_change.value,
+        "alerting": job.alerting.stored(),
     }
     return any(getattr(row, field) != value for field, value in wanted.items())
 
 
-_JOB_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change")
+_JOB_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change", "alerting")
 
 
 def _job_values(job: ResolvedJob, now: datetime) -> dict[str, Any]:
@@ -98,6 +99,7 @@ def _job_values(job: ResolvedJob, now: datetime) -> dict[str, Any]:
         "timezone": job.timezone,
         "staged_file_name": job.staged_file_name,
         "content_change": job.content_change.value,
+        "alerting": job.alerting.stored(),
         "company_name": parts[0],
         "city": parts[1],
         "neighborhood": "_".join(parts[2:]),
