@@ -31,6 +31,7 @@ from dagster import (
     multi_asset_check,
 )
 
+from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.evaluation import AgentDay, EntryOutcome
 from backup_pipeline.jobs_file import JobsFileError, ResolvedJob, load_jobs_file
 from backup_pipeline.settings import Settings
@@ -296,7 +297,7 @@ def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | As
     """Large fleets: one materialization and check per agent whose day changed."""
     for d in days:
         key, partition = agent_asset_key(d.agent_id), d.day.isoformat()
-        problems = "\n".join(f"- {p}" for p in d.problems) or "none"
+        problems = "\n".join(f"- {escape_markdown(p)}" for p in d.problems) or "none"  # agents' texts
         metadata = {
             "entries": MetadataValue.int(d.entries),
             **{status.lower(): MetadataValue.int(n) for status, n in sorted(d.statuses.items())},
@@ -312,7 +313,7 @@ def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | As
             metadata={"problems": MetadataValue.md(problems)},
             partition=partition,
         )
-        anomalies = "\n".join(f"- {a}" for a in d.anomalies) or "none"
+        anomalies = "\n".join(f"- {escape_markdown(a)}" for a in d.anomalies) or "none"
         yield AssetCheckEvaluation(
             asset_key=key,
             check_name=SIZE_CHECK,

@@ -27,6 +27,7 @@ from dagster import (
 from backup_pipeline import dagster_assets, dagster_health
 from backup_pipeline.archiving import ArchiveSummary, archive
 from backup_pipeline.automation import AUTOMATIC_TAG, build_schedule, build_sensor
+from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.evaluation import BatchPlan, BatchResult, agent_days, evaluate_batch, plan_batches
 from backup_pipeline.ingestion import IngestSummary, ingest
 from backup_pipeline.notifications import NotifySummary, notify
@@ -191,7 +192,7 @@ def notify_op(context: OpExecutionContext, scan: ScanResource, archived: Archive
         if not t.sent:
             context.log.warning(f"could not notify {t.target} [{t.target_id}]: {t.error}")
     rows = "\n".join(
-        f"| {t.target} | {t.target_id} | {t.alerts} | {'sent' if t.sent else 'failed'} |"
+        f"| {escape_markdown(t.target)} | {t.target_id} | {t.alerts} | {'sent' if t.sent else 'failed'} |"
         for t in summary.targets
     )
     context.add_output_metadata(

@@ -127,7 +127,10 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         if ctx.automatic:
             agents = sorted({j.agent_id_responsible for j in jobs})
             activity = repository.latest_ingestion(session, agents, start - _BEFORE, end + _AFTER)
-            todo = [j for j in jobs if _owed(ctx, j, cycles[j.id], existing.get(j.id), activity, result)]
+            seen = repository.watch_marks(session, agents, plan.day)
+            todo = [
+                j for j in jobs if _owed(ctx, j, cycles[j.id], existing.get(j.id), activity, seen, result)
+            ]
         agents = sorted({j.agent_id_responsible for j in todo})
         inputs = repository.reports_around(session, agents, start - _BEFORE, end + _AFTER) if agents else {}
         previous = repository.previous_successes(session, [j.id for j in todo], start) if todo else {}
@@ -165,6 +168,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 outcomes_by_job[item.job.id] = (item, values, changed)
         entry_ids = repository.upsert_entries(session, rows)
         repository.refresh_job_state(session, ids, ctx.now)
+        repository.mark_watched(session, sorted({j.agent_id_responsible for j in jobs}), plan.day)
         alerting.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
             session,
             ctx,
@@ -190,26 +194,29 @@ def _owed(
     cycle: Cycle,
     existing: BackupEntryRow | None,
     activity: dict[str, datetime],
+    seen: dict[str, datetime],
     result: BatchResult,
 ) -> bool:
     """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
 
-    Work means: a cycle owed since the job exists that has no entry and is either past its deadline
-    or has reports of its agent around it, or whose entry predates the agent's latest report.
-    Everything else is idle: a scan with nothing new around its day loads no report at all.
+    Work means: a cycle owed since the job exists that has no entry and is past its deadline, or
+    whose agent had a report recorded around its day since a scan last looked at that agent's
+    cycles of the day (the cycle watch mark). Everything else is idle: a scan with nothing new
+    loads no report at all. (A report committed while a scan is evaluating may wait for the next
+    change or, for a cycle without an entry, for its deadline: it is never lost.)
     """
     if cycle.deadline < job.created_at:
         result.not_owed += 1
         return False
     latest_report = activity.get(job.agent_id_responsible)
+    looked_at = seen.get(job.agent_id_responsible)
+    new_report = latest_report is not None and (looked_at is None or latest_report > looked_at)
     if existing is not None:
-        return latest_report is not None and latest_report > existing.updated_at
-    if cycle.is_due(ctx.now):
+        return latest_report is not None and latest_report > existing.updated_at and new_report
+    if cycle.is_due(ctx.now) or new_report:
         return True
-    if latest_report is None:  # an open cycle needs a look only once its agent sent something
-        result.still_open += 1
-        return False
-    return True
+    result.still_open += 1
+    return False
 
 
 def _prepare(

@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow
@@ -278,9 +279,9 @@ def to_text(report: HealthReport) -> str:
 
 
 def _md_table(rows: list[dict[str, str]], columns: list[str]) -> str:
-    def clean(text: str) -> str:
-        text = " ".join(text.split()).replace("|", "\\|")
-        return text if len(text) <= 200 else text[:199] + "…"
+    def clean(text: str) -> str:  # cells quote agents' texts: shortened, then made inert
+        text = " ".join(text.split())
+        return escape_markdown(text if len(text) <= 200 else text[:199] + "…")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(clean(row.get(c, "")) for c in columns) + " |" for row in rows]

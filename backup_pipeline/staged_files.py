@@ -23,7 +23,6 @@ from backup_pipeline.core.domain import StagedFileCheck
 from backup_pipeline.deposit import UnsafeFile, open_staged_file
 
 READ_BLOCK = 1 << 20
-DECOMPRESS_SLICE = 1 << 16  # input fed to zstd per call: bounds the output produced at once
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -86,36 +85,103 @@ class _GzipContent:
             raise CorruptArchive("gzip stream is truncated (ends before its end-of-stream marker)")
 
 
-class _ZstdContent:
-    """Decompresses a (possibly multi-frame) zstd stream into a hash."""
+class _HashSink:
+    """Where the zstd decompressor writes its output: straight into the content hash."""
 
     def __init__(self, content: hashlib._Hash) -> None:
         self.content = content
-        self.decompressor = zstandard.ZstdDecompressor()
-        self.stream: zstandard.ZstdDecompressionObj | None = None  # one per frame
-        self.frames = 0
+
+    def write(self, data: bytes) -> int:
+        self.content.update(data)
+        return len(data)
+
+
+class _ZstdContent:
+    """Decompresses a (possibly multi-frame) zstd stream into a hash, bounded in memory.
+
+    A zstd block can expand 128 KiB out of 4 bytes, so a decompression call fed a slice of a bomb
+    would build gigabytes in one go: the stream writer hands its output on in pieces of at most
+    READ_BLOCK instead. It does not say whether the input stopped inside a frame, so the frames'
+    own headers are followed alongside (_ZstdFrames) to tell a truncated file from a complete one.
+    """
+
+    def __init__(self, content: hashlib._Hash) -> None:
+        self.writer = zstandard.ZstdDecompressor().stream_writer(_HashSink(content), write_size=READ_BLOCK)
+        self.frames = _ZstdFrames()
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, len(view), DECOMPRESS_SLICE):
-            self._feed_slice(bytes(view[start : start + DECOMPRESS_SLICE]))
-
-    def _feed_slice(self, data: bytes) -> None:
-        while data:
-            if self.stream is None:
-                self.stream = self.decompressor.decompressobj()
-            try:
-                self.content.update(self.stream.decompress(data))
-            except zstandard.ZstdError as exc:
-                raise CorruptArchive(f"zstd stream is corrupt ({exc})") from None
-            if not self.stream.eof:
-                return
-            data, self.stream = self.stream.unused_data, None
-            self.frames += 1
+        self.frames.feed(data)
+        try:
+            self.writer.write(data)
+        except zstandard.ZstdError as exc:
+            raise CorruptArchive(f"zstd stream is corrupt ({exc})") from None
 
     def finish(self) -> None:
-        if self.stream is not None or self.frames == 0:
+        if not self.frames.complete:
             raise CorruptArchive("zstd stream is truncated (ends inside a frame)")
+
+
+ZSTD_SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+
+class _ZstdFrames:
+    """Follows zstd frame and block headers (RFC 8878) across chunks, skipping their contents."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.header = b""  # bytes of the header being read
+        self.state = "magic"  # what the next header is
+        self.skip = 0  # content bytes to pass over before it
+        self.checksum = False
+
+    @property
+    def complete(self) -> bool:
+        return self.frames > 0 and self.state == "magic" and not self.header and not self.skip
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.skip:
+                taken = min(self.skip, end - pos)
+                self.skip -= taken
+                pos += taken
+                continue
+            need = {"magic": 4, "descriptor": 1, "block": 3, "skippable": 4}[self.state]
+            taken = min(need - len(self.header), end - pos)
+            self.header += data[pos : pos + taken]
+            pos += taken
+            if len(self.header) == need:
+                header, self.header = self.header, b""
+                self._read(header)
+
+    def _read(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        if self.state == "magic":
+            if header == ZSTD_MAGIC:
+                self.state = "descriptor"
+            elif value in ZSTD_SKIPPABLE:
+                self.state = "skippable"
+            else:
+                raise CorruptArchive(f"zstd stream is corrupt (no frame starts with {header.hex()})")
+        elif self.state == "skippable":
+            self.skip, self.state = value, "magic"
+            self.frames += 1
+        elif self.state == "descriptor":
+            single_segment = bool(value & 0x20)
+            self.checksum = bool(value & 0x04)
+            content_size = (1 if single_segment else 0, 2, 4, 8)[value >> 6]
+            dictionary = (0, 1, 2, 4)[value & 0x03]
+            self.skip = (0 if single_segment else 1) + dictionary + content_size
+            self.state = "block"
+        else:  # a block header: last-block bit, type, size
+            kind, size = (value >> 1) & 0x03, value >> 3
+            if kind == 3:
+                raise CorruptArchive("zstd stream is corrupt (reserved block type)")
+            self.skip = 1 if kind == 1 else size
+            if value & 0x01:  # the frame's last block, then its optional checksum
+                self.skip += 4 if self.checksum else 0
+                self.state = "magic"
+                self.frames += 1
 
 
 def measure_open_file(fd: int, file_name: str, *, verify_archive: bool = True) -> StagedFileCheck:

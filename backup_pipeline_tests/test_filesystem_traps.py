@@ -293,7 +293,7 @@ def test_permission_denied_as_a_real_unprivileged_user() -> None:
 def test_a_multi_gib_staged_file_and_decompression_bombs_are_measured_in_constant_memory(
     tmp_path: Path,
 ) -> None:
-    """4 GiB of raw dump (sparse), 2 GiB inside a 2 MB gzip and 2 GiB inside a tiny zstd stream."""
+    """4 GiB of raw dump (sparse), 2 GiB inside a 2 MB gzip and 2 GiB inside one tiny zstd frame."""
     agent_dir = tmp_path / AGENT
     staged = agent_dir / "database"
     staged.mkdir(parents=True)
@@ -304,10 +304,12 @@ def test_a_multi_gib_staged_file_and_decompression_bombs_are_measured_in_constan
     with open(staged / "bomb.sql.gz", "wb") as handle:
         for _ in range(32):  # a valid multi-member gzip file: 32 × 64 MiB of content
             handle.write(member)
-    frame = zstandard.ZstdCompressor(level=19).compress(chunk)
-    with open(staged / "bomb.zst", "wb") as handle:
+    with (
+        open(staged / "bomb.zst", "wb") as handle,  # one frame of 2 GiB, about 64 KiB on disk
+        zstandard.ZstdCompressor(level=3).stream_writer(handle, closefd=False) as frame,
+    ):
         for _ in range(32):
-            handle.write(frame)
+            frame.write(chunk)
     code = textwrap.dedent(
         f"""
         import json, resource
@@ -332,4 +334,72 @@ def test_a_multi_gib_staged_file_and_decompression_bombs_are_measured_in_constan
     assert measured["bomb.sql.gz"][1:] == [None, None, content.hexdigest()]
     assert measured["bomb.zst"][1:] == [None, None, content.hexdigest()]
     peak_mib = measured["peak_rss_kib"] / 1024
+    print(f"peak RSS {peak_mib:.0f} MiB")
     assert peak_mib < 300, f"peak RSS {peak_mib:.0f} MiB while measuring 8 GiB of content"
+
+
+def _zstd_cases() -> list[tuple[str, bytes, str | None]]:
+    data = os.urandom(300_000) + bytes(500_000)  # raw and RLE-friendly blocks
+    checked = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+    plain = zstandard.ZstdCompressor(write_checksum=False, write_content_size=False).compress(data)
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"agent"
+    return [
+        ("one frame", checked, None),
+        ("frames without checksum or content size", plain + plain, None),
+        ("a skippable frame between two frames", checked + skippable + checked, None),
+        ("cut inside the frame header", checked[:5], "truncated"),
+        ("cut inside a block", checked[: len(checked) // 2], "truncated"),
+        ("cut before the checksum", checked[:-2], "truncated"),
+        ("cut inside a second frame", checked + checked[:100], "truncated"),
+        ("garbage after a frame", checked + b"garbage!", "corrupt"),
+        ("a flipped byte", checked[:1000] + bytes([checked[1000] ^ 0xFF]) + checked[1001:], "corrupt"),
+        ("empty", b"", "is empty"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "content", "problem"), _zstd_cases(), ids=[c[0] for c in _zstd_cases()])
+def test_zstd_archives_are_told_sound_truncated_or_corrupt(
+    tmp_path: Path, case: str, content: bytes, problem: str | None
+) -> None:
+    from backup_pipeline.staged_files import StagedFileRequest, check_staged_file
+
+    (tmp_path / "database").mkdir()
+    (tmp_path / "database" / "dump.zst").write_bytes(content)
+    check = check_staged_file(StagedFileRequest(tmp_path, "dump.zst"))
+    assert check.problem is None and check.size == len(content)
+    if problem is None:
+        assert check.archive_problem is None, case
+    else:
+        assert check.archive_problem is not None and problem in check.archive_problem, (case, check)
+
+
+def test_a_report_moved_away_between_listing_and_reading_is_not_recorded(tmp_path: Path) -> None:
+    """A concurrent scan archived it meanwhile: recording it as an unreadable report would be a
+    duplicate of the real record (the concurrency tests race this for real)."""
+    from zoneinfo import ZoneInfo
+
+    from backup_pipeline.deposit import AgentFolder, list_reports
+    from backup_pipeline.ingestion import IngestSummary, _examine
+    from backup_pipeline.scan_context import ScanContext
+    from backup_pipeline.settings import Settings
+
+    agent = AgentFolder(AGENT, tmp_path / AGENT)
+    agent.log_dir.mkdir(parents=True)
+    (agent.log_dir / report_name(0)).write_text("{}")
+    (listed,) = list(list_reports(agent))
+    (agent.log_dir / report_name(0)).unlink()
+    ctx = ScanContext(settings=Settings(storage_root=tmp_path), database=None, now=END)  # type: ignore[arg-type]
+    assert _examine(ctx, agent, listed, ZoneInfo("UTC"), IngestSummary()) is None
+
+
+def test_the_deposit_sensor_lists_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """One such name used to make every sensor tick fail (its cursor key could not be encoded)."""
+    from backup_pipeline.automation import pending_files
+    from backup_pipeline.settings import Settings
+
+    log = tmp_path / AGENT / "log"
+    log.mkdir(parents=True)
+    with open(os.fsencode(log) + b"/20251121_130500_\xff.json", "wb") as handle:
+        handle.write(b"{}")
+    files = pending_files(Settings(storage_root=tmp_path, jobs_file=tmp_path / "jobs.yaml"))
+    assert list(files.values()) == [(AGENT, "20251121_130500_\\xff.json")]

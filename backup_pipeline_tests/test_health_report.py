@@ -130,7 +130,7 @@ def test_the_asset_writes_the_same_csv_and_a_markdown_table(fleet: Workspace) ->
     assert (metadata["problems"].value, metadata["size_anomalies"].value, metadata["jobs"].value) == (2, 1, 4)
     markdown = metadata["report"].value
     assert "| agent_id | jobs | evaluated | success |" in markdown
-    assert f"| {DOUALA} | 2 | 2 | 1 |" in markdown
+    assert "| SIRPACAM\\_DOUALA\\_NEWBELL | 2 | 2 | 1 |" in markdown  # cells are escaped markdown
     assert "**Problems**" in markdown and "**Size anomalies**" in markdown
     path = fleet.home / "reports" / f"health_{DAY}.csv"
     assert metadata["csv"].value == str(path)

@@ -160,13 +160,6 @@ def test_agent_texts_reach_markdown_and_html_notifications_as_plain_text(
     assert "alert" in html and "evil.example" in html, "the text is still there, as text"
 
 
-GAP = (
-    "gap reported to issue 4 (the module's owner): agent texts go into MetadataValue.md / markdown "
-    "unescaped; when it is fixed this test passes and strict xfail fails: remove the marker"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=GAP)
 def test_agent_texts_in_the_dagster_metadata_of_large_fleets_are_escaped() -> None:
     """Large fleets show one asset per agent whose `problems` metadata is markdown built from entry
     messages, which quote agents' error texts."""
@@ -192,7 +185,6 @@ def test_agent_texts_in_the_dagster_metadata_of_large_fleets_are_escaped() -> No
         assert injected(rendered(text)) == [], text
 
 
-@pytest.mark.xfail(strict=True, reason=GAP)
 def test_agent_texts_in_the_health_report_markdown_are_escaped() -> None:
     from backup_pipeline.health_report import AgentHealth, HealthReport, Problem, to_markdown
 

@@ -298,6 +298,15 @@ def _block(line: AlertLine) -> str:
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")
+
+
+def escape_markdown(text: str) -> str:
+    """Text from agents (error messages, logs) made inert in markdown, and in the HTML even a renderer
+    that lets raw HTML through makes of it: one line, every character with a markdown or HTML meaning
+    backslash-escaped (CommonMark renders `\\<` as a literal `<`), so no link, image, emphasis,
+    table cell or tag can be smuggled in."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 def redact_url(url: str, *, show_host: bool) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -221,3 +222,13 @@ class NotificationAttemptRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     attempted_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class CycleWatchRow(Base):
+    """When a scan last looked at an agent's cycles of a day: later reports mean new work."""
+
+    __tablename__ = "cycle_watch"
+
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    looked_at: Mapped[datetime] = mapped_column(TZ)

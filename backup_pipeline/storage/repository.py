@@ -20,7 +20,7 @@ from backup_pipeline.core.domain import (
 )
 from backup_pipeline.core.reports import report_from_payload
 from backup_pipeline.jobs_file import ResolvedJob
-from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow, StatusReportRow
+from backup_pipeline.storage.orm import BackupEntryRow, CycleWatchRow, ExpectedJobRow, StatusReportRow
 
 SUCCESS_STATUSES = (EntryStatus.SUCCESS.value, EntryStatus.HASH_MISMATCH.value)
 
@@ -308,6 +308,29 @@ def latest_ingestion(
         .group_by(StatusReportRow.agent_id)
     )
     return {agent: at for agent, at in session.execute(query)}
+
+
+def watch_marks(session: Session, agent_ids: Sequence[str], day: date) -> dict[str, datetime]:
+    query = sa.select(CycleWatchRow.agent_id, CycleWatchRow.looked_at).where(
+        CycleWatchRow.agent_id.in_(list(agent_ids)), CycleWatchRow.day == day
+    )
+    return {agent: at for agent, at in session.execute(query)}
+
+
+def mark_watched(session: Session, agent_ids: Sequence[str], day: date) -> None:
+    """Record that these agents' cycles of `day` were looked at (as of this transaction)."""
+    if not agent_ids:
+        return
+    session.execute(
+        sa.text(
+            """
+            INSERT INTO cycle_watch (agent_id, day, looked_at)
+            SELECT agent, CAST(:day AS date), now() FROM unnest(CAST(:agents AS text[])) AS agent
+            ON CONFLICT (agent_id, day) DO UPDATE SET looked_at = excluded.looked_at
+            """
+        ),
+        {"agents": list(agent_ids), "day": day},
+    )
 
 
 # ---------------------------------------------------------------- entries
