@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from backup_pipeline.settings import Settings
@@ -37,7 +38,12 @@ def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
     settings.apply_to_environment()
     prepare_dagster_home(settings)
     os.environ.setdefault("BACKUP_PIPELINE_DAGSTER_URL", f"http://{host}:{port}")  # links in alerts
-    command = ["dagster", "dev", "-h", host, "-p", str(port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    # The product may run from a virtualenv that is not activated: use its interpreter, and put its
+    # scripts first on PATH for the webserver and daemon that `dagster dev` starts.
+    scripts = str(Path(sys.executable).parent)
+    os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    command = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port), "-w", workspace]
     print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}; Ctrl-C stops it)")
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT)
