@@ -353,22 +353,28 @@ def entries_for_cycles(
 def previous_successes(
     session: Session, job_ids: Sequence[int], before: datetime
 ) -> dict[int, PreviousSuccess]:
-    """Each job's last SUCCESS or HASH_MISMATCH cycle before `before`."""
-    rows = session.execute(
-        sa.select(
-            BackupEntryRow.job_id,
-            BackupEntryRow.cycle_expected_at,
-            BackupEntryRow.server_calculated_staged_hash,
-            BackupEntryRow.server_content_fingerprint,
-        )
-        .where(
-            BackupEntryRow.job_id.in_(job_ids),
-            BackupEntryRow.status.in_(SUCCESS_STATUSES),
-            BackupEntryRow.cycle_expected_at < before,
-        )
-        .distinct(BackupEntryRow.job_id)
-        .order_by(BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at.desc())
+    """Each job's last SUCCESS or HASH_MISMATCH cycle before `before`.
+
+    One short descent of ix_entry_job_success per job, so the cost does not grow with history.
+    """
+    if not job_ids:
+        return {}
+    statement = sa.text(
+        """
+        SELECT j.job_id, p.cycle_expected_at, p.server_calculated_staged_hash, p.server_content_fingerprint
+        FROM unnest(CAST(:ids AS integer[])) AS j(job_id)
+        CROSS JOIN LATERAL (
+            SELECT e.cycle_expected_at, e.server_calculated_staged_hash, e.server_content_fingerprint
+            FROM backup_entries e
+            WHERE e.job_id = j.job_id
+              AND e.status IN ('SUCCESS', 'HASH_MISMATCH')
+              AND e.cycle_expected_at < :before
+            ORDER BY e.cycle_expected_at DESC
+            LIMIT 1
+        ) p
+        """
     )
+    rows = session.execute(statement, {"ids": list(job_ids), "before": before})
     return {
         job_id: PreviousSuccess(cycle, staged, fingerprint) for job_id, cycle, staged, fingerprint in rows
     }
