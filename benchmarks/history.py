@@ -50,9 +50,10 @@ INSERT INTO backup_entries (job_id, cycle_expected_at, status, message, report_f
                             server_calculated_staged_hash, server_calculated_staged_size,
                             server_content_fingerprint, measured_at, evaluated_at, staged_file_name)
 SELECT j.id, c.t, 'SUCCESS', 'backup verified', 'history.json',
-       md5(j.id::text || c.t::text) || md5(c.t::text), 4096 + (j.id % 97),
-       md5(j.id::text) || md5(j.id::text), c.t, c.t, j.database_name || '.sql.gz'
+       md5(j.id::text || c.t::text) || md5(c.t::text), m.size, m.fingerprint, c.t, c.t,
+       j.database_name || '.sql.gz'
 FROM expected_jobs j
+JOIN measured m ON m.agent_id = j.agent_id_responsible AND m.database_name = j.database_name
 CROSS JOIN generate_series(CAST(:first AS timestamptz), CAST(:last AS timestamptz), interval '1 day') d
 CROSS JOIN LATERAL (
     SELECT d + make_interval(hours => j.expected_hour_utc, mins => j.expected_minute_utc) AS t
@@ -60,14 +61,39 @@ CROSS JOIN LATERAL (
 """
 
 
-def record_history(days: int) -> tuple[float, int]:
+def measured_today(root: Path) -> list[dict[str, object]]:
+    """Size and content fingerprint of each staged dump, so past cycles look like today's.
+
+    With the same content and sizes in the history, day D's decisions (SUCCESS, no HASH_MISMATCH,
+    no size anomaly, no alert) are those of the 1-day run: only the history's length differs.
+    """
+    from backup_pipeline.staged_files import StagedFileRequest, check_staged_file
+
+    rows = []
+    for agent in sorted(p for p in root.iterdir() if (p / "database").is_dir()):
+        for dump in sorted((agent / "database").iterdir()):
+            check = check_staged_file(StagedFileRequest(agent, dump.name))
+            database = dump.name.removesuffix(".sql.gz").removesuffix(".zst")
+            rows.append({"a": agent.name, "d": database, "s": check.size, "f": check.content_fingerprint})
+    return rows
+
+
+def record_history(days: int, root: Path) -> tuple[float, int]:
     from backup_pipeline.settings import load_settings
     from backup_pipeline.storage.database import open_database
 
     database = open_database(load_settings())
     last = datetime.fromisoformat(DAY + "T00:00:00+00:00") - timedelta(days=1)
     first = last - timedelta(days=days - 1)
+    measured = measured_today(root)
     with timed() as elapsed, database.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TEMP TABLE measured "
+                "(agent_id text, database_name text, size bigint, fingerprint text)"
+            )
+        )
+        conn.execute(sa.text("INSERT INTO measured VALUES (:a, :d, :s, :f)"), measured)
         conn.execute(sa.text(REPORTS_SQL), {"first": first, "last": last})
         inserted = conn.execute(sa.text(ENTRIES_SQL), {"first": first, "last": last}).rowcount
     with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -80,7 +106,7 @@ def scan_day(work: Path, with_history: bool) -> tuple[float, float, int]:
     run([*_cli(), "jobs", "sync", "--at", "2025-10-01T00:00:00Z"], env=env)
     inserted = 0
     if with_history:
-        _, inserted = record_history(HISTORY_DAYS)
+        _, inserted = record_history(HISTORY_DAYS, work / "deposit")
     wall, _ = run([*_cli(), "scan", "--at", AT, "--partition", DAY], env=env)
     seconds, *_ = latest_run_stats()
     from backup_pipeline.storage.database import close_all
