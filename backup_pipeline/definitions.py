@@ -81,7 +81,7 @@ def _day(context: OpExecutionContext) -> date:
 @op(description="Walk the deposit area and record every report file, valid or rejected.")
 def ingest_reports(context: OpExecutionContext, scan: ScanResource) -> IngestSummary:
     ctx = scan.context(context)
-    sync = sync_jobs_file(ctx.settings, ctx.database, ctx.now)
+    sync = sync_jobs_file(ctx.settings, ctx.database, ctx.now, reuse_recent=True)
     if sync.added or sync.deactivated:
         context.log.info(f"jobs file synced: {sync.added} job(s) added, {sync.deactivated} deactivated")
     summary = ingest(ctx)

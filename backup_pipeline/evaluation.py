@@ -17,7 +17,14 @@ from typing import Any
 from backup_pipeline import alerting
 from backup_pipeline.core import rules
 from backup_pipeline.core.cycles import Cycle, day_bounds
-from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.core.domain import (
+    Decision,
+    ExpectedJob,
+    RecordedReport,
+    RejectedReport,
+    StagedFileCheck,
+    Step,
+)
 from backup_pipeline.jobs_file import to_domain_job
 from backup_pipeline.scan_context import ScanContext, Summary
 from backup_pipeline.staged_files import StagedFileRequest, check_many, still_being_written
@@ -118,19 +125,30 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     result = BatchResult(key=plan.key, day=plan.day)
     start, end = day_bounds(plan.day)
     with ctx.database.sessions() as session:
-        jobs = repository.active_jobs(session, plan.job_ids)
-        result.jobs = len(jobs)
-        ids = [j.id for j in jobs]
-        existing = repository.entries_for_cycles(session, ids, start, end)
+        if ctx.automatic:
+            # Decide what is owed from a light projection; only owed jobs are loaded in full, so an
+            # idle scan of a large fleet reads a few columns and no report.
+            timings = repository.job_timings(session, plan.job_ids)
+            ids = [t.id for t in timings]
+            watched = sorted({t.agent_id_responsible for t in timings})
+            stamps = repository.entry_stamps(session, ids, start, end)
+            activity = repository.latest_ingestion(session, watched, start - _BEFORE, end + _AFTER)
+            seen = repository.watch_marks(session, watched, plan.day)
+            owed = [
+                t.id
+                for t in timings
+                if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, result)
+            ]
+            jobs = repository.active_jobs(session, owed) if owed else []
+            existing = repository.entries_for_cycles(session, owed, start, end) if owed else {}
+        else:
+            jobs = repository.active_jobs(session, plan.job_ids)
+            ids = [j.id for j in jobs]
+            watched = sorted({j.agent_id_responsible for j in jobs})
+            existing = repository.entries_for_cycles(session, ids, start, end)
+        result.jobs = len(ids)
         cycles = {j.id: Cycle(job=to_domain_job(j), expected_at=start + _time_of(j)) for j in jobs}
         todo = jobs
-        if ctx.automatic:
-            agents = sorted({j.agent_id_responsible for j in jobs})
-            activity = repository.latest_ingestion(session, agents, start - _BEFORE, end + _AFTER)
-            seen = repository.watch_marks(session, agents, plan.day)
-            todo = [
-                j for j in jobs if _owed(ctx, j, cycles[j.id], existing.get(j.id), activity, seen, result)
-            ]
         agents = sorted({j.agent_id_responsible for j in todo})
         inputs = repository.reports_around(session, agents, start - _BEFORE, end + _AFTER) if agents else {}
         previous = repository.previous_successes(session, [j.id for j in todo], start) if todo else {}
@@ -168,7 +186,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 outcomes_by_job[item.job.id] = (item, values, changed)
         entry_ids = repository.upsert_entries(session, rows)
         repository.refresh_job_state(session, ids, ctx.now)
-        repository.mark_watched(session, sorted({j.agent_id_responsible for j in jobs}), plan.day)
+        repository.mark_watched(session, watched, plan.day)
         alerting.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
             session,
             ctx,
@@ -188,11 +206,23 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     return result
 
 
+def _timing_cycle(timing: Any, day_start: datetime) -> Cycle:
+    """The cycle of a job known only by its timing columns (enough for deadlines)."""
+    job = ExpectedJob(
+        agent_id=timing.agent_id_responsible,
+        database_name=timing.database_name,
+        expected_hour_utc=timing.expected_hour_utc,
+        expected_minute_utc=timing.expected_minute_utc,
+        window_minutes=timing.window_minutes,
+    )
+    return Cycle(job=job, expected_at=day_start + _time_of(timing))
+
+
 def _owed(
     ctx: ScanContext,
-    job: ExpectedJobRow,
+    job: Any,
     cycle: Cycle,
-    existing: BackupEntryRow | None,
+    entry_updated_at: datetime | None,
     activity: dict[str, datetime],
     seen: dict[str, datetime],
     result: BatchResult,
@@ -211,8 +241,8 @@ def _owed(
     latest_report = activity.get(job.agent_id_responsible)
     looked_at = seen.get(job.agent_id_responsible)
     new_report = latest_report is not None and (looked_at is None or latest_report > looked_at)
-    if existing is not None:
-        return latest_report is not None and latest_report > existing.updated_at and new_report
+    if entry_updated_at is not None:
+        return latest_report is not None and latest_report > entry_updated_at and new_report
     if cycle.is_due(ctx.now) or new_report:
         return True
     result.still_open += 1
@@ -238,7 +268,7 @@ def _prepare(
     )
 
 
-def _time_of(job: ExpectedJobRow) -> timedelta:
+def _time_of(job: Any) -> timedelta:
     return timedelta(hours=job.expected_hour_utc, minutes=job.expected_minute_utc)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,10 +67,24 @@ class PartitionRun:
         return sum(b.still_open for b in self.batches)
 
 
-def sync_jobs_file(settings: Settings, database: Database, now: datetime) -> SyncSummary:
+_recent_syncs: dict[tuple[str, int, int, str], float] = {}
+RECENT_SYNC_SECONDS = 60
+
+
+def sync_jobs_file(
+    settings: Settings, database: Database, now: datetime, *, reuse_recent: bool = False
+) -> SyncSummary:
+    """Sync the jobs file into PostgreSQL. With `reuse_recent`, skip it when this process synced the
+    very same file into the same database moments ago (the CLI syncs before the run it starts)."""
     jobs = load_jobs_file(settings.jobs_file, settings.window_minutes)
+    st = settings.jobs_file.stat()
+    key = (str(settings.jobs_file.resolve()), st.st_mtime_ns, st.st_size, database.safe_url)
+    if reuse_recent and time.monotonic() - _recent_syncs.get(key, -1e9) < RECENT_SYNC_SECONDS:
+        return SyncSummary(active=len(jobs), added=0, deactivated=0)
     with database.sessions() as session:
-        return repository.sync_jobs(session, jobs, now)
+        summary = repository.sync_jobs(session, jobs, now)
+    _recent_syncs[key] = time.monotonic()
+    return summary
 
 
 def scan_days(database: Database, settings: Settings, now: datetime) -> list[date]:

@@ -116,6 +116,32 @@ def active_jobs(session: Session, job_ids: Iterable[int] | None = None) -> list[
     return list(session.execute(query.order_by(ExpectedJobRow.id)).scalars())
 
 
+def job_timings(session: Session, job_ids: Iterable[int]) -> list[Any]:
+    """Active jobs' identity and timing columns only (rows with attribute access)."""
+    query = sa.select(
+        ExpectedJobRow.id,
+        ExpectedJobRow.agent_id_responsible,
+        ExpectedJobRow.database_name,
+        ExpectedJobRow.expected_hour_utc,
+        ExpectedJobRow.expected_minute_utc,
+        ExpectedJobRow.window_minutes,
+        ExpectedJobRow.created_at,
+    ).where(ExpectedJobRow.is_active, ExpectedJobRow.id.in_(list(job_ids)))
+    return list(session.execute(query.order_by(ExpectedJobRow.id)))
+
+
+def entry_stamps(
+    session: Session, job_ids: Sequence[int], first: datetime, last: datetime
+) -> dict[int, datetime]:
+    """When each job's entry with a cycle in [first, last) was last written."""
+    query = sa.select(BackupEntryRow.job_id, BackupEntryRow.updated_at).where(
+        BackupEntryRow.job_id.in_(list(job_ids)),
+        BackupEntryRow.cycle_expected_at >= first,
+        BackupEntryRow.cycle_expected_at < last,
+    )
+    return {job_id: at for job_id, at in session.execute(query)}
+
+
 def active_job_agents(session: Session) -> list[tuple[int, str]]:
     query = sa.select(ExpectedJobRow.id, ExpectedJobRow.agent_id_responsible).where(ExpectedJobRow.is_active)
     return [(job_id, agent) for job_id, agent in session.execute(query)]
