@@ -10,6 +10,7 @@ PostgreSQL vanished mid-way (test_concurrency_outages.py checks the errors thems
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_the_ui_binds_to_loopback_by_default(workspace: Workspace, monkeypatch: 
     result = workspace.runner.invoke(main, ["dev"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     (command,) = started
-    assert command[:2] == ["dagster", "dev"]
+    assert command[:4] == [sys.executable, "-m", "dagster", "dev"]  # the product's own interpreter
     assert command[command.index("-h") + 1] == "127.0.0.1"
     assert "0.0.0.0" not in " ".join(command)
     workspace_yaml = (Path(__file__).parent.parent / "workspace.yaml").read_text()
