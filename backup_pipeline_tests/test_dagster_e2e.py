@@ -405,6 +405,24 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
     servers = dagster_servers()
     assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
+    # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
+    # inside the test: stop it, so the scans below are the deposit sensor's.
+    stop = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "schedule",
+            "stop",
+            "scan_every_15_minutes",
+            "-w",
+            str(PROJECT / "workspace.yaml"),
+        ],
+        cwd=PROJECT,
+        env=servers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stop.returncode == 0, stop.stdout + stop.stderr
 
     # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear.
     scenario = build_deposit(tmp_path / "incoming", cycle)
