@@ -26,11 +26,17 @@ def prepare_dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
+    ensure_dagster_storage_url(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def ensure_dagster_storage_url(settings: Settings) -> None:
+    """Give the shipped dagster.yaml its PostgreSQL URL when the environment does not: the product's
+    own server (BACKUP_PIPELINE_DATABASE_URL) or the embedded server's `dagster` database."""
     if not os.environ.get(DAGSTER_URL_ENV):
         url = normalise_url(settings.database_url) if settings.database_url else dagster_url(settings)
         os.environ[DAGSTER_URL_ENV] = url
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
 
 
 def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:

@@ -45,6 +45,11 @@ class BatchPlan(Summary):
     job_ids: list[int]
     agents: list[str]
     evaluated_at: str | None = None  # the run's "now", fixed when the run started
+    # Automatic scans: the jobs looked at by the plan and found with nothing owed, counted once
+    # (on the first batch) so that the run's totals stay whole.
+    idle_jobs: int = 0
+    still_open: int = 0
+    not_owed: int = 0
 
 
 class EntryOutcome(Summary):
@@ -82,13 +87,31 @@ class BatchResult(Summary):
 
 
 def plan_batches(ctx: ScanContext, day: date) -> list[BatchPlan]:
-    """Whole agents spread over at most `max_batches` batches of similar job counts."""
+    """Whole agents spread over at most `max_batches` batches of similar job counts.
+
+    An automatic scan first decides which jobs have work (a light projection of jobs and entries,
+    no report loaded): only those are batched, so an idle scan runs a single, empty batch.
+    """
     with ctx.database.sessions() as session:
         jobs = repository.active_job_agents(session)
+    idle = BatchResult(key="", day=day)
+    if ctx.automatic:
+        owed = set(owed_jobs(ctx, day, idle))
+        jobs = [(job_id, agent) for job_id, agent in jobs if job_id in owed]
+    plans = _spread(jobs, day, ctx.settings.max_batches)
+    if not plans:
+        plans = [BatchPlan(key="nothing_owed", day=day, job_ids=[], agents=[])]
+    plans[0] = plans[0].model_copy(
+        update={"idle_jobs": idle.jobs, "still_open": idle.still_open, "not_owed": idle.not_owed}
+    )
+    return plans
+
+
+def _spread(jobs: list[tuple[int, str]], day: date, max_batches: int) -> list[BatchPlan]:
     per_agent: dict[str, list[int]] = defaultdict(list)
     for job_id, agent in jobs:
         per_agent[agent].append(job_id)
-    count = min(len(per_agent), ctx.settings.max_batches)
+    count = min(len(per_agent), max_batches)
     bins: list[tuple[list[str], list[int]]] = [([], []) for _ in range(count)]
     for agent in sorted(per_agent, key=lambda a: (-len(per_agent[a]), a)):
         agents, ids = min(bins, key=lambda b: len(b[1]))
@@ -98,6 +121,25 @@ def plan_batches(ctx: ScanContext, day: date) -> list[BatchPlan]:
         BatchPlan(key=_key(agents, i), day=day, job_ids=sorted(ids), agents=sorted(agents))
         for i, (agents, ids) in enumerate(bins)
     ]
+
+
+def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
+    """The active jobs whose cycle of `day` an automatic scan has work for (see `_owed`); the others
+    are counted in `idle`."""
+    start, end = day_bounds(day)
+    with ctx.database.sessions() as session:
+        timings = repository.job_timings(session)
+        watched = sorted({t.agent_id_responsible for t in timings})
+        stamps = repository.entry_stamps(session, None, start, end)
+        activity = repository.latest_ingestion(session, watched, start - _BEFORE, end + _AFTER)
+        seen = repository.watch_marks(session, watched, day)
+    owed = [
+        t.id
+        for t in timings
+        if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, idle)
+    ]
+    idle.jobs = len(timings) - len(owed)
+    return owed
 
 
 def _key(agents: list[str], index: int) -> str:
@@ -122,31 +164,17 @@ class _Pending:
 
 
 def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
-    result = BatchResult(key=plan.key, day=plan.day)
+    """Evaluate the plan's jobs (in an automatic scan, those the plan found owed: all of them)."""
+    result = BatchResult(
+        key=plan.key, day=plan.day, jobs=plan.idle_jobs, still_open=plan.still_open, not_owed=plan.not_owed
+    )
     start, end = day_bounds(plan.day)
     with ctx.database.sessions() as session:
-        if ctx.automatic:
-            # Decide what is owed from a light projection; only owed jobs are loaded in full, so an
-            # idle scan of a large fleet reads a few columns and no report.
-            timings = repository.job_timings(session, plan.job_ids)
-            ids = [t.id for t in timings]
-            watched = sorted({t.agent_id_responsible for t in timings})
-            stamps = repository.entry_stamps(session, ids, start, end)
-            activity = repository.latest_ingestion(session, watched, start - _BEFORE, end + _AFTER)
-            seen = repository.watch_marks(session, watched, plan.day)
-            owed = [
-                t.id
-                for t in timings
-                if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, result)
-            ]
-            jobs = repository.active_jobs(session, owed) if owed else []
-            existing = repository.entries_for_cycles(session, owed, start, end) if owed else {}
-        else:
-            jobs = repository.active_jobs(session, plan.job_ids)
-            ids = [j.id for j in jobs]
-            watched = sorted({j.agent_id_responsible for j in jobs})
-            existing = repository.entries_for_cycles(session, ids, start, end)
-        result.jobs = len(ids)
+        jobs = repository.active_jobs(session, plan.job_ids) if plan.job_ids else []
+        ids = [j.id for j in jobs]
+        watched = sorted({j.agent_id_responsible for j in jobs})
+        existing = repository.entries_for_cycles(session, ids, start, end) if ids else {}
+        result.jobs += len(ids)
         cycles = {j.id: Cycle(job=to_domain_job(j), expected_at=start + _time_of(j)) for j in jobs}
         todo = jobs
         agents = sorted({j.agent_id_responsible for j in todo})

@@ -412,6 +412,19 @@ def load_jobs_file(path: Path, default_window: int) -> list[ResolvedJob]:
     return list(_cache[key])
 
 
+def jobs_file_digest(path: Path, default_window: int) -> str | None:
+    """What the resolved jobs depend on (the file's bytes and the default window), or None when the
+    file cannot be read (loading it then says why)."""
+    try:
+        return _digest(path.read_bytes(), default_window)
+    except OSError:
+        return None
+
+
+def _digest(data: bytes, default_window: int) -> str:
+    return hashlib.sha256(data + f"|{default_window}|{CACHE_VERSION}".encode()).hexdigest()
+
+
 def _disk_cache_dir() -> Path:
     return Path(os.environ.get("BACKUP_PIPELINE_HOME") or ".backup_pipeline") / "cache"
 
@@ -426,7 +439,7 @@ def _load_with_disk_cache(path: Path, default_window: int) -> list[ResolvedJob]:
         data = path.read_bytes()
     except OSError:
         return _load_jobs_file(path, default_window)
-    digest = hashlib.sha256(data + f"|{default_window}|{CACHE_VERSION}".encode()).hexdigest()
+    digest = _digest(data, default_window)
     cached = _disk_cache_dir() / f"jobs-{digest}.json"
     try:
         return [ResolvedJob.model_validate(item) for item in json.loads(cached.read_bytes())]

@@ -12,19 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from dagster import DagsterInstance
+from dagster import DagsterError, DagsterInstance
 
 from backup_pipeline.archiving import ArchiveSummary
 from backup_pipeline.evaluation import BatchResult
 from backup_pipeline.ingestion import IngestSummary
-from backup_pipeline.jobs_file import load_jobs_file
+from backup_pipeline.jobs_file import jobs_file_digest, load_jobs_file
 from backup_pipeline.notifications import NotifySummary
 from backup_pipeline.settings import Settings
 from backup_pipeline.storage import repository
@@ -67,24 +66,18 @@ class PartitionRun:
         return sum(b.still_open for b in self.batches)
 
 
-_recent_syncs: dict[tuple[str, int, int, str], float] = {}
-RECENT_SYNC_SECONDS = 60
-
-
-def sync_jobs_file(
-    settings: Settings, database: Database, now: datetime, *, reuse_recent: bool = False
-) -> SyncSummary:
-    """Sync the jobs file into PostgreSQL. With `reuse_recent`, skip it when this process synced the
-    very same file into the same database moments ago (the CLI syncs before the run it starts)."""
+def sync_jobs_file(settings: Settings, database: Database, now: datetime) -> SyncSummary:
+    """Sync the jobs file into PostgreSQL; a file already synced as it is costs one small query (every
+    scan process syncs, and resolving 20,000 jobs to compare them takes most of a second)."""
+    digest = jobs_file_digest(settings.jobs_file, settings.window_minutes)
+    if digest is not None:
+        with database.sessions() as session:
+            active = repository.synced_jobs_file(session, digest)
+        if active is not None:
+            return SyncSummary(active=active, added=0, deactivated=0)
     jobs = load_jobs_file(settings.jobs_file, settings.window_minutes)
-    st = settings.jobs_file.stat()
-    key = (str(settings.jobs_file.resolve()), st.st_mtime_ns, st.st_size, database.safe_url)
-    if reuse_recent and time.monotonic() - _recent_syncs.get(key, -1e9) < RECENT_SYNC_SECONDS:
-        return SyncSummary(active=len(jobs), added=0, deactivated=0)
     with database.sessions() as session:
-        summary = repository.sync_jobs(session, jobs, now)
-    _recent_syncs[key] = time.monotonic()
-    return summary
+        return repository.sync_jobs(session, jobs, now, digest=digest)
 
 
 def scan_days(database: Database, settings: Settings, now: datetime) -> list[date]:
@@ -115,9 +108,30 @@ def waiting_days(database: Database, settings: Settings, now: datetime) -> list[
     return partitions_for(files, widest, now.date(), first)
 
 
-def dagster_instance() -> DagsterInstance:
+def dagster_instance(settings: Settings) -> DagsterInstance:
     """The instance at DAGSTER_HOME (so runs show in the UI), else a throwaway one."""
-    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if not os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.ephemeral()
+    from backup_pipeline.dagster_home import ensure_dagster_storage_url
+
+    ensure_dagster_storage_url(settings)  # an explicit DAGSTER_HOME with the shipped dagster.yaml
+    try:
+        return DagsterInstance.get()
+    except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
+        raise ScanError(
+            f"cannot open the Dagster instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']}: "
+            + _config_problem(exc)
+        ) from None
+
+
+def _config_problem(exc: DagsterError) -> str:
+    """The readable part of Dagster's configuration errors (their messages embed stack traces)."""
+    messages = [getattr(e, "message", str(e)) for e in getattr(exc, "errors", None) or [exc]]
+    lines = []
+    for message in messages:
+        text = message.split("Stack Trace:")[0].strip().splitlines()
+        lines.append(text[-1].split(": ", 1)[-1] if text else type(exc).__name__)
+    return "; ".join(lines)
 
 
 def run_scan(
@@ -171,7 +185,7 @@ def _run_scan(
         else scan_days(database, settings, now) + waiting_days(database, settings, now)
     )
     job = defs.resolve_job_def(SCAN_JOB)
-    instance = dagster_instance()
+    instance = dagster_instance(settings)
     runs: list[PartitionRun] = []
     pending = sorted(set(days))
     done: set[date] = set()

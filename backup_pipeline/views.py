@@ -59,10 +59,20 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
 def job_rows(database: Database, *, active_only: bool) -> list[dict[str, Any]]:
     with database.sessions() as session:
         jobs = repository.all_jobs(session)
-    return [_job_row(job) for job in jobs if job.is_active or not active_only]
+        fleet_checked = repository.fleet_checked_at(session)
+    return [_job_row(job, fleet_checked) for job in jobs if job.is_active or not active_only]
 
 
-def _job_row(job: ExpectedJobRow) -> dict[str, Any]:
+def _last_checked(job: ExpectedJobRow, fleet_checked: datetime | None) -> datetime | None:
+    """A scan records its evaluations on the jobs it wrote, and once for the fleet that it looked at
+    every active job (an idle scan does not rewrite every job row)."""
+    times = [job.last_checked_timestamp]
+    if job.is_active and fleet_checked is not None and fleet_checked >= job.created_at:
+        times.append(fleet_checked)
+    return max((t for t in times if t is not None), default=None)
+
+
+def _job_row(job: ExpectedJobRow, fleet_checked: datetime | None) -> dict[str, Any]:
     return {
         "agent_id": job.agent_id_responsible,
         "database_name": job.database_name,
@@ -77,7 +87,7 @@ def _job_row(job: ExpectedJobRow) -> dict[str, Any]:
         "city": job.city,
         "neighborhood": job.neighborhood,
         "current_status": job.current_status,
-        "last_checked_timestamp": iso(job.last_checked_timestamp),
+        "last_checked_timestamp": iso(_last_checked(job, fleet_checked)),
         "last_successful_backup_timestamp": iso(job.last_successful_backup_timestamp),
         "previous_successful_hash_global": job.previous_successful_hash_global,
         "created_at": iso(job.created_at),

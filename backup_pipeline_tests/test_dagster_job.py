@@ -157,3 +157,58 @@ def test_dagster_definitions_validate_cli(workspace: Workspace) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "Traceback" not in completed.stderr
     assert "All code locations passed validation" in completed.stdout + completed.stderr
+
+
+def _scan_with_dagster_home(workspace: Workspace, home: Path) -> subprocess.CompletedProcess[str]:
+    """`backup-pipeline scan` in its own process with DAGSTER_HOME set and no Dagster storage URL."""
+    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINE_DAGSTER_PG_URL"}
+    env["DAGSTER_HOME"] = str(home)
+    cli = Path(sys.executable).parent / "backup-pipeline"
+    return subprocess.run(
+        [str(cli), "scan", "--at", SCAN_AT, "--partition", DAY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.mark.slow
+def test_scan_with_an_explicit_dagster_home_gets_the_storage_url_itself(workspace: Workspace) -> None:
+    """An operator's DAGSTER_HOME holding the shipped dagster.yaml, without the storage URL variable:
+    the scan gives Dagster the product's PostgreSQL, as `backup-pipeline dev` does, and its run is
+    recorded there."""
+    simulate_fleet(workspace, agents=1, databases=2)
+    home = workspace.home / "operator_dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+
+    completed = _scan_with_dagster_home(workspace, home)
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr
+    run_ids = {e["dagster_run_id"] for e in workspace.entries()}
+    os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"] = workspace.database_url
+    try:
+        instance = DagsterInstance.from_config(str(home))
+        assert {instance.get_run_by_id(r).job_name for r in run_ids} == {SCAN_JOB}
+        instance.dispose()
+    finally:
+        del os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"]
+
+
+def test_scan_with_an_unusable_dagster_yaml_says_so_without_a_traceback(workspace: Workspace) -> None:
+    simulate_fleet(workspace, agents=1, databases=1)
+    home = workspace.home / "operator_dagster_home"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url:\n      env: NOT_SET_ANYWHERE_BP_TEST\n"
+    )
+
+    completed = _scan_with_dagster_home(workspace, home)
+
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert f"cannot open the Dagster instance at DAGSTER_HOME={home}" in completed.stderr
+    assert "NOT_SET_ANYWHERE_BP_TEST" in completed.stderr
+    assert workspace.entries() == []

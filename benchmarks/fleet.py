@@ -130,9 +130,13 @@ def main(argv: list[str] | None = None) -> Report:
 
     first_wall, _ = run([*_cli(), "scan", "--at", AT, "--partition", DAY], env=env)
     first_run, first_steps, first_events, first_mats = latest_run_stats()
-    idle_at = (datetime.fromisoformat(AT) + timedelta(minutes=5)).isoformat()
+    # Nothing new, same day; then the first scan after midnight, which looks at a day never seen.
+    idle_at = (datetime.fromisoformat(AT) + timedelta(seconds=30)).isoformat()
     idle_wall, _ = run([*_cli(), "scan", "--at", idle_at], env=env)
     idle_run, idle_steps, idle_events, _ = latest_run_stats()
+    next_day_at = (datetime.fromisoformat(AT) + timedelta(minutes=5)).isoformat()
+    next_day_wall, _ = run([*_cli(), "scan", "--at", next_day_at], env=env)
+    next_day_run, next_day_steps, next_day_events, _ = latest_run_stats()
     fifth = AGENTS * DATABASES // 5
     naive = reference(work, fifth)
 
@@ -150,6 +154,12 @@ def main(argv: list[str] | None = None) -> Report:
     report.add("idle re-scan, whole command", idle_wall, "s", target="<= 5", met=idle_wall <= 5)
     report.add("idle re-scan, Dagster run", idle_run, "s")
     report.add("idle re-scan: Dagster steps", idle_steps, "steps", note=f"{idle_events} events")
+    report.add(
+        "first scan after midnight, nothing new, whole command",
+        next_day_wall,
+        "s",
+        note=f"Dagster run {next_day_run:.1f} s, {next_day_steps} steps, {next_day_events} events",
+    )
     report.add(
         f"reference: naive scan of {fifth} jobs", naive, "s", note="per-job read, parse, hash, insert, commit"
     )

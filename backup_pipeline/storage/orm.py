@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -232,3 +233,17 @@ class CycleWatchRow(Base):
     agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     looked_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class FleetStateRow(Base):
+    """One row: which jobs file the jobs table reflects, and when a scan last checked every active
+    job (so an idle scan does not rewrite 20,000 job rows to say it looked at them)."""
+
+    __tablename__ = "fleet_state"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_fleet_state_single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    jobs_file_digest: Mapped[str | None] = mapped_column(String(64))
+    active_jobs: Mapped[int | None] = mapped_column(Integer)
+    jobs_synced_at: Mapped[datetime | None] = mapped_column(TZ)
+    checked_at: Mapped[datetime | None] = mapped_column(TZ)

@@ -20,7 +20,13 @@ from backup_pipeline.core.domain import (
 )
 from backup_pipeline.core.reports import report_from_payload
 from backup_pipeline.jobs_file import ResolvedJob
-from backup_pipeline.storage.orm import BackupEntryRow, CycleWatchRow, ExpectedJobRow, StatusReportRow
+from backup_pipeline.storage.orm import (
+    BackupEntryRow,
+    CycleWatchRow,
+    ExpectedJobRow,
+    FleetStateRow,
+    StatusReportRow,
+)
 
 SUCCESS_STATUSES = (EntryStatus.SUCCESS.value, EntryStatus.HASH_MISMATCH.value)
 
@@ -35,10 +41,13 @@ class SyncSummary:
     deactivated: int
 
 
-def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> SyncSummary:
+def sync_jobs(
+    session: Session, jobs: Sequence[ResolvedJob], now: datetime, *, digest: str | None = None
+) -> SyncSummary:
     """Upsert the declared jobs; jobs no longer declared become inactive, never deleted.
 
-    Only differences are written, so syncing an unchanged file of 20,000 jobs costs one read.
+    Only differences are written, so syncing an unchanged file of 20,000 jobs costs one read. The
+    file's digest is recorded with the jobs it produced (see `synced_jobs_file`).
     """
     columns = (
         ExpectedJobRow.id,
@@ -70,8 +79,53 @@ def sync_jobs(session: Session, jobs: Sequence[ResolvedJob], now: datetime) -> S
             .where(ExpectedJobRow.id.in_(stale))
             .values(is_active=False, updated_at=sa.func.now())
         )
+    _record_sync(session, digest, len(jobs))
     session.commit()
     return SyncSummary(active=len(jobs), added=len(declared - set(existing)), deactivated=len(stale))
+
+
+def synced_jobs_file(session: Session, digest: str) -> int | None:
+    """The active job count when the jobs table already reflects the file with this digest.
+
+    Only `sync_jobs` writes job configuration, and it records the digest in the same transaction, so
+    a matching digest means syncing again would change nothing.
+    """
+    row = session.get(FleetStateRow, FLEET_STATE_ID)
+    return row.active_jobs if row is not None and row.jobs_file_digest == digest else None
+
+
+def _record_sync(session: Session, digest: str | None, active: int) -> None:
+    values = {"id": FLEET_STATE_ID, "jobs_file_digest": digest, "active_jobs": active}
+    statement = insert(FleetStateRow).values(values | {"jobs_synced_at": sa.func.now()})
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "jobs_file_digest": digest,
+                "active_jobs": active,
+                "jobs_synced_at": statement.excluded.jobs_synced_at,
+            },
+        )
+    )
+
+
+def record_fleet_check(session: Session, checked_at: datetime) -> None:
+    """Every active job was looked at by a scan as of `checked_at` (one row, not one per job)."""
+    statement = insert(FleetStateRow).values(id=FLEET_STATE_ID, checked_at=checked_at)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"checked_at": sa.func.greatest(FleetStateRow.checked_at, statement.excluded.checked_at)},
+        )
+    )
+
+
+def fleet_checked_at(session: Session) -> datetime | None:
+    row = session.get(FleetStateRow, FLEET_STATE_ID)
+    return row.checked_at if row is not None else None
+
+
+FLEET_STATE_ID = 1
 
 
 def _config_differs(row: Any, job: ResolvedJob) -> bool:
@@ -116,8 +170,8 @@ def active_jobs(session: Session, job_ids: Iterable[int] | None = None) -> list[
     return list(session.execute(query.order_by(ExpectedJobRow.id)).scalars())
 
 
-def job_timings(session: Session, job_ids: Iterable[int]) -> list[Any]:
-    """Active jobs' identity and timing columns only (rows with attribute access)."""
+def job_timings(session: Session, job_ids: Iterable[int] | None = None) -> list[Any]:
+    """Active jobs' (all, or these) identity and timing columns only (rows with attribute access)."""
     query = sa.select(
         ExpectedJobRow.id,
         ExpectedJobRow.agent_id_responsible,
@@ -126,19 +180,22 @@ def job_timings(session: Session, job_ids: Iterable[int]) -> list[Any]:
         ExpectedJobRow.expected_minute_utc,
         ExpectedJobRow.window_minutes,
         ExpectedJobRow.created_at,
-    ).where(ExpectedJobRow.is_active, ExpectedJobRow.id.in_(list(job_ids)))
+    ).where(ExpectedJobRow.is_active)
+    if job_ids is not None:
+        query = query.where(ExpectedJobRow.id.in_(list(job_ids)))
     return list(session.execute(query.order_by(ExpectedJobRow.id)))
 
 
 def entry_stamps(
-    session: Session, job_ids: Sequence[int], first: datetime, last: datetime
+    session: Session, job_ids: Sequence[int] | None, first: datetime, last: datetime
 ) -> dict[int, datetime]:
-    """When each job's entry with a cycle in [first, last) was last written."""
+    """When each job's (every job's, or these) entry with a cycle in [first, last) was last written."""
     query = sa.select(BackupEntryRow.job_id, BackupEntryRow.updated_at).where(
-        BackupEntryRow.job_id.in_(list(job_ids)),
         BackupEntryRow.cycle_expected_at >= first,
         BackupEntryRow.cycle_expected_at < last,
     )
+    if job_ids is not None:
+        query = query.where(BackupEntryRow.job_id.in_(list(job_ids)))
     return {job_id: at for job_id, at in session.execute(query)}
 
 

@@ -1,0 +1,124 @@
+"""A scan costs what its new work costs: idle automatic scans evaluate nothing and rewrite no job,
+and an unchanged jobs file is not synced again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from backup_pipeline.definitions import SCAN_JOB, defs
+from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.deposit_builder import Agent, utc
+
+AGENTS = ("SIRPACAM_DOUALA_NEWBELL", "SOCIA_BLU_GARE_4")
+DATABASES = ("compta_db", "paie_db")
+DAY = "2025-11-21"
+
+
+def jobs() -> list[dict[str, Any]]:
+    return [
+        {"agent_id": a, "database_name": d, "expected_hour_utc": 13, "expected_minute_utc": 0}
+        for a in AGENTS
+        for d in DATABASES
+    ]
+
+
+def automatic_scan(at: str) -> ExecuteInProcessResult:
+    """The scan job as the schedule or sensor starts it (automatic: only new work)."""
+    config = {"resources": {"scan": {"config": {"at": at, "automatic": True}}}}
+    with DagsterInstance.ephemeral() as instance:
+        return defs.resolve_job_def(SCAN_JOB).execute_in_process(
+            partition_key=DAY, instance=instance, run_config=config
+        )
+
+
+def evaluate_steps(result: ExecuteInProcessResult) -> set[str]:
+    return {
+        e.step_key
+        for e in result.all_events
+        if e.is_step_start and (e.step_key or "").startswith("evaluate[")
+    }
+
+
+def job_row_versions(workspace: Workspace) -> dict[int, str]:
+    """Each job row's PostgreSQL row version: it changes whenever the row is rewritten."""
+    engine = sa.create_engine(workspace.database_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT id, xmin::text FROM expected_jobs")).tuples().all())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def scanned(workspace: Workspace) -> dict[str, Agent]:
+    """Every cycle of DAY reported and recorded by a first automatic scan."""
+    workspace.write_jobs(jobs())
+    workspace.cli("jobs", "sync", "--at", "2025-11-21T08:00:00Z")
+    agents = {a: Agent(workspace.root, a) for a in AGENTS}
+    for agent in agents.values():
+        for minute, database in enumerate(DATABASES, start=5):  # one report each, 13:05 and 13:06
+            agent.backup(
+                utc(f"2025-11-21T13:{minute:02d}:00Z"), database, f"{agent.agent_id} {database}".encode()
+            )
+    result = automatic_scan("2025-11-21T14:30:00Z")
+    assert result.success
+    assert len(evaluate_steps(result)) == len(AGENTS)  # one batch per agent with work
+    assert {e["status"] for e in workspace.entries()} == {"SUCCESS"}
+    return agents
+
+
+def test_an_idle_scan_runs_one_empty_batch_and_rewrites_no_job_row(
+    workspace: Workspace, scanned: dict[str, Agent]
+) -> None:
+    before = job_row_versions(workspace)
+
+    result = automatic_scan("2025-11-21T14:45:00Z")
+
+    assert result.success
+    assert evaluate_steps(result) == {"evaluate[nothing_owed]"}
+    (batch,) = result.output_for_node("evaluate").values()
+    assert (batch.jobs, batch.evaluated, batch.written) == (len(AGENTS) * len(DATABASES), 0, 0)
+    assert job_row_versions(workspace) == before
+    # The scan still counts as having checked every active job.
+    status = workspace.json("status")
+    assert {row["last_checked_timestamp"] for row in status} == {"2025-11-21T14:45:00Z"}
+    assert {row["current_status"] for row in status} == {"OK"}
+
+
+def test_a_new_report_makes_only_its_agent_owed(workspace: Workspace, scanned: dict[str, Agent]) -> None:
+    late, quiet = AGENTS
+    scanned[late].backup(utc("2025-11-21T13:40:00Z"), "compta_db", b"a second dump, later in the window")
+
+    result = automatic_scan("2025-11-21T14:45:00Z")
+
+    assert result.success
+    assert evaluate_steps(result) == {f"evaluate[{late}]"}
+    entry = workspace.entry(late, "compta_db", "2025-11-21T13:00:00Z")
+    assert entry is not None and entry["report_file"].startswith("20251121_134000")
+    assert workspace.entry(quiet, "compta_db", "2025-11-21T13:00:00Z")["report_file"].startswith(
+        "20251121_130500"
+    )
+
+
+def test_an_unchanged_jobs_file_is_not_synced_again_but_a_changed_default_window_is(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace.write_jobs(jobs())
+    assert "4 added" in workspace.cli("jobs", "sync").output
+    before = job_row_versions(workspace)
+    assert "0 added, 0 deactivated" in workspace.cli("jobs", "sync").output
+    assert job_row_versions(workspace) == before
+
+    # The environment's default window is part of what the file resolves to.
+    monkeypatch.setenv("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES", "90")
+    workspace.cli("jobs", "sync")
+    assert {row["window_minutes"] for row in workspace.json("jobs", "list")} == {90}
+
+    # Back to the first file's resolution: synced again, not mistaken for the last digest.
+    monkeypatch.delenv("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES")
+    workspace.cli("jobs", "sync")
+    assert {row["window_minutes"] for row in workspace.json("jobs", "list")} == {60}
