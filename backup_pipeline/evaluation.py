@@ -8,11 +8,13 @@ rules and writes its entries and job states in one transaction.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from backup_pipeline import alerting
 from backup_pipeline.core import rules
@@ -22,6 +24,7 @@ from backup_pipeline.core.domain import (
     ExpectedJob,
     RecordedReport,
     RejectedReport,
+    ReportTime,
     StagedFileCheck,
     Step,
 )
@@ -133,13 +136,42 @@ def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
         stamps = repository.entry_stamps(session, None, start, end)
         activity = repository.latest_ingestion(session, watched, start - _BEFORE, end + _AFTER)
         seen = repository.watch_marks(session, watched, day)
+        active = [a for a, at in activity.items() if seen.get(a) is None or at > seen[a]]
+        fresh = _FreshEnds(
+            repository.accepted_report_ends(session, active, start - _BEFORE, end + _AFTER) if active else [],
+            seen,
+        )
     owed = [
         t.id
         for t in timings
-        if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, idle)
+        if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, fresh, idle)
     ]
     idle.jobs = len(timings) - len(owed)
     return owed
+
+
+class _FreshEnds:
+    """When the accepted reports recorded for each agent since a scan last looked at its cycles of
+    the day ended, read in a job's time zone as the rules read them (naive agent times)."""
+
+    def __init__(self, rows: Sequence[tuple[str, str, datetime]], seen: dict[str, datetime]) -> None:
+        self._times: dict[str, list[ReportTime]] = defaultdict(list)
+        for agent, end_time, ingested_at in rows:
+            looked_at = seen.get(agent)
+            if looked_at is None or ingested_at > looked_at:
+                self._times[agent].append(ReportTime.from_json(end_time))
+        self._sorted: dict[tuple[str, str], list[datetime]] = {}
+
+    def ended_within(self, cycle: Cycle) -> bool:
+        """Whether one of them ended inside the cycle's window: only such a report can decide a
+        cycle before its deadline (rules.decide)."""
+        zone = cycle.job.timezone
+        key = (cycle.job.agent_id, str(zone))
+        if key not in self._sorted:
+            self._sorted[key] = sorted(t.in_utc(zone) for t in self._times.get(cycle.job.agent_id, ()))
+        ends = self._sorted[key]
+        first = bisect_left(ends, cycle.opens_at)
+        return first < len(ends) and ends[first] <= cycle.deadline
 
 
 def _key(agents: list[str], index: int) -> str:
@@ -235,13 +267,14 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
 
 
 def _timing_cycle(timing: Any, day_start: datetime) -> Cycle:
-    """The cycle of a job known only by its timing columns (enough for deadlines)."""
+    """The cycle of a job known only by its timing columns (enough for deadlines and windows)."""
     job = ExpectedJob(
         agent_id=timing.agent_id_responsible,
         database_name=timing.database_name,
         expected_hour_utc=timing.expected_hour_utc,
         expected_minute_utc=timing.expected_minute_utc,
         window_minutes=timing.window_minutes,
+        timezone=ZoneInfo(timing.timezone),
     )
     return Cycle(job=job, expected_at=day_start + _time_of(timing))
 
@@ -253,15 +286,19 @@ def _owed(
     entry_updated_at: datetime | None,
     activity: dict[str, datetime],
     seen: dict[str, datetime],
+    fresh: _FreshEnds,
     result: BatchResult,
 ) -> bool:
     """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
 
     Work means: a cycle owed since the job exists that has no entry and is past its deadline, or
-    whose agent had a report recorded around its day since a scan last looked at that agent's
-    cycles of the day (the cycle watch mark). Everything else is idle: a scan with nothing new
-    loads no report at all. (A report committed while a scan is evaluating may wait for the next
-    change or, for a cycle without an entry, for its deadline: it is never lost.)
+    has no entry and a report recorded since a scan last looked at the agent's cycles of the day
+    (the cycle watch mark) that ended inside its window (nothing else decides a cycle before its
+    deadline), or has an entry and its agent had a report recorded around its day since both the
+    entry and the mark. Everything else is idle: a scan with nothing new loads no report at all,
+    and the first scan of a new day loads only the end times of yesterday's late reports. (A
+    report committed while a scan is evaluating may wait for the next change or, for a cycle
+    without an entry, for its deadline: it is never lost.)
     """
     if cycle.deadline < job.created_at:
         result.not_owed += 1
@@ -271,7 +308,7 @@ def _owed(
     new_report = latest_report is not None and (looked_at is None or latest_report > looked_at)
     if entry_updated_at is not None:
         return latest_report is not None and latest_report > entry_updated_at and new_report
-    if cycle.is_due(ctx.now) or new_report:
+    if cycle.is_due(ctx.now) or (new_report and fresh.ended_within(cycle)):
         return True
     result.still_open += 1
     return False

@@ -11,7 +11,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 
 from backup_pipeline.definitions import SCAN_JOB, defs
 from backup_pipeline_tests.conftest import Workspace
-from backup_pipeline_tests.deposit_builder import Agent, utc
+from backup_pipeline_tests.deposit_builder import Agent, gz, utc
 
 AGENTS = ("SIRPACAM_DOUALA_NEWBELL", "SOCIA_BLU_GARE_4")
 DATABASES = ("compta_db", "paie_db")
@@ -122,3 +122,68 @@ def test_an_unchanged_jobs_file_is_not_synced_again_but_a_changed_default_window
     monkeypatch.delenv("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES")
     workspace.cli("jobs", "sync")
     assert {row["window_minutes"] for row in workspace.json("jobs", "list")} == {60}
+
+
+def scan_at(at: str, day: str) -> ExecuteInProcessResult:
+    config = {"resources": {"scan": {"config": {"at": at, "automatic": True}}}}
+    with DagsterInstance.ephemeral() as instance:
+        return defs.resolve_job_def(SCAN_JOB).execute_in_process(
+            partition_key=day, instance=instance, run_config=config
+        )
+
+
+def test_the_first_scan_of_a_new_day_evaluates_nothing_when_no_report_reaches_its_windows(
+    workspace: Workspace, scanned: dict[str, Agent]
+) -> None:
+    # Yesterday's reports (13:05, 13:06) cannot decide any cycle of today before its deadline.
+    result = scan_at("2025-11-22T00:05:00Z", "2025-11-22")
+
+    assert result.success
+    assert evaluate_steps(result) == {"evaluate[nothing_owed]"}
+    (batch,) = result.output_for_node("evaluate").values()
+    assert batch.still_open == len(AGENTS) * len(DATABASES)
+
+
+@pytest.mark.parametrize(
+    ("timezone", "written_end"),
+    [
+        ("UTC", "2025-11-21T23:50:00Z"),  # with its offset
+        ("Asia/Tokyo", "2025-11-22T08:50:00"),  # naive, in the job's zone: 23:50 UTC the day before
+    ],
+)
+def test_a_report_of_yesterday_evening_decides_todays_early_cycle_at_the_first_scan_of_the_day(
+    workspace: Workspace, timezone: str, written_end: str
+) -> None:
+    """A job due at 00:30 UTC (window 23:30–01:30): its report ends at 23:50 and is recorded by the
+    last scan of the day before, which cannot evaluate a day that has not begun. The first scan of
+    the new day must see it as work, reading naive times in the job's zone."""
+    agent_id = AGENTS[0]
+    workspace.write_jobs(
+        [
+            {
+                "agent_id": agent_id,
+                "database_name": "compta_db",
+                "expected_hour_utc": 0,
+                "expected_minute_utc": 30,
+                "timezone": timezone,
+            }
+        ]
+    )
+    workspace.cli("jobs", "sync", "--at", "2025-11-20T08:00:00Z")
+    agent = Agent(workspace.root, agent_id)
+    packed = gz(b"the evening dump", mtime=0)
+    agent.stage("compta_db.sql.gz", packed)
+    agent.report(
+        utc("2025-11-21T23:50:00Z"),
+        {"compta_db": agent.database_section("compta_db.sql.gz", packed)},
+        extra={"operation_end_time": written_end},
+    )
+    evening = scan_at("2025-11-21T23:55:00Z", "2025-11-21")
+    assert evening.success and evening.output_for_node("ingest_reports").accepted == 1
+
+    result = scan_at("2025-11-22T00:05:00Z", "2025-11-22")
+
+    assert result.success
+    assert evaluate_steps(result) == {f"evaluate[{agent_id}]"}
+    entry = workspace.entry(agent_id, "compta_db", "2025-11-22T00:30:00Z")
+    assert entry is not None and entry["status"] == "SUCCESS"

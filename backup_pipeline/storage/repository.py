@@ -179,6 +179,7 @@ def job_timings(session: Session, job_ids: Iterable[int] | None = None) -> list[
         ExpectedJobRow.expected_hour_utc,
         ExpectedJobRow.expected_minute_utc,
         ExpectedJobRow.window_minutes,
+        ExpectedJobRow.timezone,
         ExpectedJobRow.created_at,
     ).where(ExpectedJobRow.is_active)
     if job_ids is not None:
@@ -391,6 +392,20 @@ def latest_ingestion(
         .group_by(StatusReportRow.agent_id)
     )
     return {agent: at for agent, at in session.execute(query)}
+
+
+def accepted_report_ends(
+    session: Session, agent_ids: Sequence[str], first: datetime, last: datetime
+) -> list[tuple[str, str, datetime]]:
+    """(agent, end time as the agent wrote it, ingested at) of accepted reports that ended within
+    [first, last]: the payload's one field, not the payload."""
+    end_time = StatusReportRow.payload["operation_end_time"].astext
+    query = sa.select(StatusReportRow.agent_id, end_time, StatusReportRow.ingested_at).where(
+        StatusReportRow.agent_id.in_(list(agent_ids)),
+        StatusReportRow.accepted,
+        StatusReportRow.operation_end_time.between(first, last),
+    )
+    return [(agent, end, at) for agent, end, at in session.execute(query)]
 
 
 def watch_marks(session: Session, agent_ids: Sequence[str], day: date) -> dict[str, datetime]:
