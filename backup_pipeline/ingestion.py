@@ -59,15 +59,19 @@ def synthetic_hash(kind: str, name: str) -> str:
 def ingest(ctx: ScanContext) -> IngestSummary:
     agents, skipped = discover_agents(ctx.settings.storage_root)
     summary = IngestSummary(agents=len(agents), skipped_folders=[(s.name, s.reason) for s in skipped])
+    waiting = [(agent, files) for agent in agents if (files := list(list_reports(agent)))]
+    if not waiting:  # nothing in any log/: no query at all
+        return summary
+    with_reports = [agent.agent_id for agent, _ in waiting]
     with ctx.database.sessions() as session:
-        known = repository.known_report_keys(session, [a.agent_id for a in agents])
-        zones = repository.agent_timezones(session)
-        windows = repository.agent_windows(session)
+        known = repository.known_report_keys(session, with_reports)
+        zones = repository.agent_timezones(session, with_reports)
+        windows = repository.agent_windows(session, with_reports)
     rows: list[dict[str, Any]] = []
     touched: set[str] = set()
-    for agent in agents:
+    for agent, files in waiting:
         zone = ZoneInfo(zones.get(agent.agent_id, "UTC"))
-        for report in sorted(list_reports(agent), key=lambda r: r.name):
+        for report in sorted(files, key=lambda r: r.name):
             row = _examine(ctx, agent, report, zone, summary)
             if row is None:
                 continue

@@ -212,24 +212,28 @@ def all_jobs(session: Session) -> list[ExpectedJobRow]:
     return list(session.execute(query).scalars())
 
 
-def agent_timezones(session: Session) -> dict[str, str]:
-    """The zone each agent's naive timestamps are read in, when all its active jobs agree on one."""
-    rows = session.execute(
-        sa.select(
-            ExpectedJobRow.agent_id_responsible, sa.func.array_agg(sa.distinct(ExpectedJobRow.timezone))
-        )
-        .where(ExpectedJobRow.is_active)
-        .group_by(ExpectedJobRow.agent_id_responsible)
-    )
-    return {agent: zones[0] for agent, zones in rows if len(zones) == 1}
+def agent_timezones(session: Session, agent_ids: Sequence[str] | None = None) -> dict[str, str]:
+    """The zone each agent's (every agent's, or these) naive timestamps are read in, when all its
+    active jobs agree on one."""
+    query = sa.select(
+        ExpectedJobRow.agent_id_responsible,
+        sa.func.min(ExpectedJobRow.timezone),
+        sa.func.count(sa.distinct(ExpectedJobRow.timezone)),
+    ).where(ExpectedJobRow.is_active)
+    if agent_ids is not None:
+        query = query.where(ExpectedJobRow.agent_id_responsible.in_(list(agent_ids)))
+    rows = session.execute(query.group_by(ExpectedJobRow.agent_id_responsible))
+    return {agent: zone for agent, zone, zones in rows if zones == 1}
 
 
-def agent_windows(session: Session) -> dict[str, int]:
-    rows = session.execute(
-        sa.select(ExpectedJobRow.agent_id_responsible, sa.func.max(ExpectedJobRow.window_minutes))
-        .where(ExpectedJobRow.is_active)
-        .group_by(ExpectedJobRow.agent_id_responsible)
+def agent_windows(session: Session, agent_ids: Sequence[str] | None = None) -> dict[str, int]:
+    """The widest window of each agent's (every agent's, or these) active jobs."""
+    query = sa.select(ExpectedJobRow.agent_id_responsible, sa.func.max(ExpectedJobRow.window_minutes)).where(
+        ExpectedJobRow.is_active
     )
+    if agent_ids is not None:
+        query = query.where(ExpectedJobRow.agent_id_responsible.in_(list(agent_ids)))
+    rows = session.execute(query.group_by(ExpectedJobRow.agent_id_responsible))
     return {agent: window for agent, window in rows}
 
 
