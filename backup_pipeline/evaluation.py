@@ -246,7 +246,10 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 outcomes_by_job[item.job.id] = (item, values, changed)
         entry_ids = repository.upsert_entries(session, rows)
         repository.refresh_job_state(session, ids, ctx.now)
-        repository.mark_watched(session, watched, plan.day)
+        # An agent with a staged file still being written is not marked: the next scan looks again
+        # (otherwise nothing new would be seen before the cycle's deadline).
+        settling = {item.job.agent_id_responsible for item in pending if item.settling}
+        repository.mark_watched(session, [a for a in watched if a not in settling], plan.day)
         alerting.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
             session,
             ctx,

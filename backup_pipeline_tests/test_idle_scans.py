@@ -187,3 +187,28 @@ def test_a_report_of_yesterday_evening_decides_todays_early_cycle_at_the_first_s
     assert evaluate_steps(result) == {f"evaluate[{agent_id}]"}
     entry = workspace.entry(agent_id, "compta_db", "2025-11-22T00:30:00Z")
     assert entry is not None and entry["status"] == "SUCCESS"
+
+
+def test_a_staged_file_still_being_uploaded_is_judged_by_the_next_automatic_scan(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not at the cycle's deadline: the scan that deferred it must not mark the agent's day as seen."""
+    monkeypatch.setenv("BACKUP_PIPELINE_SETTLE_SECONDS", "300")
+    agent_id = AGENTS[0]
+    workspace.write_jobs([jobs()[0]])
+    workspace.cli("jobs", "sync", "--at", "2025-11-21T08:00:00Z")
+    agent = Agent(workspace.root, agent_id)
+    whole = gz(b"a dump that takes a while to upload" * 1000)
+    staged = agent.stage("compta_db.sql.gz", whole[: len(whole) // 2])  # half uploaded, modified just now
+    agent.report(utc("2025-11-21T13:05:00Z"), {"compta_db": agent.database_section(staged.name, whole)})
+
+    deferred = automatic_scan("2025-11-21T13:10:00Z")
+    assert deferred.success and workspace.entries() == []
+
+    staged.write_bytes(whole)
+    result = automatic_scan("2025-11-21T13:25:00Z")  # the deadline is 14:00
+
+    assert result.success
+    assert evaluate_steps(result) == {f"evaluate[{agent_id}]"}
+    (entry,) = workspace.entries()
+    assert entry["status"] == "SUCCESS", entry["message"]
