@@ -6,106 +6,87 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Each setting is read from its documented variable only. Fields can be given by name in code
+    # (populate_by_name); pydantic-settings then also reads the environment by field name, so the
+    # prefix keeps that lookup inside our namespace (HOME must never become the product's home).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
+    )
 
-    storage_root: Path = Field(
-        default=Path("./deposit"), validation_alias=AliasChoices("BACKUP_STORAGE_ROOT", "storage_root")
-    )
-    jobs_file: Path = Field(
-        default=Path("./jobs.yaml"), validation_alias=AliasChoices("BACKUP_PIPELINE_JOBS_FILE", "jobs_file")
-    )
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("BACKUP_PIPELINE_DATABASE_URL", "database_url")
-    )
-    home: Path = Field(
-        default=Path("./.backup_pipeline"), validation_alias=AliasChoices("BACKUP_PIPELINE_HOME", "home")
-    )
+    storage_root: Path = Field(default=Path("./deposit"), validation_alias="BACKUP_STORAGE_ROOT")
+    jobs_file: Path = Field(default=Path("./jobs.yaml"), validation_alias="BACKUP_PIPELINE_JOBS_FILE")
+    database_url: str | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DATABASE_URL")
+    home: Path = Field(default=Path("./.backup_pipeline"), validation_alias="BACKUP_PIPELINE_HOME")
     window_minutes: int = Field(
         default=60,
         ge=1,
         le=720,
-        validation_alias=AliasChoices("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES", "window_minutes"),
+        validation_alias="SCANNER_REPORT_COLLECTION_WINDOW_MINUTES",
     )
-    max_status_file_age_days: int = Field(
-        default=7, ge=1, validation_alias=AliasChoices("MAX_STATUS_FILE_AGE_DAYS", "max_status_file_age_days")
-    )
-    start_date: date = Field(
-        default=date(2024, 1, 1), validation_alias=AliasChoices("BACKUP_PIPELINE_START_DATE", "start_date")
-    )
+    max_status_file_age_days: int = Field(default=7, ge=1, validation_alias="MAX_STATUS_FILE_AGE_DAYS")
+    start_date: date = Field(default=date(2024, 1, 1), validation_alias="BACKUP_PIPELINE_START_DATE")
     # A report that is unparseable and younger than this may still be being written: retry later.
-    settle_seconds: int = Field(
-        default=60, ge=0, validation_alias=AliasChoices("BACKUP_PIPELINE_SETTLE_SECONDS", "settle_seconds")
-    )
+    settle_seconds: int = Field(default=60, ge=0, validation_alias="BACKUP_PIPELINE_SETTLE_SECONDS")
     max_report_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_REPORT_BYTES", "max_report_bytes"),
+        validation_alias="BACKUP_PIPELINE_MAX_REPORT_BYTES",
     )
     # Staged files are hashed in parallel threads (hashlib and zlib/zstd release the GIL).
-    hash_workers: int = Field(
-        default=2, ge=1, le=64, validation_alias=AliasChoices("BACKUP_PIPELINE_HASH_WORKERS", "hash_workers")
-    )
+    hash_workers: int = Field(default=2, ge=1, le=64, validation_alias="BACKUP_PIPELINE_HASH_WORKERS")
     # Decompress staged archives to catch corrupt ones and fingerprint their content. Off, only the
     # file's SHA-256 and size are checked, and content policies compare raw file hashes.
-    verify_archives: bool = Field(
-        default=True, validation_alias=AliasChoices("BACKUP_PIPELINE_VERIFY_ARCHIVES", "verify_archives")
-    )
-    max_batches: int = Field(
-        default=8, ge=1, le=256, validation_alias=AliasChoices("BACKUP_PIPELINE_MAX_BATCHES", "max_batches")
-    )
+    verify_archives: bool = Field(default=True, validation_alias="BACKUP_PIPELINE_VERIFY_ARCHIVES")
+    max_batches: int = Field(default=8, ge=1, le=256, validation_alias="BACKUP_PIPELINE_MAX_BATCHES")
 
     # Above this many jobs the UI shows one asset per agent instead of one per database: Dagster
     # stores ~200 events/s, so 20,000 per-database materializations would dominate a scan.
     per_database_assets_max: int = Field(
         default=2000,
         ge=0,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "per_database_assets_max"),
+        validation_alias="BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX",
     )
 
     # ---- alerts (issue 4)
     # Apprise URLs, several separated by commas or spaces. A secret: never logged or shown whole.
-    notify_urls: SecretStr = Field(
-        default=SecretStr(""), validation_alias=AliasChoices("BACKUP_PIPELINE_NOTIFY_URLS", "notify_urls")
-    )
+    notify_urls: SecretStr = Field(default=SecretStr(""), validation_alias="BACKUP_PIPELINE_NOTIFY_URLS")
     # Base URL of the Dagster UI, for links to the assets in notifications.
-    dagster_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("BACKUP_PIPELINE_DAGSTER_URL", "dagster_url")
-    )
+    dagster_url: str | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DAGSTER_URL")
     # An unsent notification is retried by the following scans, up to this many attempts.
     notify_max_attempts: int = Field(
         default=20,
         ge=1,
         le=1000,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS", "notify_max_attempts"),
+        validation_alias="BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS",
     )
     # Size anomalies: the staged size against the median of the job's last successful cycles.
     size_history: int = Field(
         default=14,
         ge=3,
         le=365,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_HISTORY", "size_history"),
+        validation_alias="BACKUP_PIPELINE_SIZE_HISTORY",
     )
     size_min_history: int = Field(
         default=3,
         ge=3,
         le=365,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_MIN_HISTORY", "size_min_history"),
+        validation_alias="BACKUP_PIPELINE_SIZE_MIN_HISTORY",
     )
     size_below_ratio: float = Field(
         default=0.5,
         gt=0,
         lt=1,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_BELOW_RATIO", "size_below_ratio"),
+        validation_alias="BACKUP_PIPELINE_SIZE_BELOW_RATIO",
     )
     size_above_ratio: float = Field(
         default=3.0,
         gt=1,
-        validation_alias=AliasChoices("BACKUP_PIPELINE_SIZE_ABOVE_RATIO", "size_above_ratio"),
+        validation_alias="BACKUP_PIPELINE_SIZE_ABOVE_RATIO",
     )
 
     @property
