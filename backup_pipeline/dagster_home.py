@@ -52,6 +52,7 @@ def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
     command = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port), "-w", workspace]
     print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}; Ctrl-C stops it)")
     try:
-        return subprocess.call(command, cwd=PROJECT_ROOT)
+        # From its own home: Dagster warns about the project's dagster.yaml when run beside it.
+        return subprocess.call(command, cwd=os.environ["DAGSTER_HOME"])
     except KeyboardInterrupt:
         return 0
