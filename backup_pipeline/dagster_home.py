@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,7 +39,8 @@ def ensure_dagster_storage_url(settings: Settings) -> None:
 
 
 def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
-    """`dagster dev` (webserver and daemon) on the product's storage; returns its exit code."""
+    """Replace this process with `dagster dev` (webserver and daemon) on the product's storage;
+    returns (1) only when it cannot be started."""
     settings.apply_to_environment()
     prepare_dagster_home(settings)
     os.environ.setdefault("BACKUP_PIPELINE_DAGSTER_URL", f"http://{host}:{port}")  # links in alerts
@@ -51,8 +51,13 @@ def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
     workspace = str(PROJECT_ROOT / "workspace.yaml")
     command = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port), "-w", workspace]
     print(f"Dagster UI: http://{host}:{port}  (DAGSTER_HOME={os.environ['DAGSTER_HOME']}; Ctrl-C stops it)")
+    sys.stdout.flush()
+    # Become `dagster dev` rather than wait for it: Ctrl-C and a service manager's SIGTERM then reach
+    # it directly and it stops its webserver, daemon and code servers. From its own home, because
+    # Dagster warns about the project's dagster.yaml when run beside it.
+    os.chdir(os.environ["DAGSTER_HOME"])
     try:
-        # From its own home: Dagster warns about the project's dagster.yaml when run beside it.
-        return subprocess.call(command, cwd=os.environ["DAGSTER_HOME"])
-    except KeyboardInterrupt:
-        return 0
+        os.execv(sys.executable, command)
+    except OSError as exc:
+        print(f"cannot start dagster dev with {sys.executable}: {exc}", file=sys.stderr)
+    return 1

@@ -662,3 +662,60 @@ def _dismiss_community_dialog(page: Any) -> None:
         return
     skip.click()
     page.wait_for_timeout(500)
+
+
+# ---------------------------------------------------------------- `backup-pipeline dev` stops cleanly
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Processes of this user whose environment contains `marker` (e.g. their DAGSTER_HOME)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_to_backup_pipeline_dev_stops_the_webserver_daemon_and_code_servers(
+    workspace: Workspace, dagster_storage_url: str, tmp_path: Path
+) -> None:
+    """What a service manager does: SIGTERM to the process it started, then it expects nothing left."""
+    workspace.write_jobs([{"agent_id": AGENT, "database_name": "compta_db", "expected_hour_utc": 13}])
+    home = tmp_path / "dev_home"
+    port = _free_port()
+    env = os.environ.copy() | {"DAGSTER_HOME": str(home), DAGSTER_URL_ENV: dagster_storage_url}
+    with (tmp_path / "dev.log").open("wb") as out:
+        dev = subprocess.Popen(
+            [str(BIN / "backup-pipeline"), "dev", "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so that the cleanup below can reach whatever survives
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert dev.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+            time.sleep(1)
+        assert len(_processes_with(f"DAGSTER_HOME={home}")) >= 3  # dev, webserver, daemon (+ code servers)
+
+        dev.send_signal(signal.SIGTERM)  # to the process that was started, not its group
+        dev.wait(timeout=60)
+
+        deadline = time.monotonic() + 30
+        while (left := _processes_with(f"DAGSTER_HOME={home}")) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert left == [], f"still running after SIGTERM: {left}\n{(tmp_path / 'dev.log').read_text()}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dev.pid, signal.SIGKILL)

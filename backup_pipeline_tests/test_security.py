@@ -9,7 +9,7 @@ PostgreSQL vanished mid-way (test_concurrency_outages.py checks the errors thems
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -62,11 +62,12 @@ def test_the_ui_binds_to_loopback_by_default(workspace: Workspace, monkeypatch: 
     help_text = workspace.cli("dev", "--help").output
     assert "[default: 127.0.0.1]" in help_text
     started: list[list[str]] = []
-    monkeypatch.setattr(subprocess, "call", lambda command, **_: started.append(command) or 0)
+    monkeypatch.setattr(os, "execv", lambda path, command: started.append([path, *command]))
     monkeypatch.setenv("DAGSTER_HOME", str(workspace.home / "dagster_home"))
-    result = workspace.runner.invoke(main, ["dev"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    (command,) = started
+    workspace.runner.invoke(main, ["dev"], catch_exceptions=False)
+    (launched,) = started
+    path, *command = launched
+    assert path == sys.executable
     assert command[:4] == [sys.executable, "-m", "dagster", "dev"]  # the product's own interpreter
     assert command[command.index("-h") + 1] == "127.0.0.1"
     assert "0.0.0.0" not in " ".join(command)
