@@ -261,9 +261,12 @@ def _notification_line(runs: list[Any]) -> str | None:
     sent = sum(s.sent for s in summaries)
     failed = sum(s.failed for s in summaries)
     held = sum(s.held for s in summaries)
-    if not (sent or failed or held):
+    deferred = sum(s.deferred for s in summaries)
+    if not (sent or failed or held or deferred):
         return None
     line = f"notifications: {sent} alert(s) delivered, {failed} failed, {held} held by a silence"
+    if deferred:
+        line += f", {deferred} waiting to retry a failing target"
     down = sorted({f"{t.target} [{t.target_id}]" for s in summaries for t in s.targets if not t.sent})
     if down:
         line += f" (retried by the next scan; failing: {', '.join(down)})"

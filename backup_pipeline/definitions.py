@@ -196,7 +196,8 @@ def notify_op(context: OpExecutionContext, scan: ScanResource, archived: Archive
     context.log.info(
         f"{summary.dispatched} new alert(s) dispatched, {summary.held} held by a silence, "
         f"{summary.unaddressed} without a target; {summary.sent} delivered, {summary.failed} failed "
-        f"(will be retried), {summary.abandoned} abandoned"
+        f"(will be retried), {summary.deferred} waiting to retry a failing target, "
+        f"{summary.abandoned} abandoned"
     )
     for t in summary.targets:  # redacted labels only: no secret reaches the run's logs or metadata
         if not t.sent:

@@ -20,12 +20,12 @@ import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from backup_pipeline.core.alerts import AlertEvent, AlertLine, Level, Notice, compose
+from backup_pipeline.core.alerts import AlertEvent, AlertLine, Level, Notice, compose, retry_delay
 from backup_pipeline.notify_targets import Target, send, split_urls, targets
 from backup_pipeline.scan_context import ScanContext, Summary
 from backup_pipeline.settings import Settings
@@ -51,6 +51,7 @@ class NotifySummary(Summary):
     held: int = 0  # new alerts held by a silence (recorded, never sent)
     unaddressed: int = 0  # new alerts with no target configured
     abandoned: int = 0  # deliveries given up (target gone, or too many attempts)
+    deferred: int = 0  # deliveries left for a later scan: their target failed moments ago
     targets: list[TargetResult] = []
     skipped: str | None = None
 
@@ -104,10 +105,23 @@ def _notify(ctx: ScanContext) -> NotifySummary:
             if target is None:
                 _abandon(session, [d for d, _, _ in group], "the target is no longer configured")
                 summary.abandoned += len(group)
+            elif _backing_off(ctx, [d for d, _, _ in group]):
+                summary.deferred += len(group)
             else:
                 summary.targets.append(_send(session, ctx, target, group, links, summary))
             session.commit()
     return summary
+
+
+def _backing_off(ctx: ScanContext, deliveries: Sequence[Any]) -> bool:
+    """Whether the target's latest failure is too recent to try again (new alerts wait with the
+    failed ones: they would go to the same failing target)."""
+    failed = [d for d in deliveries if d.state == "failed" and d.last_attempt_at is not None]
+    if not failed:
+        return False
+    streak = max(d.attempts for d in failed)  # failures in a row (they are sent together)
+    delay = retry_delay(streak, timedelta(seconds=ctx.settings.notify_retry_seconds))
+    return datetime.now(UTC) < max(d.last_attempt_at for d in failed) + delay
 
 
 def _dispatch(session: Any, ctx: ScanContext, everywhere: Sequence[Target], summary: NotifySummary) -> None:

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         le=1000,
         validation_alias="BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS",
     )
+    # After a failure a target is retried by later scans once this long has passed, doubling with
+    # each failure up to an hour.
+    notify_retry_seconds: int = Field(
+        default=60, ge=0, le=3600, validation_alias="BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS"
+    )
     # Size anomalies: the staged size against the median of the job's last successful cycles.
     size_history: int = Field(
         default=14,

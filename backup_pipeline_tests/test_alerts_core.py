@@ -26,6 +26,7 @@ from backup_pipeline.core.alerts import (
     escape_markdown,
     recovers,
     redact_url,
+    retry_delay,
     size_part,
 )
 from backup_pipeline.notify_targets import Target, problem, scrub, split_urls
@@ -345,3 +346,11 @@ def test_escape_markdown_makes_agent_texts_inert() -> None:
         "a\\|b \\_c\\_ \\`d\\` \\\\"
     )
     assert escape_markdown("compta_db 13:00Z FAILED") == "compta\\_db 13:00Z FAILED"
+
+
+def test_retry_delay_doubles_from_the_base_up_to_an_hour() -> None:
+    base = timedelta(seconds=60)
+    delays = [retry_delay(n, base).total_seconds() for n in range(0, 10)]
+    assert delays == [0, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    assert retry_delay(10_000, base) == timedelta(hours=1)  # no overflow for a long outage
+    assert retry_delay(3, timedelta(0)) == timedelta(0)  # 0: retry at every scan

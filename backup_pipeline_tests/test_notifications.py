@@ -9,6 +9,7 @@ targets' URLs never show in the CLI, the logs or Dagster's run events.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,8 +166,13 @@ def test_a_failure_alerts_once_per_target_then_a_recovery_notice(
 
 
 def test_a_target_down_is_recorded_and_retried_and_never_fails_the_scan(
-    workspace: Workspace, http: HttpReceiver, smtp: SmtpReceiver, targets: str
+    workspace: Workspace,
+    http: HttpReceiver,
+    smtp: SmtpReceiver,
+    targets: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS", "0")  # the scans run seconds apart
     workspace.write_jobs([job()])
     workspace.cli("jobs", "sync", "--at", f"{DAY1}T08:00:00Z")
     http.down()
@@ -213,6 +219,7 @@ def test_a_target_that_keeps_failing_is_abandoned_after_the_maximum_attempts(
 ) -> None:
     monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_URLS", http.url("hook"))
     monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS", "0")
     workspace.write_jobs([job()])
     workspace.cli("jobs", "sync", "--at", f"{DAY1}T08:00:00Z")
     http.down()
@@ -222,6 +229,32 @@ def test_a_target_that_keeps_failing_is_abandoned_after_the_maximum_attempts(
     assert [r["result"] for r in log] == ["failed", "failed"]  # two attempts, then no more
     (alert,) = workspace.json("notify", "alerts")
     assert "abandoned" in alert["deliveries"]
+
+
+def test_a_failing_target_is_left_alone_for_a_while_then_retried(
+    workspace: Workspace, http: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scans started every 30 s by the sensor must not hammer a target that is down."""
+    monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_URLS", http.url("hook"))
+    monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS", "2")
+    workspace.write_jobs([job()])
+    workspace.cli("jobs", "sync", "--at", f"{DAY1}T08:00:00Z")
+    http.down()
+    assert scan(workspace, f"{DAY1}T14:30:00Z").exit_code == 0  # MISSING: the attempt fails
+    http.up()
+
+    soon = scan(workspace, f"{DAY1}T14:31:00Z")  # moments later: not tried again yet
+
+    assert "1 waiting to retry a failing target" in soon.stdout
+    assert http.take() == []
+    assert [r["result"] for r in workspace.json("notify", "log")] == ["failed"]
+
+    time.sleep(2.2)
+    scan(workspace, f"{DAY1}T14:32:00Z")
+
+    (late,) = http.take("hook")
+    assert "MISSING" in late.body
+    assert [r["result"] for r in workspace.json("notify", "log")] == ["sent", "failed"]
 
 
 def test_hash_mismatch_is_information_and_can_be_turned_off_per_job(

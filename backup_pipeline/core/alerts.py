@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 # ---------------------------------------------------------------- events
 
@@ -299,6 +299,17 @@ def _block(line: AlertLine) -> str:
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")
+
+
+RETRY_DELAY_CAP = timedelta(hours=1)
+
+
+def retry_delay(failed_attempts: int, base: timedelta, cap: timedelta = RETRY_DELAY_CAP) -> timedelta:
+    """How long a target that failed `failed_attempts` times in a row is left alone: doubling from
+    `base`, at most `cap`, so a target that is down is not hammered by every sensor-started scan."""
+    if failed_attempts <= 0 or base <= timedelta(0):
+        return timedelta(0)
+    return min(base * 2 ** min(failed_attempts - 1, 32), cap)
 
 
 def escape_markdown(text: str) -> str:
