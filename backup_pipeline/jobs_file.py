@@ -374,7 +374,25 @@ _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 20,00
 
 
 class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
-    """YAML 1.1 without base-60 integers: `end: 23:30` is a time of day, not the number 1410."""
+    """YAML 1.1 without base-60 integers (`end: 23:30` is a time of day, not the number 1410), and
+    without silently keeping the last of two equal keys (a job written `expected_hour_utc` twice
+    would be expected at whichever came last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {line})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -391,7 +409,7 @@ _LOADER = _Loader
 
 
 _cache: dict[tuple[str, int, int, int], list[ResolvedJob]] = {}
-CACHE_VERSION = 1  # bump when ResolvedJob or the resolution rules change
+CACHE_VERSION = 2  # bump when ResolvedJob or the resolution rules change (2: duplicate keys refused)
 DISK_CACHE_MIN_JOBS = 1000
 
 

@@ -257,6 +257,30 @@ def test_yaml_a_safe_loader_refuses(tmp_path: Path, text: str, line: int) -> Non
     assert message.startswith(f"{path}:{line}: not valid YAML")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "key", "first"),
+    [
+        (JOB + "    expected_hour_utc: 14\n", 6, "expected_hour_utc", 4),  # in a job
+        ("defaults:\n  window_minutes: 30\n  window_minutes: 90\njobs:\n" + JOB, 3, "window_minutes", 2),
+        ("jobs:\n" + JOB + "jobs:\n" + JOB, 6, "jobs", 1),  # the whole list, silently replaced
+    ],
+)
+def test_a_key_written_twice_is_an_error_naming_both_lines(
+    tmp_path: Path, text: str, line: int, key: str, first: int
+) -> None:
+    path, message = error_of(tmp_path, text if text.startswith(("defaults", "jobs")) else "jobs:\n" + text)
+    assert message == f"{path}:{line}: not valid YAML: duplicate key {key!r} (first at line {first})"
+
+
+def test_a_merged_mapping_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        "jobs:\n  - &first\n" + JOB.replace("  - agent_id", "    agent_id")
+        + "  - <<: *first\n    database_name: paie_db\n"
+    )  # fmt: skip
+    assert [job.database_name for job in load_jobs_file(path, 60)] == ["compta_db", "paie_db"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     with pytest.raises(JobsFileError, match=r"absent\.yaml not found"):
