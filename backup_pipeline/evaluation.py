@@ -134,9 +134,9 @@ def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
         timings = repository.job_timings(session)
         watched = sorted({t.agent_id_responsible for t in timings})
         stamps = repository.entry_stamps(session, None, start, end)
-        activity = repository.latest_ingestion(session, watched, start - _BEFORE, end + _AFTER)
+        activity = repository.latest_recording(session, watched, start - _BEFORE, end + _AFTER)
         seen = repository.watch_marks(session, watched, day)
-        active = [a for a, at in activity.items() if seen.get(a) is None or at > seen[a]]
+        active = [a for a, xid in activity.items() if _unseen(xid, seen.get(a))]
         fresh = _FreshEnds(
             repository.accepted_report_ends(session, active, start - _BEFORE, end + _AFTER) if active else [],
             seen,
@@ -144,7 +144,7 @@ def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
     owed = [
         t.id
         for t in timings
-        if _owed(ctx, t, _timing_cycle(t, start), stamps.get(t.id), activity, seen, fresh, idle)
+        if _owed(ctx, t, _timing_cycle(t, start), t.id in stamps, activity, seen, fresh, idle)
     ]
     idle.jobs = len(timings) - len(owed)
     return owed
@@ -154,11 +154,10 @@ class _FreshEnds:
     """When the accepted reports recorded for each agent since a scan last looked at its cycles of
     the day ended, read in a job's time zone as the rules read them (naive agent times)."""
 
-    def __init__(self, rows: Sequence[tuple[str, str, datetime]], seen: dict[str, datetime]) -> None:
+    def __init__(self, rows: Sequence[tuple[str, str, int]], seen: dict[str, int]) -> None:
         self._times: dict[str, list[ReportTime]] = defaultdict(list)
-        for agent, end_time, ingested_at in rows:
-            looked_at = seen.get(agent)
-            if looked_at is None or ingested_at > looked_at:
+        for agent, end_time, recorded_xid in rows:
+            if _unseen(recorded_xid, seen.get(agent)):
                 self._times[agent].append(ReportTime.from_json(end_time))
         self._sorted: dict[tuple[str, str], list[datetime]] = {}
 
@@ -202,6 +201,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     )
     start, end = day_bounds(plan.day)
     with ctx.database.sessions() as session:
+        horizon = repository.snapshot_horizon(session)  # before any report is read
         jobs = repository.active_jobs(session, plan.job_ids) if plan.job_ids else []
         ids = [j.id for j in jobs]
         watched = sorted({j.agent_id_responsible for j in jobs})
@@ -249,7 +249,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         # An agent with a staged file still being written is not marked: the next scan looks again
         # (otherwise nothing new would be seen before the cycle's deadline).
         settling = {item.job.agent_id_responsible for item in pending if item.settling}
-        repository.mark_watched(session, [a for a in watched if a not in settling], plan.day)
+        repository.mark_watched(session, [a for a in watched if a not in settling], plan.day, horizon)
         alerting.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
             session,
             ctx,
@@ -286,35 +286,39 @@ def _owed(
     ctx: ScanContext,
     job: Any,
     cycle: Cycle,
-    entry_updated_at: datetime | None,
-    activity: dict[str, datetime],
-    seen: dict[str, datetime],
+    has_entry: bool,
+    activity: dict[str, int],
+    seen: dict[str, int],
     fresh: _FreshEnds,
     result: BatchResult,
 ) -> bool:
     """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
 
-    Work means: a cycle owed since the job exists that has no entry and is past its deadline, or
-    has no entry and a report recorded since a scan last looked at the agent's cycles of the day
-    (the cycle watch mark) that ended inside its window (nothing else decides a cycle before its
-    deadline), or has an entry and its agent had a report recorded around its day since both the
-    entry and the mark. Everything else is idle: a scan with nothing new loads no report at all,
-    and the first scan of a new day loads only the end times of yesterday's late reports. (A
-    report committed while a scan is evaluating may wait for the next change or, for a cycle
-    without an entry, for its deadline: it is never lost.)
+    Work means: a cycle owed since the job exists that has no entry and is past its deadline; or
+    has no entry and a report the last scan of the agent's day may not have seen that ended inside
+    its window (nothing else decides a cycle before its deadline); or has an entry and its agent
+    has a report around the day that the last scan of that day may not have seen. "May not have
+    seen" compares the report's recording transaction with that scan's snapshot horizon, so a
+    report committed by a concurrent scan while this one evaluated is never taken for seen.
+    Everything else is idle: a scan with nothing new loads no report at all, and the first scan of
+    a new day loads only the end times of yesterday's late reports.
     """
     if cycle.deadline < job.created_at:
         result.not_owed += 1
         return False
-    latest_report = activity.get(job.agent_id_responsible)
-    looked_at = seen.get(job.agent_id_responsible)
-    new_report = latest_report is not None and (looked_at is None or latest_report > looked_at)
-    if entry_updated_at is not None:
-        return latest_report is not None and latest_report > entry_updated_at and new_report
+    latest = activity.get(job.agent_id_responsible)
+    new_report = latest is not None and _unseen(latest, seen.get(job.agent_id_responsible))
+    if has_entry:
+        return new_report
     if cycle.is_due(ctx.now) or (new_report and fresh.ended_within(cycle)):
         return True
     result.still_open += 1
     return False
+
+
+def _unseen(recorded_xid: int, visible_below: int | None) -> bool:
+    """Whether a report may have escaped the last scan that looked at the agent's day."""
+    return visible_below is None or recorded_xid >= visible_below
 
 
 def _prepare(

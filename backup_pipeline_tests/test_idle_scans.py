@@ -3,13 +3,18 @@ and an unchanged jobs file is not synced again."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from backup_pipeline.core.reports import parse_file_name_time, parse_report, report_to_payload
 from backup_pipeline.definitions import SCAN_JOB, defs
+from backup_pipeline.storage.orm import StatusReportRow
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.deposit_builder import Agent, gz, utc
 
@@ -211,4 +216,56 @@ def test_a_staged_file_still_being_uploaded_is_judged_by_the_next_automatic_scan
     assert result.success
     assert evaluate_steps(result) == {f"evaluate[{agent_id}]"}
     (entry,) = workspace.entries()
+    assert entry["status"] == "SUCCESS", entry["message"]
+
+
+def test_a_report_committed_while_another_scan_evaluates_is_evaluated_by_the_next_scan(
+    workspace: Workspace, scanned: dict[str, Agent], tmp_path: Path
+) -> None:
+    """The race between two scans (a CLI scan and a daemon run, say): scan A records a report in a
+    transaction that began before scan B evaluates, and commits after B has read the reports. B
+    cannot have seen it, so B's "looked at" mark must not hide it from the next scan."""
+    agent_id = AGENTS[0]
+    # The late report as scan A reads it: a second dump, ended 13:40, inside the 13:00 window.
+    elsewhere = Agent(tmp_path / "elsewhere", agent_id)
+    dump = gz(b"the second dump of the day")
+    elsewhere.stage("compta_db.sql.gz", dump)
+    report = elsewhere.report(
+        utc("2025-11-21T13:40:00Z"), {"compta_db": elsewhere.database_section("compta_db.sql.gz", dump)}
+    )
+    data = report.read_bytes()
+    parsed = parse_report(data, agent_id=agent_id, now=utc("2025-11-21T13:45:00Z"), max_age=timedelta(days=7))
+    assert parsed.report is not None
+    engine = sa.create_engine(workspace.database_url)
+    try:
+        with engine.connect() as scan_a:
+            scan_a.execute(
+                sa.insert(StatusReportRow).values(
+                    agent_id=agent_id,
+                    file_name=report.name,
+                    content_sha256=hashlib.sha256(data).hexdigest(),
+                    size=len(data),
+                    accepted=True,
+                    notes=[],
+                    payload=report_to_payload(parsed.report),
+                    operation_end_time=parsed.report.operation_end_time.in_utc(),
+                    file_name_time=parse_file_name_time(report.name),
+                )
+            )  # not committed yet: scan B evaluates the agent meanwhile (it has another new report)
+            scanned[agent_id].backup(utc("2025-11-21T13:42:00Z"), "paie_db", b"paie, again")
+            during = automatic_scan("2025-11-21T13:46:00Z")
+            assert during.success and f"evaluate[{agent_id}]" in evaluate_steps(during)
+            scan_a.commit()
+    finally:
+        engine.dispose()
+    # Scan A goes on: the dump and the report are in place.
+    scanned[agent_id].stage("compta_db.sql.gz", dump)
+    (scanned[agent_id].log / report.name).write_bytes(data)
+
+    result = automatic_scan("2025-11-21T13:50:00Z")
+
+    assert result.success
+    assert f"evaluate[{agent_id}]" in evaluate_steps(result)
+    entry = workspace.entry(agent_id, "compta_db", "2025-11-21T13:00:00Z")
+    assert entry is not None and entry["report_file"] == report.name
     assert entry["status"] == "SUCCESS", entry["message"]

@@ -95,6 +95,10 @@ class StatusReportRow(Base):
     file_name_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=False))
     file_mtime: Mapped[datetime | None] = mapped_column(TZ)
     ingested_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    # The recording transaction (64-bit, never wraps): compared with a watch mark's snapshot.
+    recorded_xid: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id()::text::bigint)")
+    )
     archived_path: Mapped[str | None] = mapped_column(Text)
 
 
@@ -226,13 +230,17 @@ class NotificationAttemptRow(Base):
 
 
 class CycleWatchRow(Base):
-    """When a scan last looked at an agent's cycles of a day: later reports mean new work."""
+    """When a scan last looked at an agent's cycles of a day, and which reports it saw: the others
+    mean new work."""
 
     __tablename__ = "cycle_watch"
 
     agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     looked_at: Mapped[datetime] = mapped_column(TZ)
+    # Every report recorded by a transaction below this id was visible to that scan (its snapshot's
+    # xmin); reports at or above it may not have been.
+    visible_below: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class FleetStateRow(Base):

@@ -382,29 +382,30 @@ def reports_around(
     return result
 
 
-def latest_ingestion(
+def latest_recording(
     session: Session, agent_ids: Sequence[str], first: datetime, last: datetime
-) -> dict[str, datetime]:
-    """When each agent last had a report recorded that could bear on cycles in [first, last]."""
+) -> dict[str, int]:
+    """The latest transaction that recorded a report of each agent that could bear on cycles in
+    [first, last]."""
     in_range = sa.or_(
         StatusReportRow.operation_end_time.between(first, last),
         StatusReportRow.file_name_time.between(first.replace(tzinfo=None), last.replace(tzinfo=None)),
     )
     query = (
-        sa.select(StatusReportRow.agent_id, sa.func.max(StatusReportRow.ingested_at))
+        sa.select(StatusReportRow.agent_id, sa.func.max(StatusReportRow.recorded_xid))
         .where(StatusReportRow.agent_id.in_(list(agent_ids)), in_range)
         .group_by(StatusReportRow.agent_id)
     )
-    return {agent: at for agent, at in session.execute(query)}
+    return {agent: xid for agent, xid in session.execute(query)}
 
 
 def accepted_report_ends(
     session: Session, agent_ids: Sequence[str], first: datetime, last: datetime
-) -> list[tuple[str, str, datetime]]:
-    """(agent, end time as the agent wrote it, ingested at) of accepted reports that ended within
-    [first, last]: the payload's one field, not the payload."""
+) -> list[tuple[str, str, int]]:
+    """(agent, end time as the agent wrote it, recording transaction) of accepted reports that ended
+    within [first, last]: the payload's one field, not the payload."""
     end_time = StatusReportRow.payload["operation_end_time"].astext
-    query = sa.select(StatusReportRow.agent_id, end_time, StatusReportRow.ingested_at).where(
+    query = sa.select(StatusReportRow.agent_id, end_time, StatusReportRow.recorded_xid).where(
         StatusReportRow.agent_id.in_(list(agent_ids)),
         StatusReportRow.accepted,
         StatusReportRow.operation_end_time.between(first, last),
@@ -412,26 +413,38 @@ def accepted_report_ends(
     return [(agent, end, at) for agent, end, at in session.execute(query)]
 
 
-def watch_marks(session: Session, agent_ids: Sequence[str], day: date) -> dict[str, datetime]:
-    query = sa.select(CycleWatchRow.agent_id, CycleWatchRow.looked_at).where(
+def snapshot_horizon(session: Session) -> int:
+    """Every transaction below this id had finished when the current statement's snapshot was taken,
+    so what it recorded is visible to this and every later statement of the session."""
+    return int(
+        session.execute(sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
+    )
+
+
+def watch_marks(session: Session, agent_ids: Sequence[str], day: date) -> dict[str, int]:
+    """Per agent, the transaction horizon below which every report was seen by the last scan that
+    looked at its cycles of `day`."""
+    query = sa.select(CycleWatchRow.agent_id, CycleWatchRow.visible_below).where(
         CycleWatchRow.agent_id.in_(list(agent_ids)), CycleWatchRow.day == day
     )
-    return {agent: at for agent, at in session.execute(query)}
+    return {agent: horizon for agent, horizon in session.execute(query)}
 
 
-def mark_watched(session: Session, agent_ids: Sequence[str], day: date) -> None:
-    """Record that these agents' cycles of `day` were looked at (as of this transaction)."""
+def mark_watched(session: Session, agent_ids: Sequence[str], day: date, visible_below: int) -> None:
+    """Record that these agents' cycles of `day` were looked at with every report recorded below
+    `visible_below` in view. Written with the entries: the last writer's mark goes with its entries."""
     if not agent_ids:
         return
     session.execute(
         sa.text(
             """
-            INSERT INTO cycle_watch (agent_id, day, looked_at)
-            SELECT agent, CAST(:day AS date), now() FROM unnest(CAST(:agents AS text[])) AS agent
-            ON CONFLICT (agent_id, day) DO UPDATE SET looked_at = excluded.looked_at
+            INSERT INTO cycle_watch (agent_id, day, looked_at, visible_below)
+            SELECT agent, CAST(:day AS date), now(), :horizon FROM unnest(CAST(:agents AS text[])) AS agent
+            ON CONFLICT (agent_id, day) DO UPDATE
+                SET looked_at = excluded.looked_at, visible_below = excluded.visible_below
             """
         ),
-        {"agents": list(agent_ids), "day": day},
+        {"agents": list(agent_ids), "day": day, "horizon": visible_below},
     )
 
 
