@@ -260,7 +260,8 @@ def size_evaluation(
 def outcome_events(
     outcomes: Iterable[EntryOutcome], day: date
 ) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
-    """Per-database fleets: a materialization and a check evaluation per created or changed entry."""
+    """Per-database fleets: a materialization and a check evaluation per entry written by the run
+    (created or changed; in an explicit re-evaluation, every one)."""
     partition = day.isoformat()
     for o in outcomes:
         at = o.cycle_expected_at
@@ -276,6 +277,7 @@ def outcome_events(
             "agent_size": _int(o.agent_size),
             "report_file": o.report_file or "",
             "entry_id": MetadataValue.int(o.entry_id),
+            "changed": MetadataValue.bool(o.changed),
         }
         if o.size_anomaly:
             metadata["size_anomaly"] = o.size_anomaly
@@ -294,7 +296,7 @@ def outcome_events(
 
 
 def agent_events(days: Iterable[AgentDay]) -> Iterator[AssetMaterialization | AssetCheckEvaluation]:
-    """Large fleets: one materialization and check per agent whose day changed."""
+    """Large fleets: one materialization and check per agent whose day the run wrote."""
     for d in days:
         key, partition = agent_asset_key(d.agent_id), d.day.isoformat()
         problems = "\n".join(f"- {escape_markdown(p)}" for p in d.problems) or "none"  # agents' texts

@@ -141,24 +141,25 @@ def evaluate(context: OpExecutionContext, scan: ScanResource, plan: BatchPlan) -
     if _fleet.per_database:
         events = dagster_assets.outcome_events(result.outcomes, plan.day)
     else:
-        changed_agents = sorted({o.agent_id for o in result.outcomes})
+        written_agents = sorted({o.agent_id for o in result.outcomes})
         events = dagster_assets.agent_events(
-            agent_days(ctx, changed_agents, plan.day) if changed_agents else []
+            agent_days(ctx, written_agents, plan.day) if written_agents else []
         )
     for event in events:
         context.log_event(event)
+    changed = result.changed
     context.log.info(
         f"{plan.key}: {result.jobs} job(s), {result.evaluated} evaluated, {result.written} written, "
-        f"{len(result.outcomes)} new or changed, {result.still_open} still open, "
+        f"{len(changed)} new or changed, {result.still_open} still open, "
         f"{result.measured_files} staged file(s) measured ({result.measured_bytes} bytes)"
     )
-    if result.outcomes:
+    if changed:
         context.log.info(
             "decisions:\n"
             + "\n".join(
                 f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: "
                 f"{o.message}"
-                for o in result.outcomes
+                for o in changed
             )
         )
     return result

@@ -86,7 +86,12 @@ class BatchResult(Summary):
     not_owed: int = 0  # automatic scans: cycles due before the job existed
     measured_files: int = 0
     measured_bytes: int = 0
-    outcomes: list[EntryOutcome] = []  # created or changed entries only
+    # Created or changed entries; in an explicit re-evaluation, every entry written (`changed` tells).
+    outcomes: list[EntryOutcome] = []
+
+    @property
+    def changed(self) -> list[EntryOutcome]:
+        return [o for o in self.outcomes if o.changed]
 
 
 def plan_batches(ctx: ScanContext, day: date) -> list[BatchPlan]:
@@ -261,10 +266,12 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         )
         session.commit()
     result.written = len(rows)
+    # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
+    # assets show the run that last wrote them; an automatic scan only what changed.
     result.outcomes = [
         _outcome(entry_ids[job_id], item, values, changed)
         for job_id, (item, values, changed) in outcomes_by_job.items()
-        if changed
+        if changed or not ctx.automatic
     ]
     return result
 

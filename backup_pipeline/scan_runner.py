@@ -59,7 +59,7 @@ class PartitionRun:
 
     @property
     def changed(self) -> int:
-        return sum(len(b.outcomes) for b in self.batches)
+        return sum(len(b.changed) for b in self.batches)
 
     @property
     def still_open(self) -> int:

@@ -132,6 +132,16 @@ def test_entries_carry_the_run_id_and_a_rerun_updates_them_in_place(workspace: W
         assert entry["entry_id"] == before[key]["entry_id"]  # the same row, updated
         assert entry["status"] == before[key]["status"]
         assert entry["server_calculated_staged_hash"] == before[key]["server_calculated_staged_hash"]
+    # The re-run rewrote every entry: each asset's latest materialization is the re-run's, marked
+    # unchanged (so the UI and the entries name the same run).
+    materialized = [e for e in second.all_events if e.is_step_materialization]
+    assert len(materialized) == 6
+    assert {m.partition for m in (e.step_materialization_data.materialization for e in materialized)} == {DAY}
+    assert all(
+        e.step_materialization_data.materialization.metadata["changed"].value is False for e in materialized
+    )
+    batches = second.output_for_node("evaluate").values()
+    assert (sum(len(b.outcomes) for b in batches), sum(len(b.changed) for b in batches)) == (6, 0)
 
 
 @pytest.mark.slow
