@@ -136,6 +136,7 @@ def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
     are counted in `idle`."""
     start, end = day_bounds(day)
     with ctx.database.sessions() as session:
+        horizon = repository.snapshot_horizon(session)  # before any report is read
         timings = repository.job_timings(session)
         watched = sorted({t.agent_id_responsible for t in timings})
         stamps = repository.entry_stamps(session, None, start, end)
@@ -152,6 +153,15 @@ def owed_jobs(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
         if _owed(ctx, t, _timing_cycle(t, start), t.id in stamps, activity, seen, fresh, idle)
     ]
     idle.jobs = len(timings) - len(owed)
+    # Agents with unseen reports but nothing owed were looked at in full: mark them, or every scan
+    # of the day would fetch their report end times again (their batches mark the others).
+    owed_ids = set(owed)
+    owed_agents = {t.agent_id_responsible for t in timings if t.id in owed_ids}
+    looked_at = [a for a in active if a not in owed_agents]
+    if looked_at:
+        with ctx.database.sessions() as session:
+            repository.mark_watched(session, looked_at, day, horizon)
+            session.commit()
     return owed
 
 

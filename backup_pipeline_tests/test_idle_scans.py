@@ -147,6 +147,15 @@ def test_the_first_scan_of_a_new_day_evaluates_nothing_when_no_report_reaches_it
     assert evaluate_steps(result) == {"evaluate[nothing_owed]"}
     (batch,) = result.output_for_node("evaluate").values()
     assert batch.still_open == len(AGENTS) * len(DATABASES)
+    # Both agents' new day was looked at with yesterday's reports in view: the next scans need not
+    # fetch those reports' end times again.
+    engine = sa.create_engine(workspace.database_url)
+    try:
+        with engine.connect() as conn:
+            marked = conn.execute(sa.text("SELECT agent_id FROM cycle_watch WHERE day = '2025-11-22'"))
+            assert sorted(marked.scalars()) == sorted(AGENTS)
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize(
