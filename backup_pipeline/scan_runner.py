@@ -32,6 +32,9 @@ from backup_pipeline.storage.repository import SyncSummary
 
 log = logging.getLogger(__name__)
 SCAN_LOCK = 0x7363616E  # "scan"
+# The daemon cannot re-execute a run started in this process (it has no code location origin): the
+# CLI reports the failure itself, so the run must not say it will be retried.
+IN_PROCESS_TAGS = {"dagster/max_retries": "0"}
 
 
 class ScanError(RuntimeError):
@@ -216,7 +219,11 @@ def _run_partition(
     }
     try:
         result = job.execute_in_process(
-            partition_key=day.isoformat(), run_config=config, instance=instance, raise_on_error=False
+            partition_key=day.isoformat(),
+            run_config=config,
+            instance=instance,
+            raise_on_error=False,
+            tags=IN_PROCESS_TAGS,
         )
     except Exception as exc:  # e.g. a partition outside the defined range
         raise ScanError(f"cannot run the scan for {day}: {exc}") from None

@@ -719,3 +719,65 @@ def test_sigterm_to_backup_pipeline_dev_stops_the_webserver_daemon_and_code_serv
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(dev.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- a failed run is re-executed
+
+LAUNCH_RUN = """mutation Launch($partition: String!) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: "backup_pipeline", repositoryName: "__repository__",
+               jobName: "backup_scan"},
+    executionMetadata: {tags: [{key: "dagster/partition", value: $partition},
+                               {key: "backup_pipeline/automatic", value: "true"}]}}) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } } } }"""
+
+
+def _stop(servers: Servers, kind: str, name: str) -> None:
+    """Stop a schedule or sensor, so that only the runs a test launches scan."""
+    stopped = subprocess.run(
+        [str(BIN / "dagster"), kind, "stop", name, "-w", str(PROJECT / "workspace.yaml")],
+        cwd=PROJECT,
+        env=servers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def test_a_failed_scan_run_is_re_executed_by_the_daemon(
+    workspace: Workspace, dagster_servers, tmp_path: Path
+) -> None:
+    """The deposit share is not mounted when a scan runs (the run fails) and is back moments later:
+    the daemon re-executes the run (dagster.yaml `run_retries`), and the re-execution records the
+    day's entries."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    cycle = now - timedelta(minutes=60)
+    workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
+    servers = dagster_servers()
+    _stop(servers, "sensor", "deposit_sensor")
+    _stop(servers, "schedule", "scan_every_15_minutes")
+    workspace.root.rmdir()  # not mounted
+
+    launched = servers.graphql(LAUNCH_RUN, partition=cycle.date().isoformat())["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    first = launched["run"]["runId"]
+
+    def failed() -> tuple[bool, Any]:
+        status = {r.run_id: r.status for r in runs(servers)}.get(first)
+        return status == "FAILURE", status
+
+    servers.wait("the scan run to fail on the missing deposit root", failed, WAIT_RUNS)
+    scenario = build_deposit(workspace.root, cycle)  # mounted again, reports and dumps in place
+
+    def retried() -> tuple[bool, Any]:
+        # Re-executions name the failed run as their root (a second one follows a failed first).
+        chain = [r for r in runs(servers) if r.tags.get("dagster/root_run_id") == first]
+        succeeded = [r.run_id for r in chain if r.status == "SUCCESS"]
+        return bool(succeeded), succeeded or [(r.run_id, r.status) for r in chain]
+
+    (retry,) = servers.wait("the daemon's re-execution of the failed run", retried, WAIT_RUNS)
+    today = {k: e for k, e in entries_by_cycle(workspace).items() if k[2] == scenario.day.isoformat()}
+    assert len(today) == len(DATABASES)
+    assert {e["dagster_run_id"] for e in today.values()} == {retry}
