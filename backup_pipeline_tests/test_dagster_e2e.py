@@ -396,6 +396,19 @@ def entries_by_cycle(workspace: Workspace) -> dict[tuple[str, str, str], dict[st
     return {(e["agent_id"], e["database_name"], e["cycle_expected_at"][:10]): e for e in workspace.entries()}
 
 
+def _stop(servers: Servers, kind: str, name: str) -> None:
+    """Stop a schedule or sensor, so that only the runs a test launches scan."""
+    stopped = subprocess.run(
+        [str(BIN / "dagster"), kind, "stop", name, "-w", str(PROJECT / "workspace.yaml")],
+        cwd=PROJECT,
+        env=servers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
 # ---------------------------------------------------------------- the test
 
 
@@ -407,22 +420,7 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
     # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
     # inside the test: stop it, so the scans below are the deposit sensor's.
-    stop = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "schedule",
-            "stop",
-            "scan_every_15_minutes",
-            "-w",
-            str(PROJECT / "workspace.yaml"),
-        ],
-        cwd=PROJECT,
-        env=servers.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert stop.returncode == 0, stop.stdout + stop.stderr
+    _stop(servers, "schedule", "scan_every_15_minutes")
 
     # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear.
     scenario = build_deposit(tmp_path / "incoming", cycle)
@@ -731,19 +729,6 @@ LAUNCH_RUN = """mutation Launch($partition: String!) {
                                {key: "backup_pipeline/automatic", value: "true"}]}}) {
     __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
     ... on RunConfigValidationInvalid { errors { message } } } }"""
-
-
-def _stop(servers: Servers, kind: str, name: str) -> None:
-    """Stop a schedule or sensor, so that only the runs a test launches scan."""
-    stopped = subprocess.run(
-        [str(BIN / "dagster"), kind, "stop", name, "-w", str(PROJECT / "workspace.yaml")],
-        cwd=PROJECT,
-        env=servers.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 def test_a_failed_scan_run_is_re_executed_by_the_daemon(
