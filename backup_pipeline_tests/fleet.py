@@ -162,10 +162,13 @@ def prepared_stage(server: str, base: Path) -> Iterator[Stage]:
 
 
 def control_snapshot(stage: Stage) -> dict[str, Any]:
-    """What one uninterrupted automatic scan at AT leaves behind."""
+    """What one uninterrupted automatic scan at AT leaves behind, checked against what the fleet
+    deserves."""
     env = stage.restore()
     try:
         ok(run_cli(env, "scan", "--at", AT))
-        return snapshot(env)
+        state = snapshot(env)
     finally:
         stage.discard(env)
+    assert statuses(state) == EXPECTED
+    return state

@@ -57,9 +57,7 @@ def stage(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="module")
 def control(stage: Stage) -> dict[str, Any]:
-    state = control_snapshot(stage)
-    assert statuses(state) == EXPECTED
-    return state
+    return control_snapshot(stage)
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:

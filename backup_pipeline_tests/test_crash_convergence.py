@@ -25,11 +25,9 @@ from backup_pipeline_tests.fleet import (
     AT,
     D1,
     D2,
-    EXPECTED,
     Stage,
     control_snapshot,
     prepared_stage,
-    statuses,
 )
 from backup_pipeline_tests.scan_harness import (
     assert_converged,
@@ -49,7 +47,6 @@ def stage(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def control(stage: Stage) -> dict[str, Any]:
     """The uninterrupted run, checked against what the fleet deserves."""
     state = control_snapshot(stage)
-    assert statuses(state) == EXPECTED
     assert len(state["reports"]) == 8
     assert sum(1 for p in state["files"] if p.endswith(".dup1.json")) == 1  # the clash kept both
     return state
