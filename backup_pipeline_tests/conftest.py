@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 
-from backup_pipeline.cli import main
+from backup_pipeline.app.cli import main
 from backup_pipeline.storage import database as db_module
 
 TEMPLATE = "bp_test_template"

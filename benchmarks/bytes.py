@@ -66,7 +66,7 @@ def measure_in_child(files: list[Path], verify: bool, workers: int) -> tuple[flo
     code = f"""
 import json, resource, sys, time
 from pathlib import Path
-from backup_pipeline.staged_files import StagedFileRequest, check_many
+from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many
 files = [Path(p) for p in {json.dumps([str(f) for f in files])}]
 requests = [StagedFileRequest(f.parent.parent, f.name) for f in files]
 start = time.perf_counter()

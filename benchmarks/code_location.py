@@ -21,7 +21,7 @@ AGENTS, DATABASES = 1000, 20
 
 
 def write_jobs(path: Path, agents: int, databases: int) -> Path:
-    from backup_pipeline.simulator import agent_names, database_names
+    from backup_pipeline.app.simulator import agent_names, database_names
 
     jobs = [
         {"agent_id": agent, "database_name": db, "expected_hour_utc": (i % 24), "expected_minute_utc": 0}

@@ -69,8 +69,8 @@ def prepare(work: Path) -> tuple[dict[str, str], float]:
         "--agents", str(AGENTS), "--databases", str(DATABASES), "--size", "2048", "--at", AT,
     ]  # fmt: skip
     elapsed, _ = run(simulate, env=env)
-    from backup_pipeline.dagster_home import prepare_dagster_home
-    from backup_pipeline.settings import load_settings
+    from backup_pipeline.app.launcher import prepare_dagster_home
+    from backup_pipeline.config.settings import load_settings
 
     prepare_dagster_home(load_settings())  # Dagster's storage: the embedded server's `dagster` database
     return dict(os.environ), elapsed
@@ -97,8 +97,8 @@ def reference(work: Path, jobs: int) -> float:
     import sqlalchemy as sa
     from sqlalchemy.orm import Session
 
-    from backup_pipeline.jobs_file import load_jobs_file
-    from backup_pipeline.settings import load_settings
+    from backup_pipeline.config.jobs_file import load_jobs_file
+    from backup_pipeline.config.settings import load_settings
     from backup_pipeline.storage import repository
     from backup_pipeline.storage.database import embedded_server_url, ensure_database, migrate
     from benchmarks.naive_reference import naive_scan

@@ -67,7 +67,7 @@ def measured_today(root: Path) -> list[dict[str, object]]:
     With the same content and sizes in the history, day D's decisions (SUCCESS, no HASH_MISMATCH,
     no size anomaly, no alert) are those of the 1-day run: only the history's length differs.
     """
-    from backup_pipeline.staged_files import StagedFileRequest, check_staged_file
+    from backup_pipeline.adapters.staged_files import StagedFileRequest, check_staged_file
 
     rows = []
     for agent in sorted(p for p in root.iterdir() if (p / "database").is_dir()):
@@ -79,7 +79,7 @@ def measured_today(root: Path) -> list[dict[str, object]]:
 
 
 def record_history(days: int, root: Path) -> tuple[float, int]:
-    from backup_pipeline.settings import load_settings
+    from backup_pipeline.config.settings import load_settings
     from backup_pipeline.storage.database import open_database
 
     database = open_database(load_settings())

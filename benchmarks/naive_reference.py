@@ -19,14 +19,14 @@ from backup_pipeline.core import rules
 from backup_pipeline.core.cycles import cycle_on
 from backup_pipeline.core.domain import RecordedReport, ReportRef, StagedFileCheck
 from backup_pipeline.core.reports import parse_report
-from backup_pipeline.jobs_file import to_domain_job
-from backup_pipeline.storage.orm import BackupEntryRow, ExpectedJobRow
+from backup_pipeline.config.jobs_file import to_expected_backup
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 
 def naive_scan(session: Session, root: Path, day: date, now: datetime, limit: int) -> int:
-    jobs = session.execute(sa.select(ExpectedJobRow).order_by(ExpectedJobRow.id).limit(limit)).scalars().all()
+    jobs = session.execute(sa.select(ExpectedBackupRow).order_by(ExpectedBackupRow.id).limit(limit)).scalars().all()
     for job in jobs:
-        cycle = cycle_on(to_domain_job(job), day)
+        cycle = cycle_on(to_expected_backup(job), day)
         reports = []
         for n, path in enumerate(sorted((root / job.agent_id_responsible / "log").glob("*.json"))):
             outcome = parse_report(

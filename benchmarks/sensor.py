@@ -34,10 +34,10 @@ def build(work: Path) -> Path:
 def tick(root: Path, cursor: str | None) -> tuple[float, object]:
     from dagster import DagsterInstance, Definitions, build_sensor_context
 
-    from backup_pipeline.automation import build_sensor
+    from backup_pipeline.defs.automation import build_sensor
     from backup_pipeline.definitions import ScanResource, scan_job
-    from backup_pipeline.jobs_file import load_jobs_file
-    from backup_pipeline.settings import load_settings
+    from backup_pipeline.config.jobs_file import load_jobs_file
+    from backup_pipeline.config.settings import load_settings
 
     settings = load_settings().model_copy(update={"storage_root": root})
     jobs = load_jobs_file(root / "jobs.yaml", 60)

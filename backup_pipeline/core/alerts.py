@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
+from backup_pipeline.core.domain import PROBLEM_STATUSES, SUCCESS_STATUSES, EntryStatus
+
 # ---------------------------------------------------------------- events
 
 
@@ -53,9 +55,7 @@ class Level(enum.StrEnum):
     SUCCESS = "success"
 
 
-PROBLEM_EVENTS = frozenset({AlertEvent.MISSING, AlertEvent.FAILED, AlertEvent.TRANSFER_INTEGRITY_FAILED})
-PROBLEM_STATUSES = frozenset(e.value for e in PROBLEM_EVENTS)
-SUCCESS_STATUSES = frozenset({"SUCCESS", "HASH_MISMATCH"})
+PROBLEM_EVENTS = frozenset(AlertEvent(status.value) for status in PROBLEM_STATUSES)
 
 
 def cycle_events(
@@ -65,7 +65,7 @@ def cycle_events(
     events: list[AlertEvent] = []
     if status in PROBLEM_STATUSES:
         events.append(AlertEvent(status))
-    elif status == "HASH_MISMATCH" and notify_hash_mismatch:
+    elif status == EntryStatus.HASH_MISMATCH and notify_hash_mismatch:
         events.append(AlertEvent.HASH_MISMATCH)
     if size_anomaly is not None and status in SUCCESS_STATUSES:
         events.append(AlertEvent.SIZE_ANOMALY)
@@ -214,7 +214,7 @@ class Silence:
 
 def annotate_message(status: str, message: str, *, silenced: str | None, size: SizeAssessment | None) -> str:
     """An entry's message with what alerting adds: the silence that covers a MISSING, the anomaly."""
-    if status == "MISSING" and silenced:
+    if status == EntryStatus.MISSING and silenced:
         message = f"{message} (during {silenced}: notifications held)"
     if size is not None and size.kind is not None and status in SUCCESS_STATUSES:
         message = f"{message}; {size.message}"

@@ -6,7 +6,7 @@ Pure data: no I/O, no third-party imports, so every rule built on it is triviall
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
@@ -23,10 +23,29 @@ class EntryStatus(enum.StrEnum):
     @property
     def is_success(self) -> bool:
         """SUCCESS and HASH_MISMATCH are technical successes: the backup is there and intact."""
-        return self in (EntryStatus.SUCCESS, EntryStatus.HASH_MISMATCH)
+        return self in SUCCESS_STATUSES
+
+    @property
+    def is_problem(self) -> bool:
+        """MISSING, FAILED and TRANSFER_INTEGRITY_FAILED: people must hear about it."""
+        return self in PROBLEM_STATUSES
 
 
-class JobStatus(enum.StrEnum):
+# The one place the two families of outcomes are spelled out (SQL binds them as parameters).
+SUCCESS_STATUSES = frozenset({EntryStatus.SUCCESS, EntryStatus.HASH_MISMATCH})
+PROBLEM_STATUSES = frozenset({EntryStatus.MISSING, EntryStatus.FAILED, EntryStatus.TRANSFER_INTEGRITY_FAILED})
+
+
+def integrity_passes(statuses: Iterable[str]) -> bool:
+    """The integrity verdict over some cycles' statuses: at least one evaluated, and every one a
+    technical success. Nothing evaluated yet is not a pass (there is nothing to vouch for)."""
+    seen = list(statuses)
+    return bool(seen) and all(status in SUCCESS_STATUSES for status in seen)
+
+
+class BackupStatus(enum.StrEnum):
+    """An expected backup's current status, which follows its latest cycle."""
+
     OK = "OK"
     FAILED = "FAILED"
     TRANSFER_INTEGRITY_FAILED = "TRANSFER_INTEGRITY_FAILED"
@@ -34,7 +53,7 @@ class JobStatus(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
 
     @classmethod
-    def from_entry(cls, status: EntryStatus) -> JobStatus:
+    def from_entry(cls, status: EntryStatus) -> BackupStatus:
         return cls.OK if status.is_success else cls(status.value)
 
 
@@ -102,8 +121,9 @@ class DatabaseReport:
 
 
 @dataclass(frozen=True)
-class AgentReport:
-    """A validated status report: one agent, one operation, many databases."""
+class StatusReport:
+    """A validated status report (the JSON file an agent drops in log/): one agent, one operation,
+    many databases."""
 
     agent_id: str
     operation_end_time: ReportTime
@@ -125,7 +145,7 @@ class RecordedReport:
     """An accepted report as recorded in storage, ready for evaluation."""
 
     ref: ReportRef
-    report: AgentReport
+    report: StatusReport
 
 
 @dataclass(frozen=True)
@@ -138,8 +158,9 @@ class RejectedReport:
 
 
 @dataclass(frozen=True)
-class ExpectedJob:
-    """One database of one agent expected every day at HH:MM UTC."""
+class ExpectedBackup:
+    """One database of one agent expected every day at HH:MM UTC (the design notes' "expected job";
+    one entry of the jobs file)."""
 
     agent_id: str
     database_name: str

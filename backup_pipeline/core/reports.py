@@ -2,7 +2,7 @@
 
 Agents are remote and untrusted, and real ones write loosely (booleans and sizes as strings,
 `"null"`, naive timestamps, Windows paths). Everything here turns bytes into either an
-`AgentReport` or a rejection reason a person can act on; nothing here raises on bad input.
+`StatusReport` or a rejection reason a person can act on; nothing here raises on bad input.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from backup_pipeline.core.domain import (
-    AgentReport,
     DatabaseReport,
     ReportTime,
+    StatusReport,
     Step,
     StepReport,
 )
@@ -63,7 +63,7 @@ class ReportRejected(ValueError):
 
 @dataclass(frozen=True)
 class ParseOutcome:
-    report: AgentReport | None
+    report: StatusReport | None
     reason: str | None = None  # set when rejected
     notes: tuple[str, ...] = ()  # things ignored without rejecting the report
 
@@ -334,19 +334,19 @@ def parse_report(
     data: bytes,
     *,
     agent_id: str,
-    now: datetime,
+    as_of: datetime,
     max_age: timedelta,
     agent_tz: tzinfo = UTC,
 ) -> ParseOutcome:
-    """Validate a report found in `agent_id`'s folder, as of `now`."""
+    """Validate a report found in `agent_id`'s folder, as of `as_of`."""
     try:
-        return _parse_report(data, agent_id=agent_id, now=now, max_age=max_age, agent_tz=agent_tz)
+        return _parse_report(data, agent_id=agent_id, as_of=as_of, max_age=max_age, agent_tz=agent_tz)
     except ReportRejected as exc:
         return ParseOutcome(report=None, reason=str(exc))
 
 
 def _parse_report(
-    data: bytes, *, agent_id: str, now: datetime, max_age: timedelta, agent_tz: tzinfo
+    data: bytes, *, agent_id: str, as_of: datetime, max_age: timedelta, agent_tz: tzinfo
 ) -> ParseOutcome:
     payload = decode_json(data)
     if not isinstance(payload, dict):
@@ -363,11 +363,11 @@ def _parse_report(
     if not isinstance(databases, dict):
         raise ReportRejected(f"databases must be an object, got {_type_name(databases)}")
     ended = end_time.in_utc(agent_tz)
-    if ended < now - max_age:
+    if ended < as_of - max_age:
         raise ReportRejected(
             f"report is older than {max_age.days} days (operation ended {ended:%Y-%m-%d %H:%M} UTC)"
         )
-    if ended > now + FUTURE_TOLERANCE:
+    if ended > as_of + FUTURE_TOLERANCE:
         raise ReportRejected(f"operation_end_time {ended:%Y-%m-%d %H:%M} UTC is in the future")
     notes: list[str] = []
     parsed: dict[str, DatabaseReport] = {}
@@ -382,7 +382,7 @@ def _parse_report(
     )
     overall = payload.get("overall_status")
     return ParseOutcome(
-        report=AgentReport(
+        report=StatusReport(
             agent_id=agent_id,
             operation_end_time=end_time,
             databases=parsed,
@@ -404,7 +404,7 @@ def _time_from(value: str | None) -> ReportTime | None:
     return ReportTime.from_json(value) if value else None
 
 
-def report_to_payload(report: AgentReport) -> dict[str, Any]:
+def report_to_payload(report: StatusReport) -> dict[str, Any]:
     """The normalised report as stored (JSON-safe), keeping naive times naive."""
     return {
         "agent_id": report.agent_id,
@@ -484,8 +484,8 @@ def _database_from_payload(name: str, db: dict[str, Any]) -> DatabaseReport:
     )
 
 
-def report_from_payload(payload: dict[str, Any]) -> AgentReport:
-    return AgentReport(
+def report_from_payload(payload: dict[str, Any]) -> StatusReport:
+    return StatusReport(
         agent_id=payload["agent_id"],
         operation_end_time=ReportTime.from_json(payload["operation_end_time"]),
         databases=StoredDatabases(payload["databases"]),  # type: ignore[arg-type]

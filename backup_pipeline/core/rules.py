@@ -1,4 +1,4 @@
-"""The decision rules: one cycle of one expected job in, one status and message out.
+"""The decision rules: one cycle of one expected backup in, one status and message out.
 
 Rules are tried in order and the first match wins, which gives the severity order
 MISSING > FAILED > TRANSFER_INTEGRITY_FAILED > HASH_MISMATCH > SUCCESS (DESIGN.md §5).
@@ -27,7 +27,7 @@ from backup_pipeline.core.reports import staged_base_name
 
 
 def report_end(report: RecordedReport, cycle: Cycle) -> datetime:
-    return report.report.operation_end_time.in_utc(cycle.job.timezone)
+    return report.report.operation_end_time.in_utc(cycle.backup.timezone)
 
 
 def relevant_report(cycle: Cycle, reports: Sequence[RecordedReport]) -> RecordedReport | None:
@@ -35,14 +35,14 @@ def relevant_report(cycle: Cycle, reports: Sequence[RecordedReport]) -> Recorded
     candidates = [
         r
         for r in reports
-        if cycle.job.database_name in r.report.databases and cycle.contains(report_end(r, cycle))
+        if cycle.backup.database_name in r.report.databases and cycle.contains(report_end(r, cycle))
     ]
     return max(candidates, key=lambda r: (report_end(r, cycle), r.ref.report_id), default=None)
 
 
 def relevant_rejection(cycle: Cycle, rejected: Sequence[RejectedReport]) -> RejectedReport | None:
     """A rejected report of the agent whose file-name time falls inside the window."""
-    tz = cycle.job.timezone
+    tz = cycle.backup.timezone
 
     def named_at(r: RejectedReport) -> datetime | None:
         if r.file_name_time is None:
@@ -66,13 +66,13 @@ def needs_staged_file(database: DatabaseReport) -> bool:
 
 
 def staged_file_name(cycle: Cycle, database: DatabaseReport) -> str | None:
-    """The job's configured name wins; otherwise the base name of what the agent wrote."""
-    return cycle.job.staged_file_name or staged_base_name(database.staged_file_name)
+    """The backup's configured name wins; otherwise the base name of what the agent wrote."""
+    return cycle.backup.staged_file_name or staged_base_name(database.staged_file_name)
 
 
 def decide(
     cycle: Cycle,
-    now: datetime,
+    as_of: datetime,
     *,
     report: RecordedReport | None,
     rejection: RejectedReport | None = None,
@@ -81,17 +81,17 @@ def decide(
     later_reports: Sequence[RecordedReport] = (),
     unlisted_in: Sequence[RecordedReport] = (),
 ) -> Decision | None:
-    """The cycle's outcome as of `now`, or None while it is still open with nothing to judge."""
+    """The cycle's outcome as of `as_of`, or None while it is still open with nothing to judge."""
     if report is None:
-        return _without_report(cycle, now, rejection, unlisted_in)
-    database = report.report.databases[cycle.job.database_name]
+        return _without_report(cycle, as_of, rejection, unlisted_in)
+    database = report.report.databases[cycle.backup.database_name]
     if database.problems:
         return _decision(EntryStatus.FAILED, _compromised(database), report, database, check)
     failed = failed_steps(database)
     if failed:
         return _decision(EntryStatus.FAILED, _failure_message(database, failed), report, database, check)
     if check is None:
-        raise ValueError(f"{cycle.job.label} {cycle.label}: a staged file check is needed to decide")
+        raise ValueError(f"{cycle.backup.label} {cycle.label}: a staged file check is needed to decide")
     integrity = _integrity_problem(cycle, report, database, check, later_reports)
     if integrity:
         return _decision(EntryStatus.TRANSFER_INTEGRITY_FAILED, integrity, report, database, check)
@@ -114,11 +114,11 @@ def _decision(
 
 def _without_report(
     cycle: Cycle,
-    now: datetime,
+    as_of: datetime,
     rejection: RejectedReport | None,
     unlisted_in: Sequence[RecordedReport],
 ) -> Decision | None:
-    if not cycle.is_due(now):
+    if not cycle.is_due(as_of):
         return None
     if rejection is not None:
         return _decision(
@@ -129,7 +129,7 @@ def _without_report(
             None,
         )
     window = f"{cycle.opens_at:%Y-%m-%d %H:%M}–{cycle.deadline:%Y-%m-%d %H:%M} UTC"
-    message = f"no report for {cycle.job.database_name} ended within {window}"
+    message = f"no report for {cycle.backup.database_name} ended within {window}"
     if unlisted_in:
         names = ", ".join(r.ref.file_name for r in unlisted_in)
         message += f"; the agent's report(s) in that window do not list it: {names}"
@@ -184,7 +184,7 @@ def _later_match(
 ) -> RecordedReport | None:
     ended = report_end(report, cycle)
     for later in sorted(later_reports, key=lambda r: report_end(r, cycle)):
-        database = later.report.databases.get(cycle.job.database_name)
+        database = later.report.databases.get(cycle.backup.database_name)
         compress = database.step(Step.COMPRESS) if database else None
         if report_end(later, cycle) > ended and compress is not None and compress.sha256 == check.sha256:
             return later
@@ -198,7 +198,7 @@ def _content_decision(
     check: StagedFileCheck,
     previous: PreviousSuccess | None,
 ) -> Decision:
-    policy = cycle.job.content_change
+    policy = cycle.backup.content_change
     verified = f"backup verified: {check.file_name}, {check.size} bytes, sha256 {check.sha256}"
     if policy is ContentPolicy.OFF or previous is None or previous.content_fingerprint is None:
         return _decision(EntryStatus.SUCCESS, verified, report, database, check, previous)
@@ -221,7 +221,7 @@ def unlisted_reports(cycle: Cycle, reports: Sequence[RecordedReport]) -> list[Re
     return [
         r
         for r in reports
-        if cycle.job.database_name not in r.report.databases and cycle.contains(report_end(r, cycle))
+        if cycle.backup.database_name not in r.report.databases and cycle.contains(report_end(r, cycle))
     ]
 
 
@@ -231,5 +231,7 @@ def later_reports(
     """Reports of the same database that ended after the chosen one (a later cycle's)."""
     ended = report_end(chosen, cycle)
     return [
-        r for r in reports if cycle.job.database_name in r.report.databases and report_end(r, cycle) > ended
+        r
+        for r in reports
+        if cycle.backup.database_name in r.report.databases and report_end(r, cycle) > ended
     ]

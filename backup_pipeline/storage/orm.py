@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -25,15 +26,24 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from backup_pipeline.core.domain import SUCCESS_STATUSES
+
 TZ = DateTime(timezone=True)
+
+
+def sql_literals(values: Iterable[str]) -> str:
+    """Known constants (never user input) as a SQL list, for index predicates that cannot be bound."""
+    return ", ".join(f"'{v}'" for v in sorted(values))
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class ExpectedJobRow(Base):
-    """One database of one agent expected every day at HH:MM UTC, with its latest known state."""
+class ExpectedBackupRow(Base):
+    """An expected backup: one database of one agent expected every day at HH:MM UTC, with its
+    latest known state. The table keeps the design notes' name, `expected_jobs` (and `job_id` in the
+    tables that refer to it)."""
 
     __tablename__ = "expected_jobs"
     __table_args__ = (
@@ -62,10 +72,10 @@ class ExpectedJobRow(Base):
     previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
-    # Notification targets, silences and size-anomaly overrides (jobs_file.JobAlerting.stored()).
+    # Notification targets, silences and size-anomaly overrides (jobs_file.BackupAlerting.stored()).
     alerting: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
 
-    # Read by jobs_file.to_domain_job, which expects the jobs-file spelling.
+    # Read by jobs_file.to_expected_backup, which expects the jobs-file spelling.
     @property
     def agent_id(self) -> str:
         return self.agent_id_responsible
@@ -115,7 +125,7 @@ class BackupEntryRow(Base):
             "ix_entry_job_success",
             "job_id",
             "cycle_expected_at",
-            postgresql_where=text("status IN ('SUCCESS', 'HASH_MISMATCH')"),
+            postgresql_where=text(f"status IN ({sql_literals(SUCCESS_STATUSES)})"),
             postgresql_include=["server_calculated_staged_size"],
         ),
     )
@@ -255,3 +265,14 @@ class FleetStateRow(Base):
     active_jobs: Mapped[int | None] = mapped_column(Integer)
     jobs_synced_at: Mapped[datetime | None] = mapped_column(TZ)
     checked_at: Mapped[datetime | None] = mapped_column(TZ)
+
+
+class JobsFileSyncRow(Base):
+    """What each jobs file (by absolute path) held when it was last synced: a scan re-syncs the
+    configured file only when it changed since, so it never undoes a person's `jobs sync --file`."""
+
+    __tablename__ = "jobs_file_syncs"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[datetime] = mapped_column(TZ)

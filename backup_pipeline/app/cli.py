@@ -1,0 +1,411 @@
+"""`backup-pipeline`: the command line. Tables for people, `--json` arrays for scripts.
+
+The edge of the product: settings are read here (environment and `.env`), user input is parsed
+here once (an `--at` instant becomes the `as_of` every layer below receives). Expected errors (a bad
+jobs file, an unreachable database, a missing deposit root) print one actionable line on stderr and
+exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import click
+
+from backup_pipeline.app import render, views
+from backup_pipeline.app.errors import ScanError
+from backup_pipeline.config.jobs_file import JobsFileError
+from backup_pipeline.config.settings import Settings, load_settings
+from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.storage.database import (
+    DatabaseFailure,
+    DatabaseUnavailable,
+    db_error_line,
+    open_database,
+)
+
+if TYPE_CHECKING:  # the runner imports Dagster: loaded only by the commands that run it
+    from backup_pipeline.app.runner import PartitionRun
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (JobsFileError, DatabaseUnavailable, ScanError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:
+            raise click.ClickException(f"invalid configuration or argument: {exc}") from None
+        except DatabaseFailure as exc:  # PostgreSQL went away mid-command: the driver's words, never the URL
+            raise click.ClickException(f"PostgreSQL unreachable or failing: {db_error_line(exc)}") from None
+
+    return wrapper
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic's ValidationError: say which variable is wrong
+        raise click.ClickException(f"invalid environment configuration: {exc}") from None
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _as_of(value: str | None) -> datetime:
+    """`--at`, parsed once: the instant everything below is "as of" (the real clock when absent)."""
+    if not value:
+        return datetime.now(UTC)
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO-8601 date and time", param_hint="--at") from None
+
+
+def _day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)", param_hint=option) from None
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, columns: Iterable[str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+        return
+    click.echo(render.table(rows, list(columns) if columns else None))
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the scan does.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """Watch the database backups of a fleet of remote sites."""
+    ctx.obj = {"log_level": "INFO" if verbose else "WARNING"}
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+# ---------------------------------------------------------------- expected backups
+
+
+@main.group()
+def backups() -> None:
+    """The expected backups (declared in the jobs file, synced into PostgreSQL)."""
+
+
+@backups.command("sync")
+@click.option(
+    "--file",
+    "jobs_file",
+    type=click.Path(path_type=Path),
+    help="Jobs file (default BACKUP_PIPELINE_JOBS_FILE). Scans keep it until that one changes.",
+)
+@click.option("--at", help="The instant new expected backups are created at (ISO-8601, default now).")
+@friendly_errors
+def backups_sync(jobs_file: Path | None, at: str | None) -> None:
+    """Upsert the jobs file into PostgreSQL; expected backups no longer declared become inactive."""
+    from backup_pipeline.scan.sync import sync_jobs_file
+
+    settings = _settings()
+    summary = sync_jobs_file(settings, open_database(settings), _as_of(at), path=jobs_file)
+    click.echo(f"{summary.active} active job(s): {summary.added} added, {summary.deactivated} deactivated")
+
+
+@backups.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def backups_list(as_json: bool) -> None:
+    """Every expected backup known to PostgreSQL, active or not."""
+    emit(views.backup_rows(open_database(_settings()), active_only=False), as_json, views.BACKUP_COLUMNS)
+
+
+# `jobs` is the design notes' word, kept as an alias: `backup-pipeline jobs sync` still works.
+main.add_command(
+    click.Group("jobs", commands=backups.commands, hidden=True, help="Alias of `backups`."), "jobs"
+)
+
+
+# ---------------------------------------------------------------- scanning
+
+
+@main.command()
+@click.option("--at", help="The instant the evaluation is as of (ISO-8601, default the real clock).")
+@click.option("--partition", "partitions", multiple=True, help="Day to evaluate (YYYY-MM-DD); repeatable.")
+@click.option("--rehash", is_flag=True, help="Measure staged files again instead of reusing stored results.")
+@click.pass_context
+@friendly_errors
+def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool) -> None:
+    """Run the Dagster scan job in process (its runs show in the UI when DAGSTER_HOME is set)."""
+    from backup_pipeline.app.runner import run_scan
+
+    days = [_day(p, "--partition") for p in partitions]
+    settings = _settings()
+    runs = run_scan(
+        settings, _as_of(at), partitions=days or None, rehash=rehash, log_level=ctx.obj["log_level"]
+    )
+    click.echo(render.table(views.run_rows(runs)))
+    failed = [r for r in runs if not r.success]
+    try:
+        click.echo(render.table(views.status_counts(open_database(settings), [r.day for r in runs])))
+    except DatabaseFailure:
+        if not failed:
+            raise
+    notified = _notification_line(runs)
+    if notified:
+        click.echo(notified)
+    if failed:
+        raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
+    unarchived = [e for r in runs if r.archived for e in r.archived.errors]
+    if unarchived:  # the verdicts stand; the reports stay in log/ and the next scan retries
+        raise click.ClickException(
+            f"{len(unarchived)} report(s) could not be archived (left in log/, retried by the next scan): "
+            + "; ".join(unarchived[:3])
+            + ("; …" if len(unarchived) > 3 else "")
+        )
+
+
+def _notification_line(runs: list[PartitionRun]) -> str | None:
+    """What the scan's notify steps did, with redacted target labels only."""
+    summaries = [r.notified for r in runs if r.notified is not None]
+    sent = sum(s.sent for s in summaries)
+    failed = sum(s.failed for s in summaries)
+    held = sum(s.held for s in summaries)
+    deferred = sum(s.deferred for s in summaries)
+    if not (sent or failed or held or deferred):
+        return None
+    line = f"notifications: {sent} alert(s) delivered, {failed} failed, {held} held by a silence"
+    if deferred:
+        line += f", {deferred} waiting to retry a failing target"
+    down = sorted({f"{t.target} [{t.target_id}]" for s in summaries for t in s.targets if not t.sent})
+    if down:
+        line += f" (retried by the next scan; failing: {', '.join(down)})"
+    return line
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def status(as_json: bool) -> None:
+    """One row per active expected backup with its current status."""
+    rows = views.backup_rows(open_database(_settings()), active_only=True)
+    # The contract's fields exactly (`backups list` shows the whole row).
+    emit([{c: row[c] for c in views.STATUS_COLUMNS} for row in rows], as_json, views.STATUS_COLUMNS)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--agent")
+@click.option("--database")
+@click.option("--since", help="First cycle day (YYYY-MM-DD).")
+@friendly_errors
+def entries(as_json: bool, agent: str | None, database: str | None, since: str | None) -> None:
+    """One row per evaluated cycle."""
+    since_day = _day(since, "--since") if since else None
+    rows = views.entry_rows(open_database(_settings()), agent, database, since_day)
+    emit(rows, as_json, None if as_json else views.ENTRY_COLUMNS)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def reports(as_json: bool) -> None:
+    """Every status report file recorded, accepted or rejected, and where it was archived."""
+    emit(views.report_rows(open_database(_settings())), as_json)
+
+
+# ---------------------------------------------------------------- simulation, UI, demo
+
+
+@main.command()
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="Deposit root to write.")
+@click.option("--agents", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--databases", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--size", default=64 * 1024, show_default=True, type=click.IntRange(64), help="Dump size in bytes."
+)
+@click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
+@click.option(
+    "--style", type=click.Choice(["canonical", "field", "mixed"]), default="mixed", show_default=True
+)
+@click.option("--faults", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--at", help="The simulated 'now' (ISO-8601, default the real clock).")
+@click.option(
+    "--jobs-file",
+    type=click.Path(path_type=Path),
+    help="Where to write the jobs file (default ROOT/jobs.yaml).",
+)
+@friendly_errors
+def simulate(**options: Any) -> None:
+    """Write a simulated deposit tree (reports, dumps, faults) and its jobs file."""
+    from backup_pipeline.app.simulator import SimulationSpec
+    from backup_pipeline.app.simulator import simulate as run
+
+    options["at"] = _as_of(options.pop("at"))
+    result = run(SimulationSpec(**options))
+    click.echo(
+        f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
+        f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"
+    )
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@friendly_errors
+def dev(port: int, host: str) -> None:
+    """Start the Dagster UI and daemon (dagster dev) on the product's PostgreSQL."""
+    from backup_pipeline.app.launcher import run_dagster_dev
+
+    sys.exit(run_dagster_dev(_settings(), host=host, port=port))
+
+
+@main.command()
+@click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")
+@friendly_errors
+def demo(root: Path, port: int, no_ui: bool) -> None:
+    """Simulate a small fleet, scan it, print its status, then open the Dagster UI on it."""
+    from backup_pipeline.app.launcher import prepare_dagster_home, run_dagster_dev
+    from backup_pipeline.app.runner import run_scan
+    from backup_pipeline.app.simulator import SimulationSpec
+    from backup_pipeline.app.simulator import simulate as run
+
+    as_of = datetime.now(UTC)
+    jobs_file = root.parent / "jobs.yaml"
+    sim = run(
+        SimulationSpec(
+            root=root, agents=4, databases=5, days=3, faults=0.25, seed=7, at=as_of, jobs_file=jobs_file
+        )
+    )
+    click.echo(f"simulated {len(sim.agents)} agents, {sim.reports} reports, {sim.dumps} dumps under {root}")
+    settings = _settings(storage_root=root, jobs_file=jobs_file)
+    settings.export()
+    prepare_dagster_home(settings)
+    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
+    runs = run_scan(settings, as_of, partitions=days)
+    click.echo(render.table(views.run_rows(runs)))
+    emit(views.backup_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)
+    if not no_ui:
+        sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
+
+
+# ---------------------------------------------------------------- notifications and the digest
+
+
+@main.group()
+def notify() -> None:
+    """Notifications: test the targets, see every alert and attempt."""
+
+
+def _declared_notify_lists(settings: Settings) -> list[list[str]]:
+    """Each declared expected backup's `notify:` list, from the jobs file (none without one)."""
+    from backup_pipeline.config.jobs_file import load_jobs_file
+
+    if not settings.jobs_file.exists():
+        return []
+    declared = load_jobs_file(settings.jobs_file, settings.window_minutes, settings.cache_dir)
+    return [backup.alerting.notify for backup in declared]
+
+
+@notify.command("test")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def notify_test(as_json: bool) -> None:
+    """Send a test message to every configured target and print each result (targets redacted)."""
+    from backup_pipeline.notify.deliver import send_test
+
+    settings = _settings()
+    results = send_test(settings, open_database(settings), _declared_notify_lists(settings))
+    if not results:
+        raise click.ClickException(
+            "no notification target configured: set BACKUP_PIPELINE_NOTIFY_URLS or add `notify:` to a job"
+        )
+    rows = [
+        {
+            "target": r.target,
+            "target_id": r.target_id,
+            "configured_in": r.source,
+            "result": "sent" if r.sent else "FAILED",
+            "error": r.error,
+        }
+        for r in results
+    ]
+    emit(rows, as_json)
+    failed = [r for r in results if not r.sent]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} target(s) could not be notified")
+
+
+@notify.command("log")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@friendly_errors
+def notify_log(as_json: bool, limit: int) -> None:
+    """Every notification attempt, newest first: target, cycle, event, sent or failed, error."""
+    rows = views.attempt_rows(open_database(_settings()), limit)
+    columns = ["attempted_at", "target", "kind", "agent_id", "database_name", "cycle_expected_at", "event"]
+    emit(rows, as_json, None if as_json else [*columns, "result", "error"])
+
+
+@notify.command("alerts")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@friendly_errors
+def notify_alerts(as_json: bool, limit: int) -> None:
+    """The latest alerts, held or not, with the state of their delivery to each target."""
+    rows = views.alert_rows(open_database(_settings()), limit)
+    columns = ["raised_at", "agent_id", "database_name", "cycle_expected_at", "event", "held_by"]
+    emit(rows, as_json, None if as_json else [*columns, "deliveries"])
+
+
+@main.command()
+@click.option("--date", "day", help="The day to digest (YYYY-MM-DD, default today UTC).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="csv: one row per agent and a TOTAL row, as the file the Dagster asset writes.",
+)
+@friendly_errors
+def digest(day: str | None, fmt: str) -> None:
+    """The fleet's health on one day (the digest the `fleet_digest` asset materializes)."""
+    from backup_pipeline.digest.build import build_digest
+    from backup_pipeline.digest.render import to_csv, to_json
+
+    when = _day(day, "--date") if day else datetime.now(UTC).date()
+    built = build_digest(open_database(_settings()), when)
+    if fmt == "csv":
+        click.echo(to_csv(built), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(to_json(built), indent=1))
+    else:
+        click.echo(render.digest_text(built))
+
+
+main.add_command(
+    click.Command(
+        "report", params=digest.params, callback=digest.callback, hidden=True, help="Alias of `digest`."
+    ),
+    "report",
+)
+
+
+if __name__ == "__main__":
+    main()

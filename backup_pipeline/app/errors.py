@@ -1,0 +1,5 @@
+"""Errors of the application shell, for the person at the terminal (the CLI prints them in one line)."""
+
+
+class ScanError(RuntimeError):
+    """A scan that could not run; the message says why and what to do."""

@@ -1,0 +1,209 @@
+"""Running the Dagster scan job in process (what `backup-pipeline scan` does).
+
+Without explicit partitions a scan catches up: every day that still has a cycle without an entry
+(since the expected backups exist) up to the day of `as_of`, the days the report files waiting in
+log/ are named for, then any earlier day whose cycles the reports just recorded may change (a late
+upload after MISSING was declared, say). Only the scan's last run archives, and only once the
+reports it found bear on no day left to evaluate: a report leaves log/ once every day it bears on
+was evaluated, so a scan killed half-way owes the same days again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDefinition
+
+from backup_pipeline.app.errors import ScanError
+from backup_pipeline.app.launcher import ensure_dagster_storage_url
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.defs import SCAN_JOB, build_definitions
+from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
+from backup_pipeline.notify.deliver import NotifySummary
+from backup_pipeline.scan.archive import ArchiveSummary
+from backup_pipeline.scan.days import open_days, waiting_days
+from backup_pipeline.scan.ingest import IngestSummary
+from backup_pipeline.scan.outcomes import BatchResult
+from backup_pipeline.scan.sync import sync_before_scan
+from backup_pipeline.storage.database import Database, db_error_line, open_database
+from backup_pipeline.storage.locks import Lock, advisory_lock
+
+log = logging.getLogger(__name__)
+# The daemon cannot re-execute a run started in this process (it has no code location origin): the
+# CLI reports the failure itself, so the run must not say it will be retried.
+IN_PROCESS_TAGS = {"dagster/max_retries": "0"}
+
+
+@dataclass
+class PartitionRun:
+    day: date
+    run_id: str
+    success: bool
+    ingested: IngestSummary | None = None
+    batches: list[BatchResult] = field(default_factory=list)
+    archived: ArchiveSummary | None = None
+    notified: NotifySummary | None = None
+    error: str | None = None
+
+    @property
+    def evaluated(self) -> int:
+        return sum(b.evaluated for b in self.batches)
+
+    @property
+    def written(self) -> int:
+        return sum(b.written for b in self.batches)
+
+    @property
+    def changed(self) -> int:
+        return sum(len(b.changed) for b in self.batches)
+
+    @property
+    def still_open(self) -> int:
+        return sum(b.still_open for b in self.batches)
+
+
+def dagster_instance(settings: Settings) -> DagsterInstance:
+    """The instance at DAGSTER_HOME (so runs show in the UI), else a throwaway one."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.ephemeral()
+    ensure_dagster_storage_url(settings)  # an explicit DAGSTER_HOME with the shipped dagster.yaml
+    try:
+        return DagsterInstance.get()
+    except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
+        raise ScanError(
+            f"cannot open the Dagster instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']}: "
+            + _config_problem(exc)
+        ) from None
+
+
+def _config_problem(exc: DagsterError) -> str:
+    """The readable part of Dagster's configuration errors (their messages embed stack traces)."""
+    messages = [getattr(e, "message", str(e)) for e in getattr(exc, "errors", None) or [exc]]
+    lines = []
+    for message in messages:
+        text = message.split("Stack Trace:")[0].strip().splitlines()
+        lines.append(text[-1].split(": ", 1)[-1] if text else type(exc).__name__)
+    return "; ".join(lines)
+
+
+def run_scan(
+    settings: Settings,
+    as_of: datetime,
+    *,
+    partitions: list[date] | None = None,
+    rehash: bool = False,
+    log_level: str = "WARNING",
+) -> list[PartitionRun]:
+    database = open_database(settings)
+
+    def waiting() -> None:
+        log.warning("another scan is running: waiting for it to finish")
+
+    with advisory_lock(database, Lock.SCAN, on_wait=waiting):
+        return _Scan(settings, database, as_of, rehash, log_level).run(partitions)
+
+
+class _Scan:
+    """One CLI scan: its days, run one after the other in process."""
+
+    def __init__(
+        self, settings: Settings, database: Database, as_of: datetime, rehash: bool, log_level: str
+    ) -> None:
+        self.settings, self.database, self.as_of = settings, database, as_of
+        self.rehash, self.log_level = rehash, log_level
+
+    def run(self, partitions: list[date] | None) -> list[PartitionRun]:
+        sync_before_scan(self.settings, self.database, self.as_of)
+        if not self.settings.storage_root.is_dir():  # say so here rather than as a failed Dagster step
+            raise ScanError(
+                f"deposit root {self.settings.storage_root} does not exist or is not a directory "
+                "(set BACKUP_STORAGE_ROOT)"
+            )
+        automatic = not partitions
+        days = list(partitions) if partitions else self._owed_days()
+        job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
+        instance = dagster_instance(self.settings)
+        runs: list[PartitionRun] = []
+        pending, done = sorted(set(days)), set[date]()
+        while pending:
+            day = pending.pop(0)
+            done.add(day)
+            config = ScanConfig(
+                as_of=self.as_of.isoformat(),
+                rehash=self.rehash,
+                automatic=automatic,
+                archive=not pending,  # only the last run archives (see ScanConfig.covered_days)
+                covered_days=[d.isoformat() for d in sorted(done | set(pending))] if automatic else None,
+            )
+            run = self._run_partition(job, instance, day, config)
+            runs.append(run)
+            if not run.success:
+                break
+            if automatic and run.ingested:
+                pending = sorted(set(pending) | (self._late_days(run.ingested) - done))
+        return runs
+
+    def _owed_days(self) -> list[date]:
+        return open_days(self.database, self.settings, self.as_of) + waiting_days(
+            self.database, self.settings, self.as_of
+        )
+
+    def _late_days(self, ingested: IngestSummary) -> set[date]:
+        """The days the reports a run just recorded bear on, within the partitions' range."""
+        return {d for d in ingested.touched_days if self.settings.start_date <= d <= self.as_of.date()}
+
+    def _run_partition(
+        self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig
+    ) -> PartitionRun:
+        run_config = scan_run_config(config) | {
+            "loggers": {"console": {"config": {"log_level": self.log_level}}}
+        }
+        try:
+            result = job.execute_in_process(
+                partition_key=day.isoformat(),
+                run_config=run_config,
+                instance=instance,
+                raise_on_error=False,
+                tags=IN_PROCESS_TAGS,
+            )
+        except Exception as exc:  # e.g. a partition outside the defined range
+            raise ScanError(f"cannot run the scan for {day}: {exc}") from None
+        return _partition_run(day, result)
+
+
+def _partition_run(day: date, result: ExecuteInProcessResult) -> PartitionRun:
+    run = PartitionRun(day=day, run_id=result.run_id, success=result.success)
+    if not result.success:
+        run.error = _failure(result)
+        return run
+    started: ScanStarted = result.output_for_node("ingest_reports")
+    run.ingested = started.ingested
+    run.batches = list(result.output_for_node("evaluate").values())
+    run.archived = result.output_for_node("archive_reports")
+    run.notified = result.output_for_node("notify")
+    return run
+
+
+def _failure(result: ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+                error = error.cause
+            if error.cls_name in _DATABASE_ERRORS:  # the driver's first line, not SQLAlchemy's footer
+                reason = f"PostgreSQL unreachable or failing: {db_error_line(error.message)}"
+                return f"step {event.step_key} failed: {reason}"
+            return f"step {event.step_key} failed: {error.message.strip().splitlines()[-1]}"
+    return "the run failed (see its logs in Dagster)"
+
+
+_DATABASE_ERRORS = (
+    "OperationalError",
+    "InterfaceError",
+    "DatabaseError",
+    "InternalError",
+    "DisconnectionError",
+)

@@ -1,0 +1,201 @@
+"""What the CLI shows, as rows (dicts of plain values): built from storage's queries, rendered by
+`app.render` as tables or printed as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from backup_pipeline.core.cycles import day_bounds
+from backup_pipeline.core.domain import EntryStatus
+from backup_pipeline.storage import alerts as stored_alerts
+from backup_pipeline.storage import entries, expected_backups, reports
+from backup_pipeline.storage.database import Database
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
+
+if TYPE_CHECKING:
+    from backup_pipeline.app.runner import PartitionRun
+
+STATUS_COLUMNS = [
+    "agent_id",
+    "database_name",
+    "expected_hour_utc",
+    "expected_minute_utc",
+    "current_status",
+    "last_checked_timestamp",
+    "last_successful_backup_timestamp",
+    "previous_successful_hash_global",
+]
+BACKUP_COLUMNS = [
+    "agent_id",
+    "database_name",
+    "expected_hour_utc",
+    "expected_minute_utc",
+    "window_minutes",
+    "timezone",
+    "content_change",
+    "is_active",
+    "current_status",
+]
+ENTRY_COLUMNS = ["agent_id", "database_name", "cycle_expected_at", "status", "message"]
+_STATUSES = [status.value for status in reversed(EntryStatus)]
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a Z, as every CLI timestamp."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def backup_rows(database: Database, *, active_only: bool) -> list[dict[str, Any]]:
+    with database.sessions() as session:
+        backups = expected_backups.all_backups(session)
+        fleet_checked = expected_backups.fleet_checked_at(session)
+    return [_backup_row(b, fleet_checked) for b in backups if b.is_active or not active_only]
+
+
+def _last_checked(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> datetime | None:
+    """A scan records its evaluations on the expected backups it wrote, and once for the fleet that it
+    looked at every active one (an idle scan does not rewrite every row)."""
+    times = [backup.last_checked_timestamp]
+    if backup.is_active and fleet_checked is not None and fleet_checked >= backup.created_at:
+        times.append(fleet_checked)
+    return max((t for t in times if t is not None), default=None)
+
+
+def _backup_row(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> dict[str, Any]:
+    return {
+        "agent_id": backup.agent_id_responsible,
+        "database_name": backup.database_name,
+        "expected_hour_utc": backup.expected_hour_utc,
+        "expected_minute_utc": backup.expected_minute_utc,
+        "window_minutes": backup.window_minutes,
+        "timezone": backup.timezone,
+        "staged_file_name": backup.staged_file_name,
+        "content_change": backup.content_change,
+        "is_active": backup.is_active,
+        "company_name": backup.company_name,
+        "city": backup.city,
+        "neighborhood": backup.neighborhood,
+        "current_status": backup.current_status,
+        "last_checked_timestamp": iso(_last_checked(backup, fleet_checked)),
+        "last_successful_backup_timestamp": iso(backup.last_successful_backup_timestamp),
+        "previous_successful_hash_global": backup.previous_successful_hash_global,
+        "created_at": iso(backup.created_at),
+    }
+
+
+def entry_rows(
+    database: Database, agent: str | None, db: str | None, since: date | None
+) -> list[dict[str, Any]]:
+    with database.sessions() as session:
+        pairs = entries.list_entries(session, entries.EntryFilter(agent, db, since))
+    return [_entry_row(entry, backup) for entry, backup in pairs]
+
+
+def _entry_row(entry: BackupEntryRow, backup: ExpectedBackupRow) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "entry_id": entry.id,
+        "agent_id": backup.agent_id_responsible,
+        "database_name": backup.database_name,
+        "cycle_expected_at": iso(entry.cycle_expected_at),
+        "status": entry.status,
+        "message": entry.message,
+        "report_file": entry.report_file,
+    }
+    for column in BackupEntryRow.__table__.columns.keys():  # noqa: SIM118
+        if column in ("id", "job_id", "cycle_expected_at", "status", "message", "report_file"):
+            continue
+        value = getattr(entry, column)
+        row[column] = iso(value) if isinstance(value, datetime) else value
+    return row
+
+
+def report_rows(database: Database) -> list[dict[str, Any]]:
+    with database.sessions() as session:
+        rows = reports.list_reports(session)
+    return [
+        {
+            "agent_id": r.agent_id,
+            "file_name": r.file_name,
+            "accepted": r.accepted,
+            "reason": r.reason,
+            "operation_end_time": iso(r.operation_end_time),
+            "archived_path": r.archived_path,
+            "content_sha256": r.content_sha256,
+            "size": r.size,
+            "notes": r.notes,
+            "ingested_at": iso(r.ingested_at),
+        }
+        for r in rows
+    ]
+
+
+def run_rows(runs: Sequence[PartitionRun]) -> list[dict[str, Any]]:
+    return [
+        {
+            "partition": run.day.isoformat(),
+            "run_id": run.run_id,
+            "result": "ok" if run.success else "FAILED",
+            "reports_accepted": run.ingested.accepted if run.ingested else None,
+            "reports_rejected": run.ingested.rejected if run.ingested else None,
+            "evaluated": run.evaluated,
+            "written": run.written,
+            "new_or_changed": run.changed,
+            "still_open": run.still_open,
+        }
+        for run in runs
+    ]
+
+
+def status_counts(database: Database, days: Sequence[date]) -> list[dict[str, Any]]:
+    """Entries per day and status for the days just scanned."""
+    rows: list[dict[str, Any]] = []
+    with database.sessions() as session:
+        for day in sorted(set(days)):
+            counts = entries.status_counts(session, *day_bounds(day))
+            rows.append({"day": day.isoformat()} | {s: counts.get(s, 0) for s in _STATUSES})
+    return rows
+
+
+def attempt_rows(database: Database, limit: int) -> list[dict[str, Any]]:
+    with database.sessions() as session:
+        rows = stored_alerts.attempt_log(session, limit)
+    return [
+        {
+            "attempted_at": iso(r.attempt.attempted_at),
+            "target": r.attempt.target,
+            "target_id": r.attempt.target_key[:8],
+            "kind": r.attempt.kind,
+            "agent_id": r.backup.agent_id_responsible if r.backup else None,
+            "database_name": r.backup.database_name if r.backup else None,
+            "cycle_expected_at": iso(r.alert.cycle_expected_at) if r.alert else None,
+            "event": r.alert.event if r.alert else None,
+            "result": "sent" if r.attempt.ok else "failed",
+            "error": r.attempt.error,
+            "dagster_run_id": r.attempt.dagster_run_id,
+        }
+        for r in rows
+    ]
+
+
+def alert_rows(database: Database, limit: int) -> list[dict[str, Any]]:
+    with database.sessions() as session:
+        pairs = stored_alerts.alerts_of(session, limit)
+        states = stored_alerts.delivery_states(session, [a.id for a, _ in pairs])
+    return [
+        {
+            "raised_at": iso(alert.raised_at),
+            "agent_id": backup.agent_id_responsible,
+            "database_name": backup.database_name,
+            "cycle_expected_at": iso(alert.cycle_expected_at),
+            "event": alert.event,
+            "held_by": alert.held_by,
+            "deliveries": "; ".join(f"{target}: {state}" for target, state in states.get(alert.id, []))
+            or ("held" if alert.held_by else "none"),
+            "message": alert.message,
+        }
+        for alert, backup in pairs
+    ]

@@ -1,0 +1,609 @@
+"""The jobs file: the expected backups, declared as code in YAML and validated with errors that name
+the line and the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
+from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
+from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
+
+log = logging.getLogger(__name__)
+DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,127}")
+
+
+class JobsFileError(ValueError):
+    """A jobs file that cannot be used; the message names the file, line and field."""
+
+
+# ---------------------------------------------------------------- alerting (issue 4)
+
+_TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_DAY_GROUPS = {
+    "daily": WEEKDAYS,
+    "weekdays": WEEKDAYS[:5],
+    "weekends": WEEKDAYS[5:],
+}
+
+
+def _check_notify_url(value: str) -> str:
+    from backup_pipeline.adapters.notify_targets import problem
+
+    issue = problem(value)
+    if issue:
+        raise ValueError(f"this notification target {issue}")
+    return value.strip()
+
+
+NotifyUrl = Annotated[str, AfterValidator(_check_notify_url)]
+
+
+class SizeAnomalySpec(BaseModel):
+    """Size-anomaly settings of a job or of the defaults; unset fields fall back (job → defaults →
+    environment). `size_anomaly: off` disables the check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    history: int | None = Field(default=None, ge=3, le=365)
+    min_history: int | None = Field(default=None, ge=3, le=365)
+    below: float | None = Field(default=None, gt=0, lt=1)
+    above: float | None = Field(default=None, gt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if value is False or (isinstance(value, str) and value.lower() == "off"):
+            return {"enabled": False}
+        if value is True or (isinstance(value, str) and value.lower() == "on"):
+            return {"enabled": True}
+        return value
+
+    def over(self, base: SizeAnomalySpec | None) -> SizeAnomalySpec:
+        """These settings, completed by `base`."""
+        inherited = base.model_dump(exclude_none=True) if base else {}
+        return SizeAnomalySpec(**(inherited | self.model_dump(exclude_none=True)))
+
+    def policy(self, environment: SizePolicy) -> SizePolicy:
+        history = self.history or environment.history
+        return SizePolicy(
+            enabled=environment.enabled if self.enabled is None else self.enabled,
+            history=history,
+            min_history=min(self.min_history or environment.min_history, history),
+            below=self.below or environment.below,
+            above=self.above or environment.above,
+        )
+
+
+class MaintenanceWindowSpec(BaseModel):
+    """A recurring window, e.g. `{name: weekly, days: [sun], start: "00:00", end: "06:00"}`.
+    `end` before `start` crosses midnight; `end: "24:00"` is the end of the day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+    start: str
+    end: str
+    timezone: str = "UTC"
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names:
+            raise ValueError("must be a day (mon…sun, daily, weekdays, weekends) or a list of days")
+        days: list[str] = []
+        for name in names:
+            key = str(name).strip().lower()
+            if key in _DAY_GROUPS:
+                days += _DAY_GROUPS[key]
+            elif key[:3] in WEEKDAYS and key in (key[:3], _full_day(key[:3])):
+                days.append(key[:3])
+            else:
+                raise ValueError(f"unknown day {name!r} (use mon, tue, wed, thu, fri, sat, sun)")
+        return sorted(set(days), key=WEEKDAYS.index)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any, info: Any) -> str:
+        text = value.strftime("%H:%M") if isinstance(value, time) else value
+        if isinstance(text, str) and (
+            _TIME_RE.match(text.strip()) or (info.field_name == "end" and text.strip() == "24:00")
+        ):
+            hours, minutes = text.strip().split(":")
+            return f"{int(hours):02d}:{minutes}"
+        raise ValueError("must be a time of day HH:MM, e.g. 06:00")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MaintenanceWindowSpec:
+        if _minutes(self.start) == _minutes(self.end) % 1440:
+            raise ValueError("start and end are the same time: the window would be empty")
+        return self
+
+    def to_domain(self) -> MaintenanceWindow:
+        return MaintenanceWindow(
+            days=frozenset(WEEKDAYS.index(d) for d in self.days),
+            start=_minutes(self.start),
+            end=_minutes(self.end),
+            tz=ZoneInfo(self.timezone),
+            tz_name=self.timezone,
+            name=self.name,
+        )
+
+
+def _full_day(short: str) -> str:
+    return {
+        "mon": "monday",
+        "tue": "tuesday",
+        "wed": "wednesday",
+        "thu": "thursday",
+        "fri": "friday",
+        "sat": "saturday",
+        "sun": "sunday",
+    }[short]
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _instant(value: Any) -> Any:
+    """`silenced_until`: an ISO date-time (naive means UTC) or a date (its midnight UTC)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            return _instant(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+        except ValueError:
+            raise ValueError("must be an ISO-8601 date or date-time, e.g. 2025-12-01T06:00:00Z") from None
+    return value
+
+
+class BackupAlerting(BaseModel):
+    """An expected backup's alerting configuration, resolved from the file and stored with it."""
+
+    notify: list[str] = []
+    notify_hash_mismatch: bool = True
+    size_anomaly: SizeAnomalySpec = SizeAnomalySpec()
+    silenced_until: datetime | None = None
+    maintenance: list[MaintenanceWindowSpec] = []
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON kept in expected_jobs.alerting: only what differs from the defaults."""
+        return self.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+
+    @classmethod
+    def from_stored(cls, value: dict[str, Any] | None) -> BackupAlerting:
+        return cls.model_validate(value) if value else _NO_ALERTING
+
+    def silence(self) -> Silence:
+        return Silence(until=self.silenced_until, windows=tuple(w.to_domain() for w in self.maintenance))
+
+
+_NO_ALERTING = BackupAlerting()
+
+
+class _AlertingFields(BaseModel):
+    """Alerting fields accepted both in `defaults:` and in an expected backup."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify_hash_mismatch: bool | None = None
+    size_anomaly: SizeAnomalySpec | None = None
+    silenced_until: datetime | None = None
+    maintenance: list[MaintenanceWindowSpec] | None = None
+
+    @field_validator("silenced_until", mode="before")
+    @classmethod
+    def _until(cls, value: Any) -> Any:
+        return _instant(value)
+
+
+# ---------------------------------------------------------------- expected backups
+
+
+class BackupDefaults(_AlertingFields):
+    model_config = ConfigDict(extra="forbid")
+
+    window_minutes: int | None = Field(default=None, ge=1, le=720)
+    timezone: str = "UTC"
+    content_change: ContentPolicy = ContentPolicy.CHANGED
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class BackupSpec(_AlertingFields):
+    """One expected backup as written in the jobs file (an item of its `jobs:` list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str
+    database_name: str
+    expected_hour_utc: int = Field(ge=0, le=23)
+    expected_minute_utc: int = Field(ge=0, le=59)
+    window_minutes: int | None = Field(default=None, ge=1, le=720)
+    timezone: str | None = None
+    staged_file_name: str | None = None
+    content_change: ContentPolicy | None = None
+    notify: list[NotifyUrl] = []  # Apprise URLs, in addition to BACKUP_PIPELINE_NOTIFY_URLS
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent(cls, value: str) -> str:
+        if not is_valid_agent_id(value):
+            raise ValueError("must look like ENTREPRISE_VILLE_QUARTIER (letters, digits, '-', 3+ '_' parts)")
+        return value
+
+    @field_validator("database_name")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not DATABASE_NAME_RE.fullmatch(value):
+            raise ValueError("must be 1-128 characters of letters, digits, '_', '.', '$' or '-'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_zone(value)
+
+    @field_validator("staged_file_name")
+    @classmethod
+    def _staged(cls, value: str | None) -> str | None:
+        if value is not None and staged_base_name(value) != value:
+            raise ValueError("must be a plain file name (no directory part)")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+
+
+class DeclaredBackup(BaseModel):
+    """An expected backup with the file's defaults and the environment's window applied."""
+
+    agent_id: str
+    database_name: str
+    expected_hour_utc: int
+    expected_minute_utc: int
+    window_minutes: int
+    timezone: str
+    staged_file_name: str | None
+    content_change: ContentPolicy
+    alerting: BackupAlerting = BackupAlerting()
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+
+    def to_domain(self) -> ExpectedBackup:
+        return to_expected_backup(self)
+
+
+def to_expected_backup(backup: Any) -> ExpectedBackup:
+    """An ExpectedBackup from anything carrying its fields (a DeclaredBackup or a stored row)."""
+    return ExpectedBackup(
+        agent_id=backup.agent_id,
+        database_name=backup.database_name,
+        expected_hour_utc=backup.expected_hour_utc,
+        expected_minute_utc=backup.expected_minute_utc,
+        window_minutes=backup.window_minutes,
+        timezone=ZoneInfo(backup.timezone),
+        staged_file_name=backup.staged_file_name,
+        content_change=ContentPolicy(backup.content_change),
+    )
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Africa/Douala)") from None
+    return value
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    """The line of the deepest YAML node along a validation error's location."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            found = next((pair for pair in node.value if getattr(pair[0], "value", None) == part), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field_label(loc: tuple[Any, ...]) -> str:
+    """('maintenance', 0, 'start') -> maintenance[0].start"""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _errors(exc: ValidationError, path: Path, node: yaml.Node, where: str) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        label = f"field {_field_label(loc)!r}" if loc else "entry"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}:{_line_of(node, loc)}: {where}, {label}: {message}")
+    return lines
+
+
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 20,000-job file loads in ~1 s
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """YAML 1.1 without base-60 integers (`end: 23:30` is a time of day, not the number 1410), and
+    without silently keeping the last of two equal keys (a job written `expected_hour_utc` twice
+    would be expected at whichever came last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if line != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {line})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT_TAG]
+    for first, resolvers in _BASE_LOADER.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_LOADER = _Loader
+
+
+_cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
+CACHE_VERSION = 2  # bump when DeclaredBackup or the resolution rules change (2: duplicate keys refused)
+DISK_CACHE_MIN_BACKUPS = 1000
+
+
+def load_jobs_file(path: Path, default_window: int, cache_dir: Path | None = None) -> list[DeclaredBackup]:
+    """Read and validate a jobs file; raise JobsFileError listing every problem with its line.
+
+    The result is kept while the file is unchanged: a scan reads it in several places, and a
+    fleet's file of 20,000 jobs takes seconds to parse.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return _load_jobs_file(path, default_window)  # reports the missing or unreadable file
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, default_window)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = _load_with_disk_cache(path, default_window, cache_dir)
+    return list(_cache[key])
+
+
+def jobs_file_digest(path: Path, default_window: int) -> str | None:
+    """What the resolved jobs depend on (the file's bytes and the default window), or None when the
+    file cannot be read (loading it then says why)."""
+    try:
+        return _digest(path.read_bytes(), default_window)
+    except OSError:
+        return None
+
+
+def _digest(data: bytes, default_window: int) -> str:
+    return hashlib.sha256(data + f"|{default_window}|{CACHE_VERSION}".encode()).hexdigest()
+
+
+def _load_with_disk_cache(path: Path, default_window: int, cache_dir: Path | None) -> list[DeclaredBackup]:
+    """Large files: the validated backups are kept as JSON under `cache_dir`, keyed by the file's
+    content.
+
+    Every scan process (CLI, Dagster run worker, code server) reads the jobs file; libyaml needs
+    ~1.5 s for 20,000 jobs where reading back validated JSON takes a fraction of that.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return _load_jobs_file(path, default_window)
+    if cache_dir is None:
+        return _load_jobs_file(path, default_window)
+    digest = _digest(data, default_window)
+    cached = cache_dir / f"jobs-{digest}.json"
+    try:
+        return [DeclaredBackup.model_validate(item) for item in json.loads(cached.read_bytes())]
+    except (OSError, ValueError, ValidationError):
+        pass
+    backups = _load_jobs_file(path, default_window)
+    if len(backups) >= DISK_CACHE_MIN_BACKUPS:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps([b.model_dump(mode="json") for b in backups]))
+            temporary.replace(cached)
+        except OSError as exc:  # a read-only home only costs speed
+            log.debug("cannot cache the jobs file: %s", exc)
+    return backups
+
+
+def _load_jobs_file(path: Path, default_window: int) -> list[DeclaredBackup]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobsFileError(
+            f"jobs file {path} not found (set BACKUP_PIPELINE_JOBS_FILE or pass --file)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobsFileError(f"jobs file {path} cannot be read: {exc}") from None
+    try:
+        document = yaml.load(text, Loader=_LOADER)  # safe: refuses !!python tags
+    except (yaml.YAMLError, TypeError) as exc:  # TypeError: unhashable keys such as lists
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise JobsFileError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if document is None:
+        return []
+    nodes = _Nodes(text)
+    if not isinstance(document, dict):
+        raise JobsFileError(f"{path}:{nodes.root_line()}: expected a mapping with 'defaults' and 'jobs'")
+    return _resolve(path, document, nodes, default_window)
+
+
+class _Nodes:
+    """Line numbers for error messages, composed from the text only when an error needs one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._root: yaml.Node | None = None
+
+    def root(self) -> yaml.Node:
+        if self._root is None:
+            self._root = yaml.compose(self.text, Loader=_LOADER)
+        return self._root
+
+    def root_line(self) -> int:
+        return self.root().start_mark.line + 1
+
+    def section(self, name: str) -> yaml.Node:
+        root = self.root()
+        for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
+            if key.value == name:
+                return value
+        return root
+
+    def job(self, index: int) -> yaml.Node:
+        jobs = self.section("jobs")
+        return jobs.value[index] if isinstance(jobs, yaml.SequenceNode) else jobs
+
+
+def _resolve(
+    path: Path, document: dict[str, Any], nodes: _Nodes, default_window: int
+) -> list[DeclaredBackup]:
+    unknown = set(document) - {"defaults", "jobs"}
+    if unknown:
+        raise JobsFileError(
+            f"{path}:{nodes.root_line()}: unknown top-level key(s): {sorted(unknown, key=str)}"
+        )
+    errors: list[str] = []
+    defaults = BackupDefaults()
+    if "defaults" in document:
+        try:
+            defaults = BackupDefaults.model_validate(document["defaults"] or {})
+        except ValidationError as exc:
+            errors += _errors(exc, path, nodes.section("defaults"), "defaults")
+    jobs = document.get("jobs")
+    if "jobs" not in document:
+        if errors:
+            raise JobsFileError(_invalid(errors))
+        return []
+    if not isinstance(jobs, list):
+        raise JobsFileError(f"{path}:{nodes.section('jobs').start_mark.line + 1}: 'jobs' must be a list")
+    resolved: list[DeclaredBackup] = []
+    seen: dict[tuple[str, str, int, int], int] = {}
+    for index, item in enumerate(jobs):
+        try:
+            spec = BackupSpec.model_validate(item)
+        except ValidationError as exc:
+            errors += _errors(exc, path, nodes.job(index), f"job #{index + 1}")
+            continue
+        if spec.key in seen:
+            first, line = seen[spec.key], nodes.job(index).start_mark.line + 1
+            errors.append(
+                f"{path}:{line}: job #{index + 1} repeats the job declared at line "
+                f"{nodes.job(first).start_mark.line + 1}"
+            )
+            continue
+        seen[spec.key] = index
+        resolved.append(_apply_defaults(spec, defaults, default_window))
+    if errors:
+        raise JobsFileError(_invalid(errors))
+    return resolved
+
+
+def _invalid(errors: list[str]) -> str:
+    """One problem fits on one line; several are listed one per line."""
+    if len(errors) == 1:
+        return f"invalid jobs file: {errors[0]}"
+    return "invalid jobs file:\n  " + "\n  ".join(errors)
+
+
+def _apply_defaults(spec: BackupSpec, defaults: BackupDefaults, default_window: int) -> DeclaredBackup:
+    return DeclaredBackup(
+        agent_id=spec.agent_id,
+        database_name=spec.database_name,
+        expected_hour_utc=spec.expected_hour_utc,
+        expected_minute_utc=spec.expected_minute_utc,
+        window_minutes=spec.window_minutes or defaults.window_minutes or default_window,
+        timezone=spec.timezone or defaults.timezone,
+        staged_file_name=spec.staged_file_name,
+        content_change=spec.content_change or defaults.content_change,
+        alerting=_alerting(spec, defaults),
+    )
+
+
+def _alerting(spec: BackupSpec, defaults: BackupDefaults) -> BackupAlerting:
+    """The job's alerting settings: its own values, else the file's defaults."""
+    if not (spec.model_fields_set & _ALERTING_FIELDS or defaults.model_fields_set & _ALERTING_FIELDS):
+        return _NO_ALERTING
+    size = spec.size_anomaly or SizeAnomalySpec()
+    return BackupAlerting(
+        notify=spec.notify,
+        notify_hash_mismatch=next(
+            (v for v in (spec.notify_hash_mismatch, defaults.notify_hash_mismatch) if v is not None), True
+        ),
+        size_anomaly=size.over(defaults.size_anomaly),
+        silenced_until=spec.silenced_until or defaults.silenced_until,
+        maintenance=spec.maintenance if spec.maintenance is not None else (defaults.maintenance or []),
+    )
+
+
+_ALERTING_FIELDS = {"notify", *_AlertingFields.model_fields}

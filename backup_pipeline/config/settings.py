@@ -1,0 +1,148 @@
+"""Configuration from the environment (and an optional `.env`), validated once."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    # Each setting is read from its documented variable only. Fields can be given by name in code
+    # (populate_by_name); pydantic-settings then also reads the environment by field name, so the
+    # prefix keeps that lookup inside our namespace (HOME must never become the product's home).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
+    )
+
+    storage_root: Path = Field(default=Path("./deposit"), validation_alias="BACKUP_STORAGE_ROOT")
+    jobs_file: Path = Field(default=Path("./jobs.yaml"), validation_alias="BACKUP_PIPELINE_JOBS_FILE")
+    database_url: str | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DATABASE_URL")
+    home: Path = Field(default=Path("./.backup_pipeline"), validation_alias="BACKUP_PIPELINE_HOME")
+    window_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=720,
+        validation_alias="SCANNER_REPORT_COLLECTION_WINDOW_MINUTES",
+    )
+    max_status_file_age_days: int = Field(default=7, ge=1, validation_alias="MAX_STATUS_FILE_AGE_DAYS")
+    start_date: date = Field(default=date(2024, 1, 1), validation_alias="BACKUP_PIPELINE_START_DATE")
+    # A report that is unparseable and younger than this may still be being written: retry later.
+    settle_seconds: int = Field(default=60, ge=0, validation_alias="BACKUP_PIPELINE_SETTLE_SECONDS")
+    max_report_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        validation_alias="BACKUP_PIPELINE_MAX_REPORT_BYTES",
+    )
+    # Staged files are hashed in parallel threads (hashlib and zlib/zstd release the GIL).
+    hash_workers: int = Field(default=2, ge=1, le=64, validation_alias="BACKUP_PIPELINE_HASH_WORKERS")
+    # Decompress staged archives to catch corrupt ones and fingerprint their content. Off, only the
+    # file's SHA-256 and size are checked, and content policies compare raw file hashes.
+    verify_archives: bool = Field(default=True, validation_alias="BACKUP_PIPELINE_VERIFY_ARCHIVES")
+    max_batches: int = Field(default=8, ge=1, le=256, validation_alias="BACKUP_PIPELINE_MAX_BATCHES")
+
+    # Above this many expected backups the UI shows one asset per agent instead of one per database:
+    # Dagster stores ~200 events/s, so 20,000 per-database materializations would dominate a scan.
+    per_database_assets_max: int = Field(
+        default=2000,
+        ge=0,
+        validation_alias="BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX",
+    )
+
+    # ---- alerts (issue 4)
+    # Apprise URLs, several separated by commas or spaces. A secret: never logged or shown whole.
+    notify_urls: SecretStr = Field(default=SecretStr(""), validation_alias="BACKUP_PIPELINE_NOTIFY_URLS")
+    # Base URL of the Dagster UI, for links to the assets in notifications.
+    dagster_url: str | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DAGSTER_URL")
+    # An unsent notification is retried by the following scans, up to this many attempts.
+    notify_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        validation_alias="BACKUP_PIPELINE_NOTIFY_MAX_ATTEMPTS",
+    )
+    # After a failure a target is retried by later scans once this long has passed, doubling with
+    # each failure up to an hour.
+    notify_retry_seconds: int = Field(
+        default=60, ge=0, le=3600, validation_alias="BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS"
+    )
+    # Size anomalies: the staged size against the median of the job's last successful cycles.
+    size_history: int = Field(
+        default=14,
+        ge=3,
+        le=365,
+        validation_alias="BACKUP_PIPELINE_SIZE_HISTORY",
+    )
+    size_min_history: int = Field(
+        default=3,
+        ge=3,
+        le=365,
+        validation_alias="BACKUP_PIPELINE_SIZE_MIN_HISTORY",
+    )
+    size_below_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        validation_alias="BACKUP_PIPELINE_SIZE_BELOW_RATIO",
+    )
+    size_above_ratio: float = Field(
+        default=3.0,
+        gt=1,
+        validation_alias="BACKUP_PIPELINE_SIZE_ABOVE_RATIO",
+    )
+
+    @property
+    def digests_dir(self) -> Path:
+        """Where the daily fleet digests are written (CSV)."""
+        return self.home / "digests"
+
+    @property
+    def max_report_age(self) -> timedelta:
+        return timedelta(days=self.max_status_file_age_days)
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where a large jobs file's validated form is kept between processes."""
+        return self.home / "cache"
+
+    def environment(self) -> dict[str, str | None]:
+        """Every setting as the variable it is read from (None: unset), paths made absolute: what a
+        child process needs in its environment to see exactly these settings, whatever its working
+        directory (Dagster's code server and daemon do not start where `.env` is)."""
+        env: dict[str, str | None] = {}
+        for name, field in type(self).model_fields.items():
+            env[str(field.validation_alias)] = _as_variable(getattr(self, name))
+        return env
+
+    def export(self) -> None:
+        """Make these settings the environment's, for every process started from here on."""
+        for variable, value in self.environment().items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+def _as_variable(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, SecretStr):
+        return value.get_secret_value() or None
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,46 @@
+"""The Dagster definitions of backup_pipeline, built by one function from the settings.
+
+`build_definitions(settings)` assembles the scan job (`scan_job`), the monitored databases as
+assets with their checks (`fleet`), the schedule and sensor that start scans (`automation`), and the
+daily digest's asset, job and schedule (`digest`), with the settings and the database as resources
+(`resources`). Nothing is read at import time: the code location's entry point
+(`backup_pipeline.definitions`) calls it with the settings of the environment, the CLI with its own.
+"""
+
+import warnings
+
+from dagster import BetaWarning, Definitions
+
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.defs.automation import build_deposit_sensor, build_scan_schedule
+from backup_pipeline.defs.digest import build_digest_asset, build_digest_job, build_digest_schedule
+from backup_pipeline.defs.fleet import FleetAssets
+from backup_pipeline.defs.partitions import daily_partitions
+from backup_pipeline.defs.resources import product_resources
+from backup_pipeline.defs.scan_job import SCAN_JOB, build_scan_job
+
+# Dagster 1.13's sensor decorator passes its own beta `owners` parameter: a warning on every load of
+# these definitions (every CLI scan) that nobody can act on.
+warnings.filterwarnings("ignore", message=".*`owners`.*", category=BetaWarning)
+
+__all__ = ["SCAN_JOB", "build_definitions"]
+
+
+def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> Definitions:
+    """Everything Dagster shows and runs, for these settings (and the jobs file they name, unless a
+    `fleet` is given)."""
+    fleet = fleet or FleetAssets.from_settings(settings)
+    partitions = daily_partitions(settings)
+    scan_job = build_scan_job(partitions)
+    digest_job = build_digest_job(partitions)
+    return Definitions(
+        jobs=[scan_job, digest_job],
+        assets=[*fleet.specs(partitions), build_digest_asset(partitions)],
+        asset_checks=fleet.checks(),
+        schedules=[
+            build_scan_schedule(scan_job, fleet.backups),
+            build_digest_schedule(digest_job, fleet.backups),
+        ],
+        sensors=[build_deposit_sensor(scan_job, fleet.backups)],
+        resources={**product_resources(settings), "fleet": fleet},
+    )

@@ -1,0 +1,300 @@
+"""The scan as a daily-partitioned Dagster job: ingest → plan → evaluate (one step per batch of
+whole agents) → archive → notify.
+
+Ops are thin: each builds the scan's context from its resources and its input, calls one phase of
+`backup_pipeline.scan` (or `notify`), and logs what it decided. What a run was asked (its evaluation
+instant, re-hash, automatic or not) is the first step's configuration; it is fixed there and passed
+down with the steps' outputs, never read again from anywhere else.
+"""
+
+from datetime import UTC, date, datetime
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    DynamicOut,
+    DynamicOutput,
+    Failure,
+    JobDefinition,
+    MetadataValue,
+    OpExecutionContext,
+    PartitionsDefinition,
+    ResourceParam,
+    RetryPolicy,
+    graph,
+    multiprocess_executor,
+    op,
+)
+from pydantic import BaseModel
+
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.core.alerts import escape_markdown
+from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
+from backup_pipeline.defs.resources import DatabaseResource
+from backup_pipeline.notify.deliver import NotifySummary, notify
+from backup_pipeline.scan.archive import ArchiveSummary, archive
+from backup_pipeline.scan.context import ScanContext, ScanRequest
+from backup_pipeline.scan.evaluate import evaluate_batch
+from backup_pipeline.scan.ingest import IngestSummary, ingest
+from backup_pipeline.scan.outcomes import BatchResult, agent_days
+from backup_pipeline.scan.plan import BatchPlan, plan_batches
+from backup_pipeline.scan.sync import sync_before_scan
+from backup_pipeline.storage import expected_backups
+
+SCAN_JOB = "backup_scan"
+AUTOMATIC_TAG = "backup_pipeline/automatic"
+EXCLUSIVE_TAG = {"backup_pipeline/scan": "exclusive"}  # dagster.yaml runs one such run at a time
+
+
+class ScanConfig(Config):
+    """How a run scans. Runs requested by the schedule or the sensor are automatic."""
+
+    as_of: str | None = None  # ISO-8601 instant the evaluation is "as of"; the run's start when unset
+    rehash: bool = False
+    automatic: bool | None = None  # unset: automatic when a schedule or sensor requested the run
+    # False for all but the last run of a multi-day CLI scan: a report leaves log/ only once every
+    # day it bears on has been evaluated, so a scan killed in between owes those days again.
+    archive: bool = True
+    # The days a multi-day CLI scan evaluates: its last run archives only when the reports it found
+    # bear on none but these (otherwise the CLI runs the other days first).
+    covered_days: list[str] | None = None
+
+
+class ScanStarted(BaseModel):
+    """What the first step fixed, and what it ingested."""
+
+    request: ScanRequest
+    day: date
+    archive: bool
+    covered_days: list[date] | None
+    ingested: IngestSummary
+
+
+def scan_run_config(config: ScanConfig) -> dict[str, object]:
+    """Run configuration for a scan run (the CLI's in-process runs, tests)."""
+    return {"ops": {"ingest_reports": {"config": config.model_dump(exclude_none=True)}}}
+
+
+def _request(context: OpExecutionContext, config: ScanConfig) -> ScanRequest:
+    try:
+        as_of = parse_instant(config.as_of) if config.as_of else datetime.now(UTC)
+    except ValueError:
+        raise Failure(f"as_of {config.as_of!r} is not an ISO-8601 date and time") from None
+    automatic = config.automatic
+    if automatic is None:
+        tags = context.run.tags
+        automatic = tags.get(AUTOMATIC_TAG) == "true" or any(
+            k in tags for k in ("dagster/schedule_name", "dagster/sensor_name")
+        )
+    return ScanRequest(as_of=as_of, rehash=config.rehash, automatic=automatic)
+
+
+@op(description="Sync the jobs file, walk the deposit area and record every report file, valid or rejected.")
+def ingest_reports(
+    context: OpExecutionContext,
+    config: ScanConfig,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+) -> ScanStarted:
+    request = _request(context, config)
+    ctx = ScanContext(settings, database.get(), request, context.run_id)
+    sync = sync_before_scan(settings, ctx.database, request.as_of)
+    if sync is not None and (sync.added or sync.deactivated):
+        context.log.info(f"jobs file synced: {sync.added} backup(s) added, {sync.deactivated} deactivated")
+    summary = ingest(ctx)
+    _log_ingested(context, summary)
+    covered = (
+        [date.fromisoformat(d) for d in config.covered_days] if config.covered_days is not None else None
+    )
+    return ScanStarted(
+        request=request,
+        day=date.fromisoformat(context.partition_key),
+        archive=config.archive,
+        covered_days=covered,
+        ingested=summary,
+    )
+
+
+def _log_ingested(context: OpExecutionContext, summary: IngestSummary) -> None:
+    if summary.accepted or summary.rejected:
+        context.log_event(
+            AssetMaterialization(
+                asset_key=REPORTS_ASSET,
+                partition=context.partition_key,
+                metadata={
+                    "accepted": MetadataValue.int(summary.accepted),
+                    "rejected": MetadataValue.int(summary.rejected),
+                    "agents": MetadataValue.int(summary.agents),
+                },
+            )
+        )
+    context.log.info(
+        f"{summary.agents} agent folder(s); recorded {summary.accepted} accepted and {summary.rejected} "
+        f"rejected report(s); {summary.already_recorded} already recorded; "
+        f"{len(summary.deferred)} left for the next scan (still being written)"
+    )
+    for name, reason in summary.skipped_folders:
+        context.log.warning(f"skipped folder {name}: {reason}")
+    if summary.rejections:
+        context.log.warning(
+            "rejected reports:\n"
+            + "\n".join(f"{r.agent_id}/{r.file_name}: {r.reason}" for r in summary.rejections)
+        )
+
+
+@op(out=DynamicOut(BatchPlan), description="Split the day's owed cycles into batches of whole agents.")
+def plan_evaluation(
+    context: OpExecutionContext,
+    started: ScanStarted,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+):
+    ctx = ScanContext(settings, database.get(), started.request, context.run_id)
+    plans = plan_batches(ctx, started.day)
+    context.log.info(f"{sum(len(p.backup_ids) for p in plans)} expected backup(s) in {len(plans)} batch(es)")
+    for plan in plans:
+        yield DynamicOutput(plan, mapping_key=plan.key)
+
+
+@op(
+    description="Evaluate one batch's cycles for the partition's day and write their entries.",
+    retry_policy=RetryPolicy(max_retries=2, delay=5),
+)
+def evaluate(
+    context: OpExecutionContext,
+    plan: BatchPlan,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+    fleet: ResourceParam[FleetAssets],
+) -> BatchResult:
+    ctx = ScanContext(settings, database.get(), plan.request, context.run_id)
+    result = evaluate_batch(ctx, plan)
+    if fleet.per_database:
+        events = fleet.outcome_events(result.outcomes, plan.day)
+    else:
+        written = sorted({o.agent_id for o in result.outcomes})
+        events = fleet.agent_events(agent_days(ctx, written, plan.day) if written else [])
+    for event in events:
+        context.log_event(event)
+    _log_evaluated(context, plan, result)
+    return result
+
+
+def _log_evaluated(context: OpExecutionContext, plan: BatchPlan, result: BatchResult) -> None:
+    changed = result.changed
+    context.log.info(
+        f"{plan.key}: {result.backups} expected backup(s), {result.evaluated} evaluated, "
+        f"{result.written} written, {len(changed)} new or changed, {result.still_open} still open, "
+        f"{result.measured_files} staged file(s) measured ({result.measured_bytes} bytes)"
+    )
+    if changed:
+        context.log.info(
+            "decisions:\n"
+            + "\n".join(
+                f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: "
+                f"{o.message}"
+                for o in changed
+            )
+        )
+
+
+@op(description="Move every recorded report to log/_archive/, after the entries are committed.")
+def archive_reports(
+    context: OpExecutionContext,
+    started: ScanStarted,
+    results: list[BatchResult],
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+) -> ArchiveSummary:
+    ctx = ScanContext(settings, database.get(), started.request, context.run_id)
+    with ctx.database.sessions() as session:  # every batch succeeded: every active backup was looked at
+        expected_backups.record_fleet_check(session, ctx.as_of)
+        session.commit()
+    deferred = _archiving_deferred(started, settings)
+    if deferred:
+        context.log.info(deferred)
+        return ArchiveSummary(deferred=deferred)
+    summary = archive(ctx)
+    context.log.info(f"archived {summary.archived} report(s) after {len(results)} batch(es)")
+    if summary.left:
+        context.log.warning("not archived:\n" + "\n".join(summary.left))
+    if summary.errors:
+        context.log.error("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
+    return summary
+
+
+def _archiving_deferred(started: ScanStarted, settings: Settings) -> str | None:
+    """Why this run leaves archiving to a later run of its scan, if it does."""
+    if not started.archive:
+        return "archiving left to the last partition of this scan"
+    if started.covered_days is None:
+        return None
+    today = started.request.as_of.date()
+    bearing = {d for d in started.ingested.touched_days if settings.start_date <= d <= today}
+    beyond = sorted(bearing - set(started.covered_days))
+    if not beyond:
+        return None
+    return "archiving left for after the day(s) the new reports bear on: " + ", ".join(map(str, beyond))
+
+
+@op(
+    name="notify",
+    description="Send the alerts recorded by this scan (and retry unsent ones): one message per target.",
+)
+def notify_op(
+    context: OpExecutionContext,
+    archived: ArchiveSummary,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+) -> NotifySummary:
+    summary = notify(settings, database.get(), context.run_id)  # a failing target is never raised
+    if summary.skipped:
+        context.log.info(f"notifications skipped: {summary.skipped}")
+    context.log.info(
+        f"{summary.dispatched} new alert(s) dispatched, {summary.held} held by a silence, "
+        f"{summary.unaddressed} without a target; {summary.sent} delivered, {summary.failed} failed "
+        f"(will be retried), {summary.deferred} waiting to retry a failing target, "
+        f"{summary.abandoned} abandoned"
+    )
+    for t in summary.targets:  # redacted labels only: no secret reaches the run's logs or metadata
+        if not t.sent:
+            context.log.warning(f"could not notify {t.target} [{t.target_id}]: {t.error}")
+    rows = "\n".join(
+        f"| {escape_markdown(t.target)} | {t.target_id} | {t.alerts} | {'sent' if t.sent else 'failed'} |"
+        for t in summary.targets
+    )
+    context.add_output_metadata(
+        {
+            "dispatched": MetadataValue.int(summary.dispatched),
+            "held": MetadataValue.int(summary.held),
+            "delivered": MetadataValue.int(summary.sent),
+            "failed": MetadataValue.int(summary.failed),
+            "targets": MetadataValue.md(
+                "| target | id | alerts | result |\n|---|---|---|---|\n" + rows if rows else "no message sent"
+            ),
+        }
+    )
+    return summary
+
+
+@graph
+def backup_scan() -> None:
+    started = ingest_reports()
+    results = plan_evaluation(started).map(evaluate).collect()
+    notify_op(archive_reports(started, results))
+
+
+def build_scan_job(partitions: PartitionsDefinition) -> JobDefinition:
+    return backup_scan.to_job(
+        name=SCAN_JOB,
+        description="Scan the deposit area: ingest reports, evaluate the day's cycles, archive reports.",
+        partitions_def=partitions,
+        tags=EXCLUSIVE_TAG,
+        executor_def=multiprocess_executor.configured(
+            {
+                "max_concurrent": 2,
+                "start_method": {"forkserver": {"preload_modules": ["backup_pipeline.definitions"]}},
+            }
+        ),
+    )

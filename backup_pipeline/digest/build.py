@@ -1,0 +1,166 @@
+"""The daily fleet digest: the whole fleet on one day, built once (rendered by `digest.render`).
+
+`build_digest` reads the day's entries, the expected backups the day owes and each one's last
+success up to the end of the day, and summarises them with pandas: one row per agent (expected
+backups, entries per status, cycles not evaluated yet, size anomalies, the oldest last success
+among its databases) plus a TOTAL row, the day's problems and its size anomalies. The Dagster asset
+`fleet_digest` and the CLI's `backup-pipeline digest` both build it the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from backup_pipeline.core.cycles import day_bounds
+from backup_pipeline.core.domain import PROBLEM_STATUSES, EntryStatus
+from backup_pipeline.storage.database import Database
+from backup_pipeline.storage.digest import digest_rows
+
+STATUSES = [status.value for status in reversed(EntryStatus)]  # SUCCESS first: the usual case
+TOTAL = "TOTAL"
+
+
+class AgentHealth(BaseModel):
+    agent_id: str
+    jobs: int = 0
+    evaluated: int = 0
+    success: int = 0
+    hash_mismatch: int = 0
+    transfer_integrity_failed: int = 0
+    failed: int = 0
+    missing: int = 0
+    pending: int = 0  # cycles of the day without an entry yet (still open, or not scanned)
+    size_anomalies: int = 0
+    oldest_last_success: datetime | None = None  # the most neglected of the agent's databases
+    oldest_last_success_database: str | None = None
+    never_succeeded: int = 0  # expected backups without any successful cycle up to the end of the day
+
+
+class Problem(BaseModel):
+    agent_id: str
+    database_name: str
+    cycle_expected_at: datetime
+    status: str
+    message: str
+
+
+class Anomaly(BaseModel):
+    agent_id: str
+    database_name: str
+    cycle_expected_at: datetime
+    kind: str
+    size: int | None
+    median: float | None
+    ratio: float | None
+
+
+class FleetDigest(BaseModel):
+    day: date
+    generated_at: datetime
+    agents: list[AgentHealth]
+    total: AgentHealth
+    problems: list[Problem]
+    anomalies: list[Anomaly]
+
+    @property
+    def headline(self) -> str:
+        t = self.total
+        return (
+            f"Fleet health on {self.day}: {len(self.agents)} agent(s), {t.jobs} job(s), "
+            f"{t.evaluated} evaluated, {len(self.problems)} problem(s), "
+            f"{len(self.anomalies)} size anomaly(ies), {t.pending} pending"
+        )
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_digest(database: Database, day: date) -> FleetDigest:
+    start, end = day_bounds(day)
+    with database.sessions() as session:
+        rows = digest_rows(session, start, end)
+    return summarise(day, rows.backups, rows.entries, rows.last_successes)
+
+
+def summarise(day: date, backups: list[Any], entries: list[Any], last_success: list[Any]) -> FleetDigest:
+    """The digest from plain rows (expected backups: id, agent, database; the day's entries; last
+    successes)."""
+    backup_frame = pd.DataFrame([tuple(b) for b in backups], columns=["job_id", "agent_id", "database_name"])
+    entry_frame = pd.DataFrame(
+        [tuple(e) for e in entries],
+        columns=["job_id", "cycle", "status", "message", "size", "anomaly", "median", "ratio"],
+    )
+    success_frame = pd.DataFrame([tuple(s) for s in last_success], columns=["job_id", "last_success"])
+    frame = backup_frame.merge(entry_frame, on="job_id", how="left").merge(
+        success_frame, on="job_id", how="left"
+    )
+
+    agents = [_agent_row(agent, group) for agent, group in frame.groupby("agent_id", sort=True)]
+    problems = [
+        Problem(
+            agent_id=r.agent_id,
+            database_name=r.database_name,
+            cycle_expected_at=r.cycle,
+            status=r.status,
+            message=r.message,
+        )
+        for r in frame[frame["status"].isin(PROBLEM_STATUSES)]
+        .sort_values(["agent_id", "database_name", "cycle"])
+        .itertuples()
+    ]
+    anomalies = [
+        Anomaly(
+            agent_id=r.agent_id,
+            database_name=r.database_name,
+            cycle_expected_at=r.cycle,
+            kind=r.anomaly,
+            size=_int(r.size),
+            median=_float(r.median),
+            ratio=_float(r.ratio),
+        )
+        for r in frame[frame["anomaly"].notna()]
+        .sort_values(["agent_id", "database_name", "cycle"])
+        .itertuples()
+    ]
+    return FleetDigest(
+        day=day,
+        generated_at=datetime.now(UTC),
+        agents=agents,
+        total=_agent_row(TOTAL, frame),
+        problems=problems,
+        anomalies=anomalies,
+    )
+
+
+def _agent_row(agent: str, group: pd.DataFrame) -> AgentHealth:
+    counts = group["status"].value_counts()
+    oldest_at, oldest_db = None, None
+    succeeded = group[group["last_success"].notna()]
+    if not succeeded.empty:
+        row = succeeded.loc[succeeded["last_success"].idxmin()]
+        oldest_at, oldest_db = row["last_success"].to_pydatetime(), row["database_name"]
+        if agent == TOTAL:
+            oldest_db = f"{row['agent_id']}/{row['database_name']}"
+    return AgentHealth(
+        agent_id=agent,
+        jobs=int(group["job_id"].nunique()),
+        evaluated=int(group["status"].notna().sum()),
+        pending=int(group["status"].isna().sum()),
+        size_anomalies=int(group["anomaly"].notna().sum()),
+        oldest_last_success=oldest_at,
+        oldest_last_success_database=oldest_db,
+        never_succeeded=int(group.loc[group["last_success"].isna(), "job_id"].nunique()),
+        **{status.lower(): int(counts.get(status, 0)) for status in STATUSES},
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
+def _float(value: Any) -> float | None:
+    return None if pd.isna(value) else float(value)

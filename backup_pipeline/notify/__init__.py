@@ -1,0 +1,1 @@
+"""Notification delivery: the recorded alerts sent to their targets, grouped per target."""

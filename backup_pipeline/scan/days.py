@@ -1,0 +1,70 @@
+"""Which days a scan owes, for the runs that choose their own partitions (the CLI's automatic scan
+and the deposit sensor): days with a cycle still without an entry, and days that the report files
+waiting in log/ can bear on, judged from their names alone (nothing is parsed before ingestion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from backup_pipeline.adapters.deposit import discover_agents, list_reports
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.core.cycles import days_touched_in_any_zone
+from backup_pipeline.core.reports import parse_file_name_time
+from backup_pipeline.storage import expected_backups
+from backup_pipeline.storage.database import Database
+
+
+def open_days(database: Database, settings: Settings, as_of: datetime) -> list[date]:
+    """Days up to `as_of`'s with a cycle still without an entry, since the expected backups exist."""
+    with database.sessions() as session:
+        created = expected_backups.earliest_backup_creation(session)
+        if created is None:
+            return [as_of.date()]
+        first = max(settings.start_date, created.date())
+        days = expected_backups.open_days(session, first, as_of.date())
+    return days or [as_of.date()]
+
+
+def pending_files(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Digest → (agent, file name) of every report file waiting in a log/ folder (FileNotFoundError
+    when the deposit root is missing)."""
+    agents, _ = discover_agents(settings.storage_root)
+    found: dict[str, tuple[str, str]] = {}
+    for agent in agents:
+        for report in list_reports(agent):
+            key = f"{agent.agent_id}/{report.shown}:{report.size}:{report.mtime}"
+            found[hashlib.blake2b(key.encode(), digest_size=8).hexdigest()] = (agent.agent_id, report.shown)
+    return found
+
+
+def days_named_by(
+    files: Iterable[tuple[str, str]], widest_window: int, today: date, first: date
+) -> list[date]:
+    """Days whose cycles report files can be relevant to, judged from their names alone."""
+    days: set[date] = set()
+    window = timedelta(minutes=widest_window)
+    for _, name in files:
+        named_at = parse_file_name_time(name)
+        if named_at is None:
+            days.add(today)  # still has to be recorded (as rejected)
+            continue
+        days.update(days_touched_in_any_zone(named_at.replace(tzinfo=UTC), window))
+    return sorted({min(max(d, first), today) for d in days})  # clamped days coincide: once each
+
+
+def waiting_days(database: Database, settings: Settings, as_of: datetime) -> list[date]:
+    """The days the report files waiting in log/ can bear on (as the deposit sensor judges them)."""
+    try:
+        files = list(pending_files(settings).values())
+    except FileNotFoundError:
+        return []
+    if not files:
+        return []
+    with database.sessions() as session:
+        widest = max(expected_backups.agent_windows(session).values(), default=settings.window_minutes)
+        created = expected_backups.earliest_backup_creation(session)
+    first = max(settings.start_date, created.date()) if created else settings.start_date
+    return days_named_by(files, widest, as_of.date(), first)

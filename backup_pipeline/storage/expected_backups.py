@@ -1,0 +1,274 @@
+"""Expected backups in PostgreSQL: syncing the jobs file, the fleet's state, and the light
+projections a scan plans with (a scan costs its new work, not the size of the fleet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from backup_pipeline.config.jobs_file import DeclaredBackup
+from backup_pipeline.core.domain import BackupStatus
+from backup_pipeline.storage.orm import ExpectedBackupRow, FleetStateRow, JobsFileSyncRow
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    active: int
+    added: int
+    deactivated: int
+
+
+def sync_backups(
+    session: Session,
+    backups: Sequence[DeclaredBackup],
+    as_of: datetime,
+    *,
+    digest: str | None = None,
+    path: Path | None = None,
+) -> SyncSummary:
+    """Upsert the declared expected backups; those no longer declared become inactive, never deleted.
+
+    Only differences are written, so syncing an unchanged file of 20,000 backups costs one read. The
+    file's digest is recorded with the backups it produced (see `synced_jobs_file`), and under its
+    path (see `jobs_file_changed_since_sync`).
+    """
+    columns = (
+        ExpectedBackupRow.id,
+        ExpectedBackupRow.agent_id_responsible,
+        ExpectedBackupRow.database_name,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.is_active,
+        *(getattr(ExpectedBackupRow, c) for c in _CONFIG_FIELDS),
+    )
+    existing = {(r[1], r[2], r[3], r[4]): r for r in session.execute(sa.select(*columns))}
+    changed = [
+        _backup_values(backup, as_of)
+        for backup in backups
+        if (row := existing.get(backup.key)) is None or not row.is_active or _config_differs(row, backup)
+    ]
+    if changed:
+        statement = insert(ExpectedBackupRow)
+        updated = {c: statement.excluded[c] for c in _CONFIG_FIELDS} | {
+            "is_active": sa.true(),
+            "updated_at": sa.func.now(),
+        }
+        session.execute(statement.on_conflict_do_update(constraint="uq_job", set_=updated), changed)
+    declared = {backup.key for backup in backups}
+    stale = [row.id for key, row in existing.items() if key not in declared and row.is_active]
+    if stale:
+        session.execute(
+            sa.update(ExpectedBackupRow)
+            .where(ExpectedBackupRow.id.in_(stale))
+            .values(is_active=False, updated_at=sa.func.now())
+        )
+    _record_sync(session, digest, len(backups), path)
+    session.commit()
+    return SyncSummary(active=len(backups), added=len(declared - set(existing)), deactivated=len(stale))
+
+
+def synced_jobs_file(session: Session, digest: str) -> int | None:
+    """The active backup count when the expected backups already reflect the file with this digest.
+
+    Only `sync_backups` writes their configuration, and it records the digest in the same transaction, so
+    a matching digest means syncing again would change nothing.
+    """
+    row = session.get(FleetStateRow, FLEET_STATE_ID)
+    return row.active_jobs if row is not None and row.jobs_file_digest == digest else None
+
+
+def _record_sync(session: Session, digest: str | None, active: int, path: Path | None) -> None:
+    values = {"id": FLEET_STATE_ID, "jobs_file_digest": digest, "active_jobs": active}
+    statement = insert(FleetStateRow).values(values | {"jobs_synced_at": sa.func.now()})
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "jobs_file_digest": digest,
+                "active_jobs": active,
+                "jobs_synced_at": statement.excluded.jobs_synced_at,
+            },
+        )
+    )
+    if path is not None and digest is not None:
+        remember_jobs_file(session, path, digest)
+
+
+def remember_jobs_file(session: Session, path: Path, digest: str) -> None:
+    """Record that the file at `path` held `digest` when the expected backups were last set."""
+    synced = insert(JobsFileSyncRow).values(path=str(path), digest=digest, synced_at=sa.func.now())
+    session.execute(
+        synced.on_conflict_do_update(
+            index_elements=["path"],
+            set_={"digest": synced.excluded.digest, "synced_at": synced.excluded.synced_at},
+        )
+    )
+
+
+def jobs_file_changed_since_sync(session: Session, path: Path, digest: str) -> bool:
+    """Whether the file at `path` holds something else than when the expected backups were last set
+    (or was never seen then)."""
+    row = session.get(JobsFileSyncRow, str(path))
+    return row is None or row.digest != digest
+
+
+def record_fleet_check(session: Session, checked_at: datetime) -> None:
+    """Every active expected backup was looked at by a scan as of `checked_at` (one row, not one per
+    backup)."""
+    statement = insert(FleetStateRow).values(id=FLEET_STATE_ID, checked_at=checked_at)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"checked_at": sa.func.greatest(FleetStateRow.checked_at, statement.excluded.checked_at)},
+        )
+    )
+
+
+def fleet_checked_at(session: Session) -> datetime | None:
+    row = session.get(FleetStateRow, FLEET_STATE_ID)
+    return row.checked_at if row is not None else None
+
+
+FLEET_STATE_ID = 1
+
+
+def _config_differs(row: Any, backup: DeclaredBackup) -> bool:
+    wanted = {
+        "window_minutes": backup.window_minutes,
+        "timezone": backup.timezone,
+        "staged_file_name": backup.staged_file_name,
+        "content_change": backup.content_change.value,
+        "alerting": backup.alerting.stored(),
+    }
+    return any(getattr(row, field) != value for field, value in wanted.items())
+
+
+_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change", "alerting")
+
+
+def _backup_values(backup: DeclaredBackup, as_of: datetime) -> dict[str, Any]:
+    parts = backup.agent_id.split("_")
+    return {
+        "agent_id_responsible": backup.agent_id,
+        "database_name": backup.database_name,
+        "expected_hour_utc": backup.expected_hour_utc,
+        "expected_minute_utc": backup.expected_minute_utc,
+        "window_minutes": backup.window_minutes,
+        "timezone": backup.timezone,
+        "staged_file_name": backup.staged_file_name,
+        "content_change": backup.content_change.value,
+        "alerting": backup.alerting.stored(),
+        "company_name": parts[0],
+        "city": parts[1],
+        "neighborhood": "_".join(parts[2:]),
+        "is_active": True,
+        "current_status": BackupStatus.UNKNOWN.value,
+        "created_at": as_of,
+    }
+
+
+def active_backups(session: Session, ids: Iterable[int] | None = None) -> list[ExpectedBackupRow]:
+    query = sa.select(ExpectedBackupRow).where(ExpectedBackupRow.is_active)
+    if ids is not None:
+        query = query.where(ExpectedBackupRow.id.in_(list(ids)))
+    return list(session.execute(query.order_by(ExpectedBackupRow.id)).scalars())
+
+
+def backup_timings(session: Session, ids: Iterable[int] | None = None) -> list[Any]:
+    """Active expected backups' (all, or these) identity and timing columns only (rows with attribute
+    access)."""
+    query = sa.select(
+        ExpectedBackupRow.id,
+        ExpectedBackupRow.agent_id_responsible,
+        ExpectedBackupRow.database_name,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.window_minutes,
+        ExpectedBackupRow.timezone,
+        ExpectedBackupRow.created_at,
+    ).where(ExpectedBackupRow.is_active)
+    if ids is not None:
+        query = query.where(ExpectedBackupRow.id.in_(list(ids)))
+    return list(session.execute(query.order_by(ExpectedBackupRow.id)))
+
+
+def active_backup_agents(session: Session) -> list[tuple[int, str]]:
+    query = sa.select(ExpectedBackupRow.id, ExpectedBackupRow.agent_id_responsible).where(
+        ExpectedBackupRow.is_active
+    )
+    return [(backup_id, agent) for backup_id, agent in session.execute(query)]
+
+
+def all_backups(session: Session) -> list[ExpectedBackupRow]:
+    query = sa.select(ExpectedBackupRow).order_by(
+        ExpectedBackupRow.agent_id_responsible,
+        ExpectedBackupRow.database_name,
+        ExpectedBackupRow.expected_hour_utc,
+    )
+    return list(session.execute(query).scalars())
+
+
+def agent_timezones(session: Session, agent_ids: Sequence[str] | None = None) -> dict[str, str]:
+    """The zone each agent's (every agent's, or these) naive timestamps are read in, when all its
+    active expected backups agree on one."""
+    query = sa.select(
+        ExpectedBackupRow.agent_id_responsible,
+        sa.func.min(ExpectedBackupRow.timezone),
+        sa.func.count(sa.distinct(ExpectedBackupRow.timezone)),
+    ).where(ExpectedBackupRow.is_active)
+    if agent_ids is not None:
+        query = query.where(ExpectedBackupRow.agent_id_responsible.in_(list(agent_ids)))
+    rows = session.execute(query.group_by(ExpectedBackupRow.agent_id_responsible))
+    return {agent: zone for agent, zone, zones in rows if zones == 1}
+
+
+def agent_windows(session: Session, agent_ids: Sequence[str] | None = None) -> dict[str, int]:
+    """The widest window of each agent's (every agent's, or these) active expected backups."""
+    query = sa.select(
+        ExpectedBackupRow.agent_id_responsible, sa.func.max(ExpectedBackupRow.window_minutes)
+    ).where(ExpectedBackupRow.is_active)
+    if agent_ids is not None:
+        query = query.where(ExpectedBackupRow.agent_id_responsible.in_(list(agent_ids)))
+    rows = session.execute(query.group_by(ExpectedBackupRow.agent_id_responsible))
+    return {agent: window for agent, window in rows}
+
+
+def open_days(session: Session, first: date, last: date) -> list[date]:
+    """Days in [first, last] with an active expected backup's cycle that has no entry yet.
+
+    Cycles whose deadline precedes the backup's creation are not owed: adding one does not
+    flood history with MISSING.
+    """
+    statement = sa.text(
+        """
+        SELECT d::date AS day
+        FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') AS d
+        WHERE EXISTS (
+            SELECT 1 FROM expected_jobs j
+            CROSS JOIN LATERAL (
+                SELECT (d::timestamp AT TIME ZONE 'UTC')
+                       + make_interval(hours => j.expected_hour_utc, mins => j.expected_minute_utc) AS t
+            ) c
+            WHERE j.is_active
+              AND c.t + make_interval(mins => j.window_minutes) >= j.created_at
+              AND NOT EXISTS (
+                  SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
+              )
+        )
+        ORDER BY day
+        """
+    )
+    return [row.day for row in session.execute(statement, {"first": first, "last": last})]
+
+
+def earliest_backup_creation(session: Session) -> datetime | None:
+    return session.execute(
+        sa.select(sa.func.min(ExpectedBackupRow.created_at)).where(ExpectedBackupRow.is_active)
+    ).scalar()
