@@ -99,7 +99,7 @@ def reference(work: Path, jobs: int) -> float:
 
     from backup_pipeline.config.jobs_file import load_jobs_file
     from backup_pipeline.config.settings import load_settings
-    from backup_pipeline.storage import repository
+    from backup_pipeline.storage import expected_backups
     from backup_pipeline.storage.database import embedded_server_url, ensure_database, migrate
     from benchmarks.naive_reference import naive_scan
 
@@ -112,7 +112,9 @@ def reference(work: Path, jobs: int) -> float:
     migrate(engine)
     now = datetime.fromisoformat(AT)
     with Session(engine) as session:
-        repository.sync_jobs(session, load_jobs_file(work / "jobs.yaml", 60), now - timedelta(days=1))
+        expected_backups.sync_backups(
+            session, load_jobs_file(work / "jobs.yaml", 60), now - timedelta(days=1)
+        )
         with timed() as elapsed:
             naive_scan(session, work / "deposit.reference", date.fromisoformat(DAY), now, jobs)
     engine.dispose()

@@ -15,22 +15,26 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from backup_pipeline.config.jobs_file import to_expected_backup
 from backup_pipeline.core import rules
 from backup_pipeline.core.cycles import cycle_on
 from backup_pipeline.core.domain import RecordedReport, ReportRef, StagedFileCheck
 from backup_pipeline.core.reports import parse_report
-from backup_pipeline.config.jobs_file import to_expected_backup
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 
 def naive_scan(session: Session, root: Path, day: date, now: datetime, limit: int) -> int:
-    jobs = session.execute(sa.select(ExpectedBackupRow).order_by(ExpectedBackupRow.id).limit(limit)).scalars().all()
+    jobs = (
+        session.execute(sa.select(ExpectedBackupRow).order_by(ExpectedBackupRow.id).limit(limit))
+        .scalars()
+        .all()
+    )
     for job in jobs:
         cycle = cycle_on(to_expected_backup(job), day)
         reports = []
         for n, path in enumerate(sorted((root / job.agent_id_responsible / "log").glob("*.json"))):
             outcome = parse_report(
-                path.read_bytes(), agent_id=job.agent_id_responsible, now=now, max_age=timedelta(days=7)
+                path.read_bytes(), agent_id=job.agent_id_responsible, as_of=now, max_age=timedelta(days=7)
             )
             if outcome.report is not None:
                 reports.append(RecordedReport(ReportRef(n, path.name), outcome.report))

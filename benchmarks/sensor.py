@@ -32,19 +32,19 @@ def build(work: Path) -> Path:
 
 
 def tick(root: Path, cursor: str | None) -> tuple[float, object]:
-    from dagster import DagsterInstance, Definitions, build_sensor_context
+    from dagster import DagsterInstance, build_sensor_context
 
-    from backup_pipeline.defs.automation import build_sensor
-    from backup_pipeline.definitions import ScanResource, scan_job
-    from backup_pipeline.config.jobs_file import load_jobs_file
     from backup_pipeline.config.settings import load_settings
+    from backup_pipeline.defs import build_definitions
+    from backup_pipeline.defs.automation import DEPOSIT_SENSOR
 
-    settings = load_settings().model_copy(update={"storage_root": root})
-    jobs = load_jobs_file(root / "jobs.yaml", 60)
-    sensor = build_sensor(scan_job, jobs, settings)
+    settings = load_settings().model_copy(update={"storage_root": root, "jobs_file": root / "jobs.yaml"})
+    definitions = build_definitions(settings)
+    sensor = definitions.resolve_sensor_def(DEPOSIT_SENSOR)
     with DagsterInstance.ephemeral() as instance:
-        definitions = Definitions(jobs=[scan_job], sensors=[sensor], resources={"scan": ScanResource()})
-        context = build_sensor_context(instance=instance, cursor=cursor, definitions=definitions)
+        context = build_sensor_context(
+            instance=instance, cursor=cursor, definitions=definitions, resources={"settings": settings}
+        )
         with timed() as elapsed:
             result = sensor.evaluate_tick(context)
         return elapsed(), result

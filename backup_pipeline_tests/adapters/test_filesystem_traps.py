@@ -50,7 +50,7 @@ _os.open = _open
 
 
 def env_of(workspace: Workspace) -> ScanEnv:
-    return ScanEnv(workspace.root, workspace.jobs_file, workspace.home, workspace.database_url)
+    return ScanEnv.of(workspace)
 
 
 def jobs(*databases: str) -> list[dict[str, object]]:

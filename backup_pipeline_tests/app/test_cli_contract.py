@@ -176,6 +176,38 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     assert ws.entries(agent=DOUALA, database="compta_db") == history
 
 
+def test_a_scan_never_undoes_a_sync_of_another_jobs_file(workspace: Workspace) -> None:
+    """`jobs sync --file OTHER` is a person's choice: the scans that follow keep it (they used to
+    re-sync the configured file and deactivate OTHER's backups), until the configured file changes."""
+    ws = workspace
+    configured = [job(DOUALA, "compta_db", 13), job(DOUALA, "paie_db", 13)]
+    ws.write_jobs(configured)
+    other = ws.jobs_file.parent / "other-jobs.yaml"
+    other.write_text(yaml.safe_dump({"jobs": [job(YAOUNDE, "stock_db", 2)]}))
+
+    def active() -> set[tuple[str, str]]:
+        rows = json_array(ws.cli("backups", "list", "--json"))
+        return {(r["agent_id"], r["database_name"]) for r in rows if r["is_active"]}
+
+    # The configured file was never synced: the person's explicit choice still stands.
+    assert "1 active job(s): 1 added, 0 deactivated" in ws.cli("jobs", "sync", "--file", str(other)).stdout
+    ws.cli("scan", "--at", f"{DAY1}T14:00:00Z", "--partition", DAY1)
+    ws.cli("scan", "--at", f"{DAY1}T15:00:00Z")
+    assert active() == {(YAOUNDE, "stock_db")}
+
+    # Once synced, then another file chosen: the same.
+    ws.cli("backups", "sync")
+    assert active() == {(DOUALA, "compta_db"), (DOUALA, "paie_db")}
+    ws.cli("jobs", "sync", "--file", str(other))
+    ws.cli("scan", "--at", f"{DAY1}T16:00:00Z")
+    assert active() == {(YAOUNDE, "stock_db")}
+
+    # The configured file changes: that is newer intent, and the next scan follows it.
+    ws.write_jobs([*configured, job(DOUALA, "stock_db", 13)])
+    ws.cli("scan", "--at", f"{DAY1}T17:00:00Z")
+    assert active() == {(DOUALA, "compta_db"), (DOUALA, "paie_db"), (DOUALA, "stock_db")}
+
+
 # ---------------------------------------------------------------- status
 
 

@@ -245,3 +245,38 @@ def test_scan_with_an_unusable_dagster_yaml_says_so_without_a_traceback(workspac
     assert f"cannot open the Dagster instance at DAGSTER_HOME={home}" in completed.stderr
     assert "NOT_SET_ANYWHERE_BP_TEST" in completed.stderr
     assert workspace.entries() == []
+
+
+def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_from_scans(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One asset per agent: the on-demand integrity check and the check evaluation a scan reports
+    for the agent's day come from one verdict, so they agree even when nothing was evaluated yet
+    (the check said "failed", the scan's event "passed")."""
+    from dagster import AssetCheckEvaluation, AssetSelection, define_asset_job
+
+    from backup_pipeline.defs.fleet import agent_asset_key, agent_events
+    from backup_pipeline.scan.outcomes import AgentDay
+
+    monkeypatch.setenv("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "0")
+    agent = "SIRPACAM_DOUALA_NEWBELL"
+    workspace.write_jobs([{"agent_id": agent, "database_name": "compta_db", "expected_hour_utc": 13}])
+    workspace.cli("jobs", "sync")
+    check_now = define_asset_job(
+        "check_now", selection=AssetSelection.checks_for_assets(agent_asset_key(agent))
+    )
+    defs = Definitions.merge(definitions(), Definitions(jobs=[check_now]))
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("check_now").execute_in_process(instance=instance)
+    on_demand = {c.check_name: c for c in result.get_asset_check_evaluations()}["integrity"]
+    empty = AgentDay(
+        agent_id=agent, day=datetime(2025, 11, 21).date(), statuses={}, problems=[], total_size=0, entries=0
+    )
+    (reported,) = [
+        e
+        for e in agent_events([empty])
+        if isinstance(e, AssetCheckEvaluation) and e.check_name == "integrity"
+    ]
+    assert on_demand.passed is False and reported.passed is False
+    assert on_demand.metadata["problems"].value == "no cycle evaluated yet"
+    assert reported.metadata["problems"].value == "no cycle evaluated yet"

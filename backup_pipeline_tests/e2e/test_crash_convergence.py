@@ -30,6 +30,7 @@ from backup_pipeline_tests.support.fleet import (
     prepared_stage,
 )
 from backup_pipeline_tests.support.scan_harness import (
+    ScanEnv,
     assert_converged,
     kill_at,
     ok,
@@ -155,3 +156,45 @@ def test_a_late_report_after_its_staged_file_was_replaced_by_the_next_cycle(work
     assert entry["report_file"] == late.name
     assert f"matches the later report {D2.replace('-', '')}_130500_{A1}.json" in entry["message"]
     assert workspace.entry(A1, "compta_db", f"{D2}T13:00:00Z")["status"] == "SUCCESS"
+
+
+# ---------------------------------------------------------------- reports found by a scan's last run
+
+
+def test_reports_found_by_the_last_run_of_a_scan_wait_for_the_days_they_bear_on(workspace, tmp_path) -> None:
+    """A late report lands while a scan runs (named at its upload, on D3; its operation ended on D1).
+    The scan planned D3 alone, and that run records the report: it must not archive it before the
+    scan's next runs evaluate D1. Killed right after the D3 run, the next scan still finds the report
+    in log/ and turns D1's MISSING into a SUCCESS."""
+    d3 = "2025-11-22"
+    workspace.write_jobs(ONE_JOB)
+    workspace.cli("jobs", "sync", "--at", f"{D1}T00:00:00Z")
+    workspace.cli("scan", "--at", f"{D2}T14:30:00Z")
+    assert workspace.entry(A1, "compta_db", f"{D1}T13:00:00Z")["status"] == "MISSING"
+
+    agent = Agent(workspace.root, A1)
+    dump = gz(b"the D1 dump, uploaded late\n" * 200)
+    agent.stage("compta_db.sql.gz", dump)
+    section = {"compta_db": agent.database_section("compta_db.sql.gz", dump)}
+    upload = agent.report(utc(f"{D1}T13:05:00Z"), section, name=f"20251122_090000_{A1}.json")
+    held = tmp_path / upload.name
+    upload.rename(held)  # it lands only once the scan has planned its days (see the prelude)
+    arrives = f"""
+import os as _arrival_os
+def _arrive():
+    _arrival_os.rename({str(held)!r}, {str(upload)!r})
+"""
+    prelude = (
+        arrives
+        + kill_at(f"{DEFINITIONS}:ingest", nth=2, when="before")
+        + f"_sabotage({DEFINITIONS + ':ingest'!r}, 1, 'before', _arrive)\n"
+    )
+    killed = run_cli(ScanEnv.of(workspace), "scan", "--at", f"{d3}T14:30:00Z", prelude=prelude)
+    assert killed.returncode == -9, f"the scan was not killed:\n{killed.stdout}\n{killed.stderr}"
+    assert upload.exists(), "the report left log/ before the day it bears on was evaluated"
+
+    ok(run_cli(ScanEnv.of(workspace), "scan", "--at", f"{d3}T14:30:00Z"))
+    entry = workspace.entry(A1, "compta_db", f"{D1}T13:00:00Z")
+    assert entry["status"] == "SUCCESS", entry["message"]
+    assert entry["report_file"] == upload.name
+    assert not upload.exists() and (agent.archive / upload.name).exists()

@@ -34,10 +34,11 @@ from sqlalchemy.engine import make_url
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, sha
+from backup_pipeline_tests.support.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = PROJECT_ROOT
 ARTIFACTS = PROJECT / "test-artifacts"
 BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -677,46 +678,87 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_sigterm_to_backup_pipeline_dev_stops_the_webserver_daemon_and_code_servers(
+# What `.env` holds in the folder `backup-pipeline dev` is started from: settings that are not in the
+# environment, which every process Dagster starts must see as the CLI saw them.
+DOT_ENV = {
+    "BACKUP_PIPELINE_START_DATE": "2025-03-01",
+    "SCANNER_REPORT_COLLECTION_WINDOW_MINUTES": "45",
+    "BACKUP_PIPELINE_MAX_BATCHES": "3",
+    "BACKUP_PIPELINE_NOTIFY_RETRY_SECONDS": "120",
+    "BACKUP_PIPELINE_SIZE_BELOW_RATIO": "0.25",
+}
+FIRST_PARTITION = """query First {
+  partitionSetOrError(repositorySelector: {repositoryLocationName: "backup_pipeline",
+                                           repositoryName: "__repository__"},
+                      partitionSetName: "backup_scan_partition_set") {
+    ... on PartitionSet { partitionsOrError(limit: 1) { ... on Partitions { results { name } } } } } }"""
+
+
+def _ignore_sigint() -> None:
+    """What a shell does to a command it starts in the background (`backup-pipeline dev &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_backup_pipeline_dev_started_from_a_script_sees_its_dot_env_and_stops_on_sigterm(
     workspace: Workspace, dagster_storage_url: str, tmp_path: Path
 ) -> None:
-    """What a service manager does: SIGTERM to the process it started, then it expects nothing left."""
+    """Started the way a start script does (SIGINT ignored, settings in `.env`): the webserver, the
+    daemon and the code servers see every setting the CLI saw, and a service manager's SIGTERM to
+    the process it started leaves nothing running within 15 s."""
     workspace.write_jobs([{"agent_id": AGENT, "database_name": "compta_db", "expected_hour_utc": 13}])
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in DOT_ENV.items()))
     home = tmp_path / "dev_home"
     port = _free_port()
-    env = os.environ.copy() | {"DAGSTER_HOME": str(home), DAGSTER_URL_ENV: dagster_storage_url}
+    env = {k: v for k, v in os.environ.items() if k not in DOT_ENV}
+    env |= {"DAGSTER_HOME": str(home), DAGSTER_URL_ENV: dagster_storage_url}
     with (tmp_path / "dev.log").open("wb") as out:
         dev = subprocess.Popen(
             [str(BIN / "backup-pipeline"), "dev", "--port", str(port)],
+            cwd=tmp_path,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so that the cleanup below can reach whatever survives
+            preexec_fn=_ignore_sigint,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert dev.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
-            time.sleep(1)
-        assert len(_processes_with(f"DAGSTER_HOME={home}")) >= 3  # dev, webserver, daemon (+ code servers)
+        _wait_for_ui(dev, port, tmp_path / "dev.log")
+        servers = Servers(port=port, home=home, env=env)
+        partitions = servers.graphql(FIRST_PARTITION)["partitionSetOrError"]["partitionsOrError"]["results"]
+        assert [p["name"] for p in partitions] == ["2025-03-01"]  # the code server read `.env`'s start date
+        started = _processes_with(f"DAGSTER_HOME={home}")
+        assert len(started) >= 3  # dev, webserver, daemon (+ code servers)
+        for pid in started:
+            seen = _environment_of(pid)
+            assert {name: seen.get(name) for name in DOT_ENV} == DOT_ENV, f"process {pid}"
 
         dev.send_signal(signal.SIGTERM)  # to the process that was started, not its group
-        dev.wait(timeout=60)
-
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 15
         while (left := _processes_with(f"DAGSTER_HOME={home}")) and time.monotonic() < deadline:
-            time.sleep(1)
-        assert left == [], f"still running after SIGTERM: {left}\n{(tmp_path / 'dev.log').read_text()}"
+            time.sleep(0.5)
+        assert left == [], f"still running 15 s after SIGTERM: {left}\n{(tmp_path / 'dev.log').read_text()}"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(dev.pid, signal.SIGKILL)
+
+
+def _wait_for_ui(dev: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        assert dev.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(1)
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
 # ---------------------------------------------------------------- a failed run is re-executed

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from dagster import DagsterInstance
 
+from backup_pipeline.config.settings import load_settings
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.dagster_runs import run_scan_job
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
@@ -333,3 +335,33 @@ def test_secrets_never_reach_dagster_run_events_or_metadata(
     everything = "\n".join(repr(r) for r in records)
     assert f"json://127.0.0.1:{closed}" in everything  # the failing target is named, redacted
     assert SECRET not in everything
+
+
+def test_a_notify_step_that_fails_with_its_connection_gone_raises_its_own_error(
+    workspace: Workspace, agent: Agent, http: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifier's advisory lock lives on a connection of its own. When PostgreSQL drops it while
+    the notifier works, releasing the lock must not replace the error the work raised (it raised a
+    new `connection already closed` that hid what went wrong)."""
+    from backup_pipeline.notify import deliver
+    from backup_pipeline.storage.database import open_database
+
+    monkeypatch.setenv("BACKUP_PIPELINE_NOTIFY_URLS", http.url("hooks"))
+    workspace.write_jobs([job()])
+    fail(agent, DAY1, "compta_db")
+    settings = load_settings()
+    database = open_database(settings)
+
+    def dropped_then_failing(self: object, database: object) -> None:
+        with database.engine.connect() as conn:  # every other session of this database: the lock's
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        raise RuntimeError("the delivery itself failed")
+
+    monkeypatch.setattr(deliver._Delivery, "run", dropped_then_failing)
+    with pytest.raises(RuntimeError, match="the delivery itself failed"):
+        deliver.notify(settings, database, run_id=None)

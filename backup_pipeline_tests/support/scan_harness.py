@@ -61,6 +61,11 @@ class ScanEnv:
         }
         return env | (self.extra or {})
 
+    @classmethod
+    def of(cls, workspace: Any) -> ScanEnv:
+        """The environment of a test's `workspace` fixture, for scans in their own process."""
+        return cls(workspace.root, workspace.jobs_file, workspace.home, workspace.database_url)
+
     def write_jobs(self, jobs: list[dict[str, Any]]) -> None:
         import yaml
 
