@@ -260,7 +260,9 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
 
     monkeypatch.setenv("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "0")
     agent = "SIRPACAM_DOUALA_NEWBELL"
-    workspace.write_jobs([{"agent_id": agent, "database_name": "compta_db", "expected_hour_utc": 13}])
+    workspace.write_jobs(
+        [{"agent_id": agent, "database_name": "compta_db", "expected_hour_utc": 13, "expected_minute_utc": 0}]
+    )
     workspace.cli("jobs", "sync")
     check_now = define_asset_job(
         "check_now", selection=AssetSelection.checks_for_assets(agent_asset_key(agent))

@@ -705,7 +705,9 @@ def test_backup_pipeline_dev_started_from_a_script_sees_its_dot_env_and_stops_on
     """Started the way a start script does (SIGINT ignored, settings in `.env`): the webserver, the
     daemon and the code servers see every setting the CLI saw, and a service manager's SIGTERM to
     the process it started leaves nothing running within 15 s."""
-    workspace.write_jobs([{"agent_id": AGENT, "database_name": "compta_db", "expected_hour_utc": 13}])
+    workspace.write_jobs(
+        [{"agent_id": AGENT, "database_name": "compta_db", "expected_hour_utc": 13, "expected_minute_utc": 0}]
+    )
     (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in DOT_ENV.items()))
     home = tmp_path / "dev_home"
     port = _free_port()
