@@ -65,21 +65,27 @@ def _last_checked(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> 
     return max((t for t in times if t is not None), default=None)
 
 
+# Shown as they are stored (the rest are renamed or are timestamps, shown in ISO-8601 UTC).
+_BACKUP_FIELDS = (
+    "database_name",
+    "expected_hour_utc",
+    "expected_minute_utc",
+    "window_minutes",
+    "timezone",
+    "staged_file_name",
+    "content_change",
+    "is_active",
+    "company_name",
+    "city",
+    "neighborhood",
+    "current_status",
+)
+
+
 def _backup_row(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> dict[str, Any]:
     return {
         "agent_id": backup.agent_id_responsible,
-        "database_name": backup.database_name,
-        "expected_hour_utc": backup.expected_hour_utc,
-        "expected_minute_utc": backup.expected_minute_utc,
-        "window_minutes": backup.window_minutes,
-        "timezone": backup.timezone,
-        "staged_file_name": backup.staged_file_name,
-        "content_change": backup.content_change,
-        "is_active": backup.is_active,
-        "company_name": backup.company_name,
-        "city": backup.city,
-        "neighborhood": backup.neighborhood,
-        "current_status": backup.current_status,
+        **{field: getattr(backup, field) for field in _BACKUP_FIELDS},
         "last_checked_timestamp": iso(_last_checked(backup, fleet_checked)),
         "last_successful_backup_timestamp": iso(backup.last_successful_backup_timestamp),
         "previous_successful_hash_global": backup.previous_successful_hash_global,

@@ -10,7 +10,7 @@ among its databases) plus a TOTAL row, the day's problems and its size anomalies
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from backup_pipeline.storage.digest import digest_rows
 
 STATUSES = [status.value for status in reversed(EntryStatus)]  # SUCCESS first: the usual case
 TOTAL = "TOTAL"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class AgentHealth(BaseModel):
@@ -100,32 +101,9 @@ def summarise(day: date, backups: list[Any], entries: list[Any], last_success: l
     )
 
     agents = [_agent_row(agent, group) for agent, group in frame.groupby("agent_id", sort=True)]
-    problems = [
-        Problem(
-            agent_id=r.agent_id,
-            database_name=r.database_name,
-            cycle_expected_at=r.cycle,
-            status=r.status,
-            message=r.message,
-        )
-        for r in frame[frame["status"].isin(PROBLEM_STATUSES)]
-        .sort_values(["agent_id", "database_name", "cycle"])
-        .itertuples()
-    ]
-    anomalies = [
-        Anomaly(
-            agent_id=r.agent_id,
-            database_name=r.database_name,
-            cycle_expected_at=r.cycle,
-            kind=r.anomaly,
-            size=_int(r.size),
-            median=_float(r.median),
-            ratio=_float(r.ratio),
-        )
-        for r in frame[frame["anomaly"].notna()]
-        .sort_values(["agent_id", "database_name", "cycle"])
-        .itertuples()
-    ]
+    listed = frame.rename(columns={"cycle": "cycle_expected_at", "anomaly": "kind"})
+    problems = _models(Problem, listed[listed["status"].isin(PROBLEM_STATUSES)])
+    anomalies = _models(Anomaly, listed[listed["kind"].notna()])
     return FleetDigest(
         day=day,
         generated_at=datetime.now(UTC),
@@ -158,9 +136,15 @@ def _agent_row(agent: str, group: pd.DataFrame) -> AgentHealth:
     )
 
 
-def _int(value: Any) -> int | None:
-    return None if pd.isna(value) else int(value)
+def _models(model: type[ModelT], frame: pd.DataFrame) -> list[ModelT]:
+    """One `model` per row, sorted by agent, database and cycle; NaN becomes None."""
+    ordered = frame.sort_values(["agent_id", "database_name", "cycle_expected_at"])
+    fields = list(model.model_fields)
+    return [
+        model(**{f: None if _missing(v) else v for f, v in zip(fields, row, strict=True)})
+        for row in ordered[fields].itertuples(index=False)
+    ]
 
 
-def _float(value: Any) -> float | None:
-    return None if pd.isna(value) else float(value)
+def _missing(value: Any) -> bool:
+    return not isinstance(value, str | datetime) and bool(pd.isna(value))

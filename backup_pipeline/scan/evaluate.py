@@ -209,11 +209,10 @@ def _utc(item: _Pending, value: Any) -> datetime | None:
 
 def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[str, Any]:
     database = decision.database
-    step = database.step if database else (lambda _s: None)
-    dumped, compressed, transferred = step(Step.BACKUP), step(Step.COMPRESS), step(Step.TRANSFER)
     check = decision.check
     report = decision.report
     measured_at = item.existing.measured_at if item.check_reused and item.existing else ctx.as_of
+    previous = decision.previous
     return {
         "job_id": item.backup.id,
         "cycle_expected_at": item.cycle.expected_at,
@@ -222,20 +221,7 @@ def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[
         "report_id": report.ref.report_id if report else None,
         "report_file": report.ref.file_name if report else None,
         "agent_operation_end_time": _utc(item, report.report.operation_end_time) if report else None,
-        "agent_backup_status": dumped.status if dumped else None,
-        "agent_backup_start_time": _utc(item, dumped.start_time) if dumped else None,
-        "agent_backup_end_time": _utc(item, dumped.end_time) if dumped else None,
-        "agent_backup_hash_pre_compress": dumped.sha256 if dumped else None,
-        "agent_backup_size_pre_compress": dumped.size if dumped else None,
-        "agent_compress_status": compressed.status if compressed else None,
-        "agent_compress_start_time": _utc(item, compressed.start_time) if compressed else None,
-        "agent_compress_end_time": _utc(item, compressed.end_time) if compressed else None,
-        "agent_compress_hash_post_compress": compressed.sha256 if compressed else None,
-        "agent_compress_size_post_compress": compressed.size if compressed else None,
-        "agent_transfer_status": transferred.status if transferred else None,
-        "agent_transfer_start_time": _utc(item, transferred.start_time) if transferred else None,
-        "agent_transfer_end_time": _utc(item, transferred.end_time) if transferred else None,
-        "agent_transfer_error_message": transferred.error_message if transferred else None,
+        **{column: value for step in Step for column, value in _step_values(item, database, step)},
         "agent_staged_file_name": database.staged_file_name if database else None,
         "agent_logs_summary": database.logs_summary if database else None,
         "staged_file_name": check.file_name if check else None,
@@ -245,14 +231,36 @@ def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[
         "server_check_problem": check.problem if check else None,
         "server_archive_problem": check.archive_problem if check else None,
         "measured_at": measured_at if check else None,
-        "previous_successful_hash_used": decision.previous.staged_hash if decision.previous else None,
-        "previous_successful_fingerprint_used": (
-            decision.previous.content_fingerprint if decision.previous else None
-        ),
-        "previous_success_cycle": decision.previous.cycle_expected_at if decision.previous else None,
+        "previous_successful_hash_used": previous.staged_hash if previous else None,
+        "previous_successful_fingerprint_used": previous.content_fingerprint if previous else None,
+        "previous_success_cycle": previous.cycle_expected_at if previous else None,
         "dagster_run_id": ctx.run_id,
         "evaluated_at": ctx.as_of,
     }
+
+
+# What an entry keeps of each step the agent reported, besides its status and times.
+_STEP_DETAILS = {
+    Step.BACKUP: {"hash_pre_compress": "sha256", "size_pre_compress": "size"},
+    Step.COMPRESS: {"hash_post_compress": "sha256", "size_post_compress": "size"},
+    Step.TRANSFER: {"error_message": "error_message"},
+}
+
+
+def _step_values(item: _Pending, database: Any, step: Step) -> list[tuple[str, Any]]:
+    """The `agent_<step>_…` columns of an entry (all None when the step was not reported)."""
+    reported = database.step(step) if database else None
+    prefix = f"agent_{step.value.lower()}"
+    values = [
+        (f"{prefix}_status", reported.status if reported else None),
+        (f"{prefix}_start_time", _utc(item, reported.start_time) if reported else None),
+        (f"{prefix}_end_time", _utc(item, reported.end_time) if reported else None),
+    ]
+    values += [
+        (f"{prefix}_{column}", getattr(reported, field) if reported else None)
+        for column, field in _STEP_DETAILS[step].items()
+    ]
+    return values
 
 
 _COMPARED = (

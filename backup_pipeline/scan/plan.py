@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from backup_pipeline.config.jobs_file import to_expected_backup
 from backup_pipeline.core.cycles import REPORT_REACH, Cycle, day_bounds
-from backup_pipeline.core.domain import ExpectedBackup, ReportTime
+from backup_pipeline.core.domain import ReportTime
 from backup_pipeline.scan.context import ScanContext, ScanRequest, Summary
 from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.storage import entries, expected_backups, reports
@@ -87,7 +87,7 @@ def owed_backups(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
     with ctx.database.sessions() as session:
         horizon = reports.snapshot_horizon(session)  # before any report is read
         timings = expected_backups.backup_timings(session)
-        watched = sorted({t.agent_id_responsible for t in timings})
+        watched = sorted({t.agent_id for t in timings})
         stamps = entries.entry_stamps(session, None, start, end)
         activity = reports.latest_recording(session, watched, start - BEFORE, end + AFTER)
         seen = reports.watch_marks(session, watched, day)
@@ -105,7 +105,7 @@ def owed_backups(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
     # Agents with unseen reports but nothing owed were looked at in full: mark them, or every scan
     # of the day would fetch their report end times again (their batches mark the others).
     owed_ids = set(owed)
-    owed_agents = {t.agent_id_responsible for t in timings if t.id in owed_ids}
+    owed_agents = {t.agent_id for t in timings if t.id in owed_ids}
     looked_at = [a for a in active if a not in owed_agents]
     if looked_at:
         with ctx.database.sessions() as session:
@@ -144,16 +144,8 @@ def _key(agents: list[str], index: int) -> str:
 
 
 def _timing_cycle(timing: Any, day_start: datetime) -> Cycle:
-    """The cycle of a backup known only by its timing columns (enough for deadlines and windows)."""
-    backup = ExpectedBackup(
-        agent_id=timing.agent_id_responsible,
-        database_name=timing.database_name,
-        expected_hour_utc=timing.expected_hour_utc,
-        expected_minute_utc=timing.expected_minute_utc,
-        window_minutes=timing.window_minutes,
-        timezone=ZoneInfo(timing.timezone),
-    )
-    return Cycle(backup=backup, expected_at=day_start + time_of(timing))
+    """The cycle of an expected backup known by its light projection (enough for deadlines)."""
+    return Cycle(backup=to_expected_backup(timing), expected_at=day_start + time_of(timing))
 
 
 def _owed(
@@ -180,8 +172,8 @@ def _owed(
     if cycle.deadline < backup.created_at:
         result.not_owed += 1
         return False
-    latest = activity.get(backup.agent_id_responsible)
-    new_report = latest is not None and _unseen(latest, seen.get(backup.agent_id_responsible))
+    latest = activity.get(backup.agent_id)
+    new_report = latest is not None and _unseen(latest, seen.get(backup.agent_id))
     if has_entry:
         return new_report
     if cycle.is_due(ctx.as_of) or (new_report and fresh.ended_within(cycle)):

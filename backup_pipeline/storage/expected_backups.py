@@ -182,16 +182,18 @@ def active_backups(session: Session, ids: Iterable[int] | None = None) -> list[E
 
 
 def backup_timings(session: Session, ids: Iterable[int] | None = None) -> list[Any]:
-    """Active expected backups' (all, or these) identity and timing columns only (rows with attribute
-    access)."""
+    """Active expected backups' (all, or these) identity, timing and policy columns only: rows with
+    attribute access, named as `config.jobs_file.to_expected_backup` reads them."""
     query = sa.select(
         ExpectedBackupRow.id,
-        ExpectedBackupRow.agent_id_responsible,
+        ExpectedBackupRow.agent_id_responsible.label("agent_id"),
         ExpectedBackupRow.database_name,
         ExpectedBackupRow.expected_hour_utc,
         ExpectedBackupRow.expected_minute_utc,
         ExpectedBackupRow.window_minutes,
         ExpectedBackupRow.timezone,
+        ExpectedBackupRow.staged_file_name,
+        ExpectedBackupRow.content_change,
         ExpectedBackupRow.created_at,
     ).where(ExpectedBackupRow.is_active)
     if ids is not None:

@@ -43,30 +43,18 @@ from backup_pipeline_tests.support.scan_harness import (
     run_cli,
     snapshot,
     start_cli,
+    start_python,
+)
+from backup_pipeline_tests.support.scan_harness import (
+    finish as finish_process,
 )
 
 REPORTS = "backup_pipeline.storage.reports"
 PASSWORD = "Db-Pa55-w0rd-never-shown"
 
 
-@pytest.fixture(scope="module")
-def stage(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
-    with prepared_stage(pg_server, tmp_path_factory.mktemp("concurrent")) as prepared:
-        yield prepared
-
-
-@pytest.fixture(scope="module")
-def control(stage: Stage) -> dict[str, Any]:
-    return control_snapshot(stage)
-
-
 def finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        out, err = process.communicate()
-        raise AssertionError(f"still running after {timeout} s:\n{out}\n{err}") from None
+    out, err = finish_process(process, timeout)
     return process.returncode, out + err
 
 
@@ -126,17 +114,7 @@ def test_scans_started_at_the_same_moment_end_as_one_scan(
         for i in range(dagsters):
             prelude = READY_THEN_WAIT.format(ready=str(tmp_path / f"ready-dagster{i}"), go=str(go))
             code = prelude + DAGSTER_RUNS.format(d1=D1, d2=D2, at=AT)
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", textwrap.dedent(code)],
-                    env=env.environ(),
-                    cwd=env.root.parent,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    start_new_session=True,
-                )
-            )
+            processes.append(start_python(env, [sys.executable, "-c", textwrap.dedent(code)]))
         expected_ready = clis + dagsters
         _wait_for(lambda: len(list(tmp_path.glob("ready*"))) == expected_ready, processes)
         go.touch()

@@ -119,6 +119,19 @@ class Servers:
             if process.poll() is not None:
                 pytest.fail(f"{name} exited with code {process.returncode}\n{self.tails()}")
 
+    def dagster(self, *args: str, timeout: float = 180) -> str:
+        """The `dagster` CLI on this instance; what it said (it must succeed)."""
+        done = subprocess.run(
+            [str(BIN / "dagster"), *args],
+            cwd=PROJECT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": variables}).encode()
         request = urllib.request.Request(
@@ -399,15 +412,7 @@ def entries_by_cycle(workspace: Workspace) -> dict[tuple[str, str, str], dict[st
 
 def _stop(servers: Servers, kind: str, name: str) -> None:
     """Stop a schedule or sensor, so that only the runs a test launches scan."""
-    stopped = subprocess.run(
-        [str(BIN / "dagster"), kind, "stop", name, "-w", str(PROJECT / "workspace.yaml")],
-        cwd=PROJECT,
-        env=servers.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    servers.dagster(kind, "stop", name, "-w", str(PROJECT / "workspace.yaml"))
 
 
 # ---------------------------------------------------------------- the test
@@ -541,30 +546,12 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     # ---- a second backfill, from the CLI, re-evaluates yesterday and today in place.
     before = entries_by_cycle(workspace)
     second = [scenario.past[1].isoformat(), day]
-    cli = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "job",
-            "backfill",
-            "-w",
-            str(PROJECT / "workspace.yaml"),
-            "-j",
-            JOB,
-            "--from",
-            second[0],
-            "--to",
-            second[1],
-            "--noprompt",
-        ],
-        cwd=PROJECT,
-        env=servers.env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert cli.returncode == 0, cli.stdout + cli.stderr
-    match = re.search(r"Launched backfill job `(\w+)`", cli.stdout + cli.stderr)
-    assert match, cli.stdout + cli.stderr
+    said = servers.dagster(
+        "job", "backfill", "-w", str(PROJECT / "workspace.yaml"), "-j", JOB,
+        "--from", second[0], "--to", second[1], "--noprompt",
+    )  # fmt: skip
+    match = re.search(r"Launched backfill job `(\w+)`", said)
+    assert match, said
     rerun = wait_backfill(servers, match.group(1))
     assert sorted(r.partition or "" for r in rerun) == second
     assert all(r.status == "SUCCESS" for r in rerun), [(r.partition, r.status) for r in rerun]

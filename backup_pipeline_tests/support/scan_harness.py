@@ -120,15 +120,20 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a new process (its own session, so nothing it starts outlives a kill)."""
     process = start_cli(env, *args, prelude=prelude, user=user)
+    stdout, stderr = finish(process, timeout, f"backup-pipeline {' '.join(args)}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def finish(
+    process: subprocess.Popen[str], timeout: float = 300, what: str = "the process"
+) -> tuple[str, str]:
+    """Its stdout and stderr once it ends; killed with its group (and the test failed) after `timeout`."""
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(process)
         stdout, stderr = process.communicate()
-        raise AssertionError(
-            f"backup-pipeline {' '.join(args)} still running after {timeout} s\n{stdout}\n{stderr}"
-        ) from None
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        raise AssertionError(f"{what} still running after {timeout} s\n{stdout}\n{stderr}") from None
 
 
 def start_cli(env: ScanEnv, *args: str, prelude: str = "", user: int | None = None) -> subprocess.Popen[str]:
@@ -138,15 +143,22 @@ def start_cli(env: ScanEnv, *args: str, prelude: str = "", user: int | None = No
             os.setgroups([])
             os.setuid(user)
 
+    return start_python(
+        env, cli_command(*args, prelude=prelude), preexec_fn=demote if user is not None else None
+    )
+
+
+def start_python(env: ScanEnv, command: list[str], **popen: Any) -> subprocess.Popen[str]:
+    """A Python process with `env`'s settings, in its own session, its output captured as text."""
     return subprocess.Popen(
-        cli_command(*args, prelude=prelude),
+        command,
         env=env.environ(),
         cwd=env.root.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=demote if user is not None else None,
+        **popen,
     )
 
 
@@ -165,7 +177,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 _PATCH = """
 import functools as _ft, importlib as _il, os as _os, signal as _sig
-def _sabotage(target, nth, when, action, only_if=None):
+def _sabotage(target, nth, when, action, only_if=None, every_call_from_nth=False):
     module_name, _, name = target.partition(":")
     module = _il.import_module(module_name)
     original = getattr(module, name)
@@ -175,7 +187,7 @@ def _sabotage(target, nth, when, action, only_if=None):
         if only_if is not None and not any(only_if in str(a) for a in args):
             return original(*args, **kwargs)
         calls[0] += 1
-        hit = calls[0] == nth
+        hit = calls[0] >= nth if every_call_from_nth else calls[0] == nth
         if hit and when == "before":
             action()
         result = original(*args, **kwargs)
@@ -200,23 +212,14 @@ def kill_at(target: str, *, nth: int = 1, when: str = "after", only_if: str | No
 
 def raise_at(target: str, error: str, *, nth: int = 1, only_if: str | None = None) -> str:
     """Prelude: every call of `module:function` from the `nth` on raises `error` (an exception's source)."""
-    return f"""
-import functools as _ft, importlib as _il
-def _failing(target, nth, only_if):
-    module_name, _, name = target.partition(":")
-    module = _il.import_module(module_name)
-    original = getattr(module, name)
-    calls = [0]
-    @_ft.wraps(original)
-    def wrapper(*args, **kwargs):
-        if only_if is None or any(only_if in str(a) for a in args):
-            calls[0] += 1
-            if calls[0] >= nth:
-                raise {error}
-        return original(*args, **kwargs)
-    setattr(module, name, wrapper)
-_failing({target!r}, {nth}, {only_if!r})
+    return (
+        _PATCH
+        + f"""
+def _raise():
+    raise {error}
+_sabotage({target!r}, {nth}, "before", _raise, {only_if!r}, every_call_from_nth=True)
 """
+    )
 
 
 def pause_at(target: str, marker: Path, go: Path, *, nth: int = 1, when: str = "before") -> str:
