@@ -16,8 +16,9 @@ from backup_pipeline.defs.automation import build_deposit_sensor, build_scan_sch
 from backup_pipeline.defs.digest import build_digest_asset, build_digest_job, build_digest_schedule
 from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.partitions import daily_partitions
-from backup_pipeline.defs.resources import product_resources
+from backup_pipeline.defs.resources import DatabaseResource, product_resources
 from backup_pipeline.defs.scan_job import SCAN_JOB, build_scan_job
+from backup_pipeline.defs.step_outputs import StepOutputs
 
 # Dagster 1.13's sensor decorator passes its own beta `owners` parameter: a warning on every load of
 # these definitions (every CLI scan) that nobody can act on.
@@ -31,7 +32,7 @@ def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> D
     `fleet` is given)."""
     fleet = fleet or FleetAssets.from_settings(settings)
     partitions = daily_partitions(settings)
-    scan_job = build_scan_job(partitions)
+    scan_job = build_scan_job(partitions, settings)
     digest_job = build_digest_job(partitions)
     return Definitions(
         jobs=[scan_job, digest_job],
@@ -42,5 +43,10 @@ def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> D
             build_digest_schedule(digest_job, fleet.backups),
         ],
         sensors=[build_deposit_sensor(scan_job, fleet.backups)],
-        resources={**product_resources(settings), "fleet": fleet},
+        resources={
+            **product_resources(settings),
+            "fleet": fleet,
+            # Steps may run on other hosts (the Celery executor): outputs go to PostgreSQL.
+            "io_manager": StepOutputs(database=DatabaseResource(settings=settings)),
+        },
     )

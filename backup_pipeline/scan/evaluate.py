@@ -22,7 +22,8 @@ from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
 from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan, time_of
-from backup_pipeline.storage import entries, expected_backups, reports
+from backup_pipeline.storage import entries, expected_backups, measurements, reports
+from backup_pipeline.storage.database import Session
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class _Pending:
     later: list[RecordedReport]
     staged_name: str | None = None
     check: StagedFileCheck | None = None
-    check_reused: bool = False
     settling: bool = False  # the staged file is still being written: judged by a later scan
+    measured_at: datetime | None = None  # when a reused measurement was taken
+    stored_key: measurements.Key | None = None  # the measurement step's measurement it uses
+    written: bool = False  # decided: its entry holds the measurement
 
 
 def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
@@ -52,23 +55,15 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         still_open=plan.still_open,
         not_owed=plan.not_owed,
     )
-    start, end = day_bounds(plan.day)
+    start, _ = day_bounds(plan.day)
     with ctx.database.sessions() as session:
         horizon = reports.snapshot_horizon(session)  # before any report is read
-        backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
+        backups, pending = _load(session, plan)
         ids = [j.id for j in backups]
         watched = sorted({j.agent_id_responsible for j in backups})
-        existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
         result.backups += len(ids)
-        cycles = {j.id: Cycle(backup=to_expected_backup(j), expected_at=start + time_of(j)) for j in backups}
-        todo = backups
-        agents = sorted({j.agent_id_responsible for j in todo})
-        inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
-        previous = entries.previous_successes(session, [j.id for j in todo], start) if todo else {}
-        pending = [
-            _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
-        ]
-        _measure(ctx, pending, result)
+        previous = entries.previous_successes(session, ids, start) if ids else {}
+        _measure(ctx, session, pending, result)
         sizes = alert.SizeBaseline.load(
             session, ctx.settings, [p.backup for p in pending if p.check is not None], start
         )
@@ -94,6 +89,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             values = _entry_values(ctx, item, decision)
             alert.annotate(values, item.backup, item.cycle, sizes)  # size anomaly, silence
             changed = _differs(item.existing, values)
+            item.written = True  # its entry holds the measurement, whether rewritten or unchanged
             if changed or not ctx.automatic:
                 rows.append(values)
                 outcomes_by_backup[item.backup.id] = (item, values, changed)
@@ -112,6 +108,10 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 if changed
             ],
         )
+        # The measurements of the measurement steps are in the entries now.
+        measurements.forget(
+            session, [item.stored_key for item in pending if item.stored_key and item.written]
+        )
         session.commit()
     result.written = len(rows)
     # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
@@ -122,6 +122,26 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         if changed or not ctx.automatic
     ]
     return result
+
+
+def _load(session: Session, plan: BatchPlan) -> tuple[list[ExpectedBackupRow], list[_Pending]]:
+    """The plan's active backups and their cycles of the day, each with the reports bearing on it."""
+    start, end = day_bounds(plan.day)
+    backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
+    ids = [j.id for j in backups]
+    existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
+    agents = sorted({j.agent_id_responsible for j in backups})
+    inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
+    pending = [
+        _prepare(
+            j,
+            Cycle(backup=to_expected_backup(j), expected_at=start + time_of(j)),
+            existing.get(j.id),
+            inputs[j.agent_id_responsible],
+        )
+        for j in backups
+    ]
+    return backups, pending
 
 
 def _prepare(
@@ -143,8 +163,57 @@ def _prepare(
     )
 
 
-def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
+@dataclass(frozen=True)
+class StagedFileNeed:
+    """A staged file the evaluation of a cycle will have to measure (nothing stored for it yet)."""
+
+    agent_id: str
+    file_name: str
+    report_id: int
+    claimed_sha256: str | None
+    claimed_size: int | None
+
+
+def staged_files_to_measure(ctx: ScanContext, plan: BatchPlan) -> list[StagedFileNeed]:
+    """What `evaluate_batch(ctx, plan)` would measure now: the staged files its cycles' relevant
+    reports name that no entry or stored measurement covers."""
+    with ctx.database.sessions() as session:
+        _, pending = _load(session, plan)
+        needed = _unmeasured(ctx, session, pending)
+    return [
+        StagedFileNeed(
+            item.backup.agent_id_responsible, item.staged_name or "", item.report.ref.report_id, *_claim(item)
+        )
+        for item in needed
+        if item.report is not None
+    ]
+
+
+def _measure(ctx: ScanContext, session: Session, pending: Sequence[_Pending], result: BatchResult) -> None:
     """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
+    to_measure = _unmeasured(ctx, session, pending)
+    requests = [
+        StagedFileRequest(
+            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
+        )
+        for item in to_measure
+    ]
+    checks = check_many(
+        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+    )
+    for item, check in zip(to_measure, checks, strict=True):
+        result.measured_files += 1
+        result.measured_bytes += check.size or 0
+        claimed_sha256, claimed_size = _claim(item)
+        if still_being_written(check, claimed_sha256, claimed_size, ctx.settings.settle_seconds):
+            item.settling = True  # nothing stored: the next scan measures it again
+            continue
+        item.check = check
+
+
+def _unmeasured(ctx: ScanContext, session: Session, pending: Sequence[_Pending]) -> list[_Pending]:
+    """Name each cycle's staged file and take its measurement from its entry or from the measurement
+    steps when there is one; the cycles whose file must be measured now."""
     to_measure: list[_Pending] = []
     for item in pending:
         if item.report is None:
@@ -159,27 +228,23 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
                 problem=f"the report names no usable staged file ({database.staged_file_name!r})",
             )
         elif (stored := _stored_check(ctx, item)) is not None:
-            item.check, item.check_reused = stored, True
+            item.check, item.measured_at = stored, item.existing.measured_at if item.existing else None
         else:
             to_measure.append(item)
-    requests = [
-        StagedFileRequest(
-            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
-        )
-        for item in to_measure
-    ]
-    checks = check_many(
-        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
-    )
-    for item, check in zip(to_measure, checks, strict=True):
-        result.measured_files += 1
-        result.measured_bytes += check.size or 0
-        assert item.report is not None
-        claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
-        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
-            item.settling = True  # nothing stored: the next scan measures it again
-            continue
-        item.check = check
+    # A re-hash reuses only what this run's own measurement steps measured.
+    keys = {(item.report.ref.report_id, item.staged_name or ""): item for item in to_measure if item.report}
+    found = measurements.stored(session, keys, run_id=ctx.run_id if ctx.rehash else None)
+    for key, (check, measured_at) in found.items():
+        item = keys[key]
+        item.check, item.measured_at, item.stored_key = check, measured_at, key
+    return [item for item in to_measure if item.check is None]
+
+
+def _claim(item: _Pending) -> tuple[str | None, int | None]:
+    """What the agent says its staged file is after compression (SHA-256, size)."""
+    assert item.report is not None
+    claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
+    return (claim.sha256, claim.size) if claim else (None, None)
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
@@ -211,7 +276,7 @@ def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[
     database = decision.database
     check = decision.check
     report = decision.report
-    measured_at = item.existing.measured_at if item.check_reused and item.existing else ctx.as_of
+    measured_at = item.measured_at or ctx.as_of
     previous = decision.previous
     return {
         "job_id": item.backup.id,
