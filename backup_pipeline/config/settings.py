@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     # Staged files are measured in steps of about this many bytes (at most `max_measure_batches`), so
     # that one agent's many large dumps spread over every worker.
     measure_batch_bytes: int = Field(
-        default=4 * 1024**3, ge=1024**2, validation_alias="BACKUP_PIPELINE_MEASURE_BATCH_BYTES"
+        default=4 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_MEASURE_BATCH_BYTES"
     )
     max_measure_batches: int = Field(
         default=32, ge=1, le=1024, validation_alias="BACKUP_PIPELINE_MAX_MEASURE_BATCHES"
