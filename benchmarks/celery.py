@@ -32,6 +32,7 @@ from typing import Any
 import zstandard
 
 from benchmarks.common import SCRATCH, Report
+from benchmarks.fleet import _stop_embedded_server
 
 AGENTS, DUMPS, DUMP_MIB = 8, 4, 256
 DAY = "2025-11-21"
@@ -82,7 +83,9 @@ def build(work: Path) -> tuple[Path, Path, int]:
 def _write_dump(path: Path, noise: bytes, seed: int) -> None:
     """A zstd stream of SQL-like text mixed with noise, so that it reaches its size from a few GiB."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = b"".join(b"INSERT INTO ledger VALUES (%d, %d);\n" % (i, i * 7919 + seed) for i in range(CHUNK // 40))
+    text = b"".join(
+        b"INSERT INTO ledger VALUES (%d, %d);\n" % (i, i * 7919 + seed) for i in range(CHUNK // 40)
+    )
     compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)
     with path.open("wb") as out, compressor.stream_writer(out, closefd=False) as writer:
         step = 0
@@ -104,8 +107,20 @@ def _section(name: str, size: int, digest: str) -> dict[str, Any]:
     start = CYCLE - timedelta(minutes=25)
     t = lambda m: (start + timedelta(minutes=m)).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     return {
-        "BACKUP": {"status": True, "start_time": t(0), "end_time": t(5), "sha256_checksum": digest, "size": size},
-        "COMPRESS": {"status": True, "start_time": t(6), "end_time": t(15), "sha256_checksum": digest, "size": size},
+        "BACKUP": {
+            "status": True,
+            "start_time": t(0),
+            "end_time": t(5),
+            "sha256_checksum": digest,
+            "size": size,
+        },
+        "COMPRESS": {
+            "status": True,
+            "start_time": t(6),
+            "end_time": t(15),
+            "sha256_checksum": digest,
+            "size": size,
+        },
         "TRANSFER": {"status": True, "start_time": t(20), "end_time": t(29), "error_message": None},
         "staged_file_name": name,
     }
@@ -129,7 +144,9 @@ def _free_port() -> int:
 
 def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -215,7 +232,12 @@ def run_figures(env: dict[str, str]) -> dict[str, float]:
             elif kind == DagsterEventType.STEP_SUCCESS:
                 in_steps += entry.timestamp - starts[entry.step_key]
     wall = (stats.end_time or 0) - (stats.start_time or 0)
-    return {"wall": wall, "steps": len(starts), "in_steps": in_steps, "overhead": (wall - in_steps) / len(starts)}
+    return {
+        "wall": wall,
+        "steps": len(starts),
+        "in_steps": in_steps,
+        "overhead": (wall - in_steps) / len(starts),
+    }
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -238,7 +260,9 @@ def environment(work: Path) -> dict[str, str]:
         "DAGSTER_HOME": str(work / "dagster_home"),
     }
     (work / "dagster_home").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).resolve().parents[1] / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    shutil.copyfile(
+        Path(__file__).resolve().parents[1] / "dagster.yaml", work / "dagster_home" / "dagster.yaml"
+    )
     os.environ.update(values)
     return dict(os.environ)
 
@@ -277,18 +301,28 @@ def main(argv: list[str] | None = None) -> Report:
             with workers(way_env, cores, work) if cores else contextlib.nullcontext():
                 first = scan(way_env, work, AT)
                 idle = scan(way_env, work, IDLE_AT)
-            figures[name] = {"first": first["wall"], "steps": first["steps"], "idle_overhead": idle["overhead"]}
+            figures[name] = {
+                "first": first["wall"],
+                "steps": first["steps"],
+                "idle_overhead": idle["overhead"],
+            }
             print(f"{name}: {json.dumps(figures[name])}", flush=True)
     finally:
         _stop(redis)
+        _stop_embedded_server(work / "pgdata")
     load_after = os.getloadavg()
     report = Report("celery: a bytes-heavy fleet on Celery workers")
-    report.add("data", gib, "GiB", note=f"{AGENTS} agents x {DUMPS} zstd dumps of {DUMP_MIB} MiB, one step each")
+    report.add(
+        "data", gib, "GiB", note=f"{AGENTS} agents x {DUMPS} zstd dumps of {DUMP_MIB} MiB, one step each"
+    )
     for name, f in figures.items():
         report.add(f"{name}: scan", f["first"], "s", note=f"{int(f['steps'])} steps")
         report.add(f"{name}: throughput", gib / f["first"], "GiB/s")
         report.add(f"{name}: per-step overhead", f["idle_overhead"], "s", note="idle re-scan, 6 steps")
-    one, two = figures["celery, 1 worker (1 core)"]["first"], figures["celery, 2 workers (1 core each)"]["first"]
+    one, two = (
+        figures["celery, 1 worker (1 core)"]["first"],
+        figures["celery, 2 workers (1 core each)"]["first"],
+    )
     report.add("speed-up, 2 workers vs 1", one / two, "x", note="ideal 2.0 on two idle cores")
     mp = figures["multiprocess executor"]["first"]
     report.add("2 workers vs multiprocess executor", mp / two, "x", note="> 1: the workers are faster")
