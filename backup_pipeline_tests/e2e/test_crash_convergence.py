@@ -51,7 +51,8 @@ DEFINITIONS = "backup_pipeline.defs.scan_job"
 FAULTS = {
     "ingest-before-commit": kill_at(f"{REPORTS}:record_reports", when="before"),
     "ingest-after-commit": kill_at(f"{REPORTS}:record_reports"),
-    "evaluate-while-hashing": kill_at("backup_pipeline.scan.evaluate:check_many", when="before"),
+    "measure-while-hashing": kill_at("backup_pipeline.scan.measure:check_many", when="before"),
+    "measured-not-evaluated": kill_at(f"{DEFINITIONS}:measure_batch"),
     "evaluate-written-not-committed": kill_at(f"{ENTRIES}:upsert_entries"),
     "evaluate-after-batch-1-commit": kill_at(f"{DEFINITIONS}:evaluate_batch", nth=1),
     "evaluate-after-batch-2-commit": kill_at(f"{DEFINITIONS}:evaluate_batch", nth=2),
