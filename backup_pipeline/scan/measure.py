@@ -2,7 +2,8 @@
 
 Evaluation works on whole agents (a cycle's verdict weighs all the agent's reports around the day),
 so one agent with forty 50 GiB dumps would keep one evaluation step hashing for hours while other
-workers idle. Measuring a file needs nothing but the file: the planner asks each evaluation batch
+workers idle. Measuring a file needs nothing but the file: when the agents' reports claim more
+bytes than one measurement step should take, the planner asks each evaluation batch
 which staged files it would measure (`evaluate.staged_files_to_measure`, the evaluation's own
 choice of report and file name), spreads those files over steps of about
 `BACKUP_PIPELINE_MEASURE_BATCH_BYTES` each, heaviest first, whatever agent they belong to, and each
@@ -19,9 +20,10 @@ from collections.abc import Sequence
 from backup_pipeline.adapters.deposit import staged_file_size
 from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.core.batching import spread_by_weight
+from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.scan.context import ScanContext, ScanRequest, Summary
 from backup_pipeline.scan.evaluate import staged_files_to_measure
-from backup_pipeline.scan.plan import BatchPlan
+from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan
 from backup_pipeline.storage import measurements
 
 
@@ -53,7 +55,11 @@ class MeasurementResult(Summary):
 
 
 def plan_measurements(ctx: ScanContext, plans: Sequence[BatchPlan]) -> list[MeasurementBatch]:
-    """The staged files the evaluation of `plans` would measure, spread over batches by bytes."""
+    """The staged files the evaluation of `plans` would measure, spread over batches by bytes; none
+    when the agents' reports claim no more than one batch's worth (the evaluation measures that
+    itself, and a fleet of small dumps pays nothing for the spreading)."""
+    if not plans or _claimed_bytes(ctx, plans) <= ctx.settings.measure_batch_bytes:
+        return []
     files: dict[tuple[int, str], StagedFile] = {}
     for plan in plans:
         for need in staged_files_to_measure(ctx, plan):
@@ -78,6 +84,13 @@ def plan_measurements(ctx: ScanContext, plans: Sequence[BatchPlan]) -> list[Meas
         MeasurementBatch(key=f"measure_{i + 1:03d}", files=[ordered[j] for j in batch], request=ctx.request)
         for i, batch in enumerate(batches)
     ]
+
+
+def _claimed_bytes(ctx: ScanContext, plans: Sequence[BatchPlan]) -> int:
+    start, end = day_bounds(plans[0].day)
+    agents = sorted({agent for plan in plans for agent in plan.agents})
+    with ctx.database.sessions() as session:
+        return measurements.claimed_staged_bytes(session, agents, start - BEFORE, end + AFTER)
 
 
 def measure_batch(ctx: ScanContext, batch: MeasurementBatch) -> MeasurementResult:

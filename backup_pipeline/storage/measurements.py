@@ -91,3 +91,24 @@ def forget(session: Session, keys: Iterable[Key]) -> None:
                 )
             )
         )
+
+
+# A size the agent claims for a staged file: digits only (anything else claims nothing).
+_CLAIMED_BYTES = sa.text(
+    """
+    SELECT coalesce(sum((d.value #>> '{steps,COMPRESS,size}')::numeric), 0)
+    FROM status_reports r CROSS JOIN LATERAL jsonb_each(r.payload -> 'databases') AS d
+    WHERE r.agent_id = ANY(:agents) AND r.accepted AND r.operation_end_time BETWEEN :first AND :last
+      AND (d.value #>> '{steps,COMPRESS,size}') ~ '^[0-9]{1,18}$'
+    """
+)
+
+
+def claimed_staged_bytes(session: Session, agent_ids: Sequence[str], first: datetime, last: datetime) -> int:
+    """What the accepted reports of these agents that ended within [first, last] claim their staged
+    files weigh, in all: the agents' word, for deciding whether measuring is worth spreading, never
+    for a verdict (a report that lies only changes how the work is split)."""
+    if not agent_ids:
+        return 0
+    params = {"agents": list(agent_ids), "first": first, "last": last}
+    return int(session.execute(_CLAIMED_BYTES, params).scalar_one())
