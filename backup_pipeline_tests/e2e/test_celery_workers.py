@@ -52,6 +52,7 @@ from backup_pipeline_tests.support.scan_harness import (
     create_database,
     database_name,
     drop_database,
+    finish,
     snapshot,
 )
 
@@ -359,13 +360,17 @@ def run_control(stage: Stage, folder: Path, env: dict[str, str]) -> dict[str, An
     try:
         for day in (D1, D2):
             tags = f'{{"dagster/partition": "{day}", "backup_pipeline/automatic": "true"}}'
-            done = subprocess.run(
-                [str(BIN / "dagster"), "job", "execute", "-m", "backup_pipeline.definitions", "-a", "defs",
-                 "-j", "backup_scan", "--tags", tags, "-c", str(folder / "run.yaml")],
-                cwd=folder, env=run_env, capture_output=True, text=True, timeout=300,
+            command = [
+                str(BIN / "dagster"), "job", "execute", "-m", "backup_pipeline.definitions", "-a", "defs",
+                "-j", "backup_scan", "--tags", tags, "-c", str(folder / "run.yaml"),
+            ]  # fmt: skip
+            process = subprocess.Popen(
+                command, cwd=folder, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,  # its step processes go with it when it is stopped
             )  # fmt: skip
-            said = done.stdout + done.stderr
-            assert done.returncode == 0 and "RUN_SUCCESS" in said, said
+            out, err = finish(process, 300, f"the control run of {day}")
+            said = out + err
+            assert process.returncode == 0 and "RUN_SUCCESS" in said, said
             assert "Multiprocess executor: parent process exiting" in said
         state = snapshot(control)
     finally:
