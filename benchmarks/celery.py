@@ -32,7 +32,6 @@ from typing import Any
 import zstandard
 
 from benchmarks.common import SCRATCH, Report
-from benchmarks.fleet import _stop_embedded_server
 
 AGENTS, DUMPS, DUMP_MIB = 8, 4, 256
 DAY = "2025-11-21"
@@ -134,6 +133,16 @@ def warm(root: Path) -> None:
 
 
 # ---------------------------------------------------------------- the services
+
+
+def stop_server(pgdata: Path) -> None:
+    """Stop the embedded PostgreSQL this benchmark started (from a fresh process: this one holds a
+    handle that was told to leave it running)."""
+    code = (
+        "import sys, pathlib; from benchmarks.fleet import _stop_embedded_server as stop; "
+        "stop(pathlib.Path(sys.argv[1]))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(pgdata)], check=False, capture_output=True)
 
 
 def _free_port() -> int:
@@ -350,7 +359,7 @@ def main(argv: list[str] | None = None) -> Report:
         rows = rows_per_worker(work, celery)
     finally:
         _stop(redis)
-        _stop_embedded_server(work / "pgdata")
+        stop_server(work / "pgdata")
     load_after = os.getloadavg()
     report = Report("celery: a bytes-heavy fleet on Celery workers")
     report.add(
