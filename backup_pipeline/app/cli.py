@@ -407,5 +407,42 @@ main.add_command(
 )
 
 
+# ---------------------------------------------------------------- Prometheus metrics and status badges
+
+
+@main.group()
+def metrics() -> None:
+    """Prometheus metrics and status badges of the fleet, read from PostgreSQL at each request."""
+
+
+@metrics.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
+@friendly_errors
+def metrics_serve(host: str, port: int) -> None:
+    """Serve /metrics (Prometheus), /healthz and /badge/AGENT[/DATABASE].svg|.json until stopped."""
+    from backup_pipeline.app.metrics_server import serve
+
+    settings = _settings()
+    open_database(settings)  # a wrong URL or an unreachable server is said now, not at the first scrape
+    try:
+        serve(lambda: open_database(settings), host, port, lambda url: click.echo(f"serving {url}/metrics"))
+    except OSError as exc:  # the port is taken, the address is not this machine's...
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@metrics.command("dump")
+@friendly_errors
+def metrics_dump() -> None:
+    """Print the metrics once in Prometheus' text format (e.g. for node_exporter's textfile collector)."""
+    from backup_pipeline.app.metrics_server import exposition
+
+    settings = _settings()
+    database = open_database(settings)
+    click.echo(exposition(lambda: database).decode(), nl=False)
+
+
 if __name__ == "__main__":
     main()
