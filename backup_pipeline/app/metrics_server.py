@@ -1,25 +1,26 @@
 """`backup-pipeline metrics serve`: the exporter's HTTP server (WSGI, threads, standard library).
 
-`/metrics` is `prometheus_client`'s own WSGI app over a registry holding the fleet's collector (it
-negotiates the text or OpenMetrics format and gzip); `/healthz` answers whether PostgreSQL can be
-read; `/badge/<agent>.svg`, `/badge/<agent>/<database>.svg` (and `.json`, shields.io's endpoint
-format) show current statuses. A database failure is a 503 with one line, never a traceback.
+`/metrics` reads the fleet from PostgreSQL and answers in Prometheus' text format (gzip when the
+scraper accepts it, as Prometheus does); `/healthz` answers whether PostgreSQL can be read;
+`/badge/<agent>.svg`, `/badge/<agent>/<database>.svg` (and `.json`, shields.io's endpoint format) show
+current statuses. A database failure is a 503 with one line, never a traceback.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 
 from backup_pipeline.metrics.badge_render import badge_json, badge_svg
 from backup_pipeline.metrics.badges import badge_for
-from backup_pipeline.metrics.collector import BackupCollector
+from backup_pipeline.metrics.collector import read_families
+from backup_pipeline.metrics.exposition import CONTENT_TYPE, encode
 from backup_pipeline.storage.database import (
     Database,
     DatabaseFailure,
@@ -40,15 +41,12 @@ INDEX = b"""<!doctype html><html><head><title>backup_pipeline exporter</title></
 """
 
 
-def fleet_registry(database: Callable[[], Database]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)  # describing would cost a scrape at registration
-    registry.register(BackupCollector(database))
-    return registry
+GZIP_LEVEL = 1  # the text is repetitive: level 1 already shrinks it ~30 times, at a fraction of the cost
 
 
-def exposition(database: Callable[[], Database]) -> bytes:
-    """The metrics once, in Prometheus' text format (`metrics dump`)."""
-    return generate_latest(fleet_registry(database))
+def exposition(database: Database) -> bytes:
+    """The metrics once, in Prometheus' text format (`/metrics`, `metrics dump`)."""
+    return encode(read_families(database))
 
 
 class ExporterApp:
@@ -56,7 +54,6 @@ class ExporterApp:
 
     def __init__(self, database: Callable[[], Database]) -> None:
         self.database = database
-        self.metrics = make_wsgi_app(fleet_registry(database))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # PEP 3333: PATH_INFO holds the URL-decoded bytes as latin-1; names are UTF-8.
@@ -79,6 +76,15 @@ class ExporterApp:
             reason = f"PostgreSQL unreachable or failing: {db_error_line(exc)}"
             log.error("%s %s: %s", environ["REQUEST_METHOD"], path, reason)
             return _plain(start_response, "503 Service Unavailable", reason + "\n")
+
+    def metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = exposition(self.database())
+        headers = [("Content-Type", CONTENT_TYPE)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING")):
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
 
     def healthz(self, start_response: StartResponse) -> Iterable[bytes]:
         with self.database().sessions() as session:

@@ -8,10 +8,9 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import yaml
-from prometheus_client import generate_latest
-from prometheus_client.registry import Collector
 
-from backup_pipeline.metrics.collector import families
+from backup_pipeline.metrics.exposition import encode
+from backup_pipeline.metrics.fleet import fleet_families
 from backup_pipeline.storage.metrics import BackupState, FleetSnapshot, LastScan, ScanTotals
 from backup_pipeline_tests.support.paths import PROJECT_ROOT
 from backup_pipeline_tests.support.prometheus import PROMTOOL, RULES, require
@@ -54,11 +53,7 @@ def test_every_metric_the_rules_name_is_exported() -> None:
     scans = ScanTotals(LastScan(NOW - timedelta(seconds=30), NOW, "succeeded"), NOW, {"succeeded": 1})
     snapshot = FleetSnapshot([backup], scans, {True: 3, False: 1}, {"sent": 2})
 
-    class Snapshot(Collector):
-        def collect(self):  # type: ignore[no-untyped-def]
-            return families(snapshot)
-
-    exported = set(re.findall(r"^# TYPE (\S+) ", generate_latest(Snapshot()).decode(), re.MULTILINE))
+    exported = set(re.findall(r"^# TYPE (\S+) ", encode(fleet_families(snapshot)).decode(), re.MULTILINE))
     expressions = [
         rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
     ]

@@ -10,11 +10,13 @@ import urllib.request
 from datetime import datetime
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import event
 
 from backup_pipeline.config.settings import load_settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.scan_job import ScanConfig, scan_run_config
+from backup_pipeline.metrics.collector import BackupCollector
 from backup_pipeline.storage.database import open_database
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.metrics_fleet import (
@@ -148,6 +150,15 @@ def test_a_failed_scan_run_is_the_last_scan_and_counted(fleet: Workspace) -> Non
     assert value(series, "backup_scan_last_successful_end_timestamp_seconds") < value(
         series, "backup_scan_last_end_timestamp_seconds"
     )
+
+
+def test_the_exposition_is_byte_for_byte_the_librarys(fleet: Workspace) -> None:
+    """The exporter writes the text format itself (for speed); prometheus_client, given the same
+    families through the collector, writes exactly the same bytes."""
+    database = open_database(load_settings())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BackupCollector(lambda: database))
+    assert _dump(fleet).encode() == generate_latest(registry)
 
 
 def test_promtool_accepts_the_exposition(fleet: Workspace) -> None:
