@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> Report:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     env = environment(work)
+    subprocess.run([*_cli(), "backups", "list"], env=env, check=True, capture_output=True)  # start, migrate
     loaded, entries = build_fleet(work)
     port = free_port()
     process = serve(env, port)
@@ -247,6 +248,10 @@ def main(argv: list[str] | None = None) -> Report:
     report.add("reference: prometheus_client encoding the same samples", reference, "s")
     report.add("ratio scrape (plain text) / reference", text / reference, "x")
     report.print()
+    from backup_pipeline.storage.database import close_all
+
+    close_all()
+    _stop_embedded_server(work / "home" / "pgdata")  # nothing left running
     return report
 
 

@@ -313,10 +313,11 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
         )
     )
     click.echo(f"simulated {len(sim.agents)} agents, {sim.reports} reports, {sim.dumps} dumps under {root}")
-    settings = _settings(storage_root=root, jobs_file=jobs_file)
+    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
+    # The UI's daily partitions start at the simulated fleet's first day, not years of empty days.
+    settings = _settings(storage_root=root, jobs_file=jobs_file, start_date=days[0])
     settings.export()
     prepare_dagster_home(settings)
-    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
     runs = run_scan(settings, as_of, partitions=days)
     click.echo(render.table(views.run_rows(runs)))
     emit(views.backup_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)

@@ -53,7 +53,12 @@ STYLES = {
     "SIZE_ANOMALY": "yellow",
 }
 # Never wrapped on a terminal: the narrower columns (messages, times) wrap instead.
-KEPT_WHOLE = frozenset({"agent_id", "database_name", "partition", "day", "target"}) | STATUS_COLUMNS
+KEPT_WHOLE = (
+    frozenset({"agent_id", "database_name", "partition", "day", "target", "expected_UTC"})
+    | STATUS_COLUMNS
+    | HASH_COLUMNS
+    | RUN_ID_COLUMNS
+)
 SCHEDULE = ("expected_hour_utc", "expected_minute_utc")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z")
 
@@ -73,7 +78,7 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, wide:
     for i, column in enumerate(shown):
         header = column if column.isupper() else column.replace("_", " ")  # statuses keep their name
         whole = column in KEPT_WHOLE
-        widest = max(len(row[i]) for row in cells) if whole else None
+        widest = max(len(row[i]) for row in cells) if whole and not wide else None
         grid.add_column(header, overflow="fold", no_wrap=whole or not terminal, min_width=widest)
     for row in cells:
         grid.add_row(*row)

@@ -4,6 +4,8 @@ escaped once per label set (an expected backup's labels are shared by all its se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 
 def escape_label_value(value: str) -> str:
@@ -11,9 +13,9 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """Label names and values, sorted by name (as the exposition writes them), with their text."""
+class LabelSet(NamedTuple):
+    """Label names and values, sorted by name (as the exposition writes them), with their text.
+    A tuple: a scrape makes hundreds of thousands of them."""
 
     items: tuple[tuple[str, str], ...]
     text: str
@@ -26,8 +28,13 @@ class LabelSet:
     def extended(self, name: str, value: str) -> LabelSet:
         """These labels and one more (built from the shared text when it sorts last, as `status`)."""
         if self.items and name > self.items[-1][0]:
-            return LabelSet((*self.items, (name, value)), f'{self.text},{name}="{escape_label_value(value)}"')
+            return LabelSet((*self.items, (name, value)), self.text + _label_suffix(name, value))
         return LabelSet.of(**dict(self.items), **{name: value})
+
+
+@lru_cache(maxsize=1024)
+def _label_suffix(name: str, value: str) -> str:
+    return f',{name}="{escape_label_value(value)}"'
 
 
 NO_LABELS = LabelSet((), "")

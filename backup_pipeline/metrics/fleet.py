@@ -23,6 +23,7 @@ BACKUP_LABELS = ("agent_id", "database", "schedule")
 DELIVERY_STATES = ("pending", "sent", "failed", "abandoned")  # NotificationDeliveryRow.state
 BACKUP_STATUSES = [s.value for s in BackupStatus]
 ENTRY_STATUSES = [s.value for s in EntryStatus]
+ALL_STATUSES = sorted(set(BACKUP_STATUSES) | set(ENTRY_STATUSES))
 
 
 def fleet_families(snapshot: FleetSnapshot) -> list[Family]:
@@ -94,12 +95,12 @@ def _backup_families(backups: Iterable[BackupState]) -> list[Family]:
         key = LabelSet.of(
             agent_id=backup.agent_id, database=backup.database_name, schedule=schedule_label(backup)
         )
-        for value in BACKUP_STATUSES:
-            status.add(key.extended("status", value), 1.0 if backup.current_status == value else 0.0)
-        up.add(key, 1.0 if backup.current_status == BackupStatus.OK else 0.0)
-        if backup.latest_cycle_status is not None:
-            for value in ENTRY_STATUSES:
-                latest.add(key.extended("status", value), 1.0 if backup.latest_cycle_status == value else 0.0)
+        with_status = {value: key.extended("status", value) for value in ALL_STATUSES}
+        current, cycle = backup.current_status, backup.latest_cycle_status
+        status.samples += [(with_status[v], 1.0 if current == v else 0.0) for v in BACKUP_STATUSES]
+        up.add(key, 1.0 if current == BackupStatus.OK else 0.0)
+        if cycle is not None:
+            latest.samples += [(with_status[v], 1.0 if cycle == v else 0.0) for v in ENTRY_STATUSES]
         for name, value in _backup_values(backup).items():
             if value is not None:
                 gauges[name].add(key, value)
