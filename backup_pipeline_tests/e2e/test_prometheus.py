@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from backup_pipeline_tests.support.metrics_fleet import DOUALA, LIMBE, YAOUNDE, build_fleet
 from backup_pipeline_tests.support.paths import PROJECT_ROOT
 from backup_pipeline_tests.support.prometheus import RULES, Prometheus, prometheus, wait_until
@@ -24,14 +25,6 @@ from backup_pipeline_tests.support.receivers import free_port
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
 CLI = Path(sys.executable).parent / "backup-pipeline"
 
 
