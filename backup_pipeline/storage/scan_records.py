@@ -6,7 +6,6 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -54,9 +53,3 @@ def record_scan_end(session: Session, run_id: str, outcome: ScanOutcome, ended_a
         )
     )
     session.commit()
-
-
-def scan_records(session: Session) -> list[ScanRecordRow]:
-    """Every scan record, latest start first."""
-    query = sa.select(ScanRecordRow).order_by(ScanRecordRow.started_at.desc(), ScanRecordRow.id.desc())
-    return list(session.execute(query).scalars())
