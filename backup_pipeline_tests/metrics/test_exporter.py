@@ -4,6 +4,7 @@ own view of the same database, Prometheus' linter, and a query count that does n
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -226,3 +227,14 @@ def test_an_unreachable_database_is_a_503_with_one_line(
 
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_serve_binds_to_loopback_by_default_and_says_when_it_cannot(workspace: Workspace) -> None:
+    assert "[default: 127.0.0.1]" in " ".join(workspace.cli("metrics", "serve", "--help").stdout.split())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = workspace.cli("metrics", "serve", "--port", str(port), expect_ok=False)
+    assert refused.exit_code == 1
+    assert refused.stderr.strip() == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use"
