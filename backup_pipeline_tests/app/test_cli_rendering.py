@@ -151,10 +151,9 @@ def test_the_demo_partitions_start_at_the_simulated_fleets_first_day(
 ) -> None:
     # The demo exports its settings into this process's environment: the test's come back afterwards.
     for variable in [*load_settings().environment(), "DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL"]:
-        if variable in os.environ:
-            monkeypatch.setenv(variable, os.environ[variable])
-        else:
-            monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))  # recorded: restored or removed after
+        if not os.environ[variable]:
+            monkeypatch.delenv(variable)
     out = workspace.cli("demo", "--no-ui").stdout
     assert "simulated 4 agents" in out
     exported = load_settings()  # what `dagster dev` and every process it starts would read
