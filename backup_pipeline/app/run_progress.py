@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import DagsterEvent, DagsterEventType, InitLoggerContext, JobDefinition, logger
 
-from backup_pipeline.app.progress import Task
+from backup_pipeline.app.progress import Bars, Task
 
 LOGGER = "step_progress"
 _ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
@@ -22,7 +22,7 @@ _ENDED = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterE
 class RunProgress:
     """Shows the steps of the runs it is given, one bar per run."""
 
-    def __init__(self, bars: Any) -> None:  # app.progress.Bars
+    def __init__(self, bars: Bars) -> None:
         self._bars = bars
         self._handler = _StepHandler()
 
