@@ -283,13 +283,10 @@ class ScanRecordRow(Base):
     last step, or its first failed step, says otherwise; a run killed outright stays `running`)."""
 
     __tablename__ = "scan_records"
-    __table_args__ = (
-        UniqueConstraint("dagster_run_id", name="uq_scan_run"),
-        Index("ix_scan_ended", "ended_at"),
-    )
+    __table_args__ = (Index("ix_scan_ended", "ended_at"),)
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    dagster_run_id: Mapped[str] = mapped_column(String(64))
+    # One row per run, keyed by it: no sequence to share between the processes of a run.
+    dagster_run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date | None] = mapped_column(Date)
     automatic: Mapped[bool | None] = mapped_column(Boolean)
     started_at: Mapped[datetime] = mapped_column(TZ)

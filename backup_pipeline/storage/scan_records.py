@@ -31,7 +31,7 @@ def record_scan_start(
     )
     session.execute(
         statement.on_conflict_do_update(
-            constraint="uq_scan_run",
+            index_elements=["dagster_run_id"],
             set_={"started_at": started_at, "ended_at": None, "outcome": ScanOutcome.RUNNING.value},
         )
     )
@@ -46,7 +46,7 @@ def record_scan_end(session: Session, run_id: str, outcome: ScanOutcome, ended_a
     )
     session.execute(
         statement.on_conflict_do_update(
-            constraint="uq_scan_run",
+            index_elements=["dagster_run_id"],
             set_={"ended_at": ended_at, "outcome": outcome.value},
             # The first failed step decides: a later step's failure does not move the end.
             where=ScanRecordRow.outcome == ScanOutcome.RUNNING.value,

@@ -21,14 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "scan_records",
-        sa.Column("id", sa.BigInteger(), primary_key=True),
-        sa.Column("dagster_run_id", sa.String(64), nullable=False),
+        sa.Column("dagster_run_id", sa.String(64), primary_key=True),
         sa.Column("day", sa.Date(), nullable=True),
         sa.Column("automatic", sa.Boolean(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(16), nullable=False),
-        sa.UniqueConstraint("dagster_run_id", name="uq_scan_run"),
     )
     op.create_index("ix_scan_ended", "scan_records", ["ended_at"])
 
