@@ -19,6 +19,7 @@ from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDe
 
 from backup_pipeline.app.errors import ScanError
 from backup_pipeline.app.launcher import ensure_dagster_storage_url
+from backup_pipeline.app.run_progress import RunProgress
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
@@ -96,24 +97,33 @@ def run_scan(
     partitions: list[date] | None = None,
     rehash: bool = False,
     log_level: str = "WARNING",
+    progress: RunProgress | None = None,
 ) -> list[PartitionRun]:
+    """Scan the owed days (or `partitions`), one in-process run after the other; `progress` shows
+    each run's steps."""
     database = open_database(settings)
 
     def waiting() -> None:
         log.warning("another scan is running: waiting for it to finish")
 
     with advisory_lock(database, Lock.SCAN, on_wait=waiting):
-        return _Scan(settings, database, as_of, rehash, log_level).run(partitions)
+        return _Scan(settings, database, as_of, rehash, log_level, progress).run(partitions)
 
 
 class _Scan:
     """One CLI scan: its days, run one after the other in process."""
 
     def __init__(
-        self, settings: Settings, database: Database, as_of: datetime, rehash: bool, log_level: str
+        self,
+        settings: Settings,
+        database: Database,
+        as_of: datetime,
+        rehash: bool,
+        log_level: str,
+        progress: RunProgress | None,
     ) -> None:
         self.settings, self.database, self.as_of = settings, database, as_of
-        self.rehash, self.log_level = rehash, log_level
+        self.rehash, self.log_level, self.progress = rehash, log_level, progress
 
     def run(self, partitions: list[date] | None) -> list[PartitionRun]:
         sync_before_scan(self.settings, self.database, self.as_of)
@@ -125,6 +135,8 @@ class _Scan:
         automatic = not partitions
         days = list(partitions) if partitions else self._owed_days()
         job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
+        if self.progress is not None:
+            job = self.progress.job(job)
         instance = dagster_instance(self.settings)
         runs: list[PartitionRun] = []
         pending, done = sorted(set(days)), set[date]()
@@ -158,9 +170,11 @@ class _Scan:
     def _run_partition(
         self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig
     ) -> PartitionRun:
-        run_config = scan_run_config(config) | {
-            "loggers": {"console": {"config": {"log_level": self.log_level}}}
-        }
+        loggers: dict[str, object] = {"console": {"config": {"log_level": self.log_level}}}
+        if self.progress is not None:
+            loggers |= self.progress.run_config()
+            self.progress.start(f"scan {day}", len(job.nodes))
+        run_config = scan_run_config(config) | {"loggers": loggers}
         try:
             result = job.execute_in_process(
                 partition_key=day.isoformat(),

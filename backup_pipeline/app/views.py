@@ -56,15 +56,6 @@ def backup_rows(database: Database, *, active_only: bool) -> list[dict[str, Any]
     return [_backup_row(b, fleet_checked) for b in backups if b.is_active or not active_only]
 
 
-def _last_checked(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> datetime | None:
-    """A scan records its evaluations on the expected backups it wrote, and once for the fleet that it
-    looked at every active one (an idle scan does not rewrite every row)."""
-    times = [backup.last_checked_timestamp]
-    if backup.is_active and fleet_checked is not None and fleet_checked >= backup.created_at:
-        times.append(fleet_checked)
-    return max((t for t in times if t is not None), default=None)
-
-
 # Shown as they are stored (the rest are renamed or are timestamps, shown in ISO-8601 UTC).
 _BACKUP_FIELDS = (
     "database_name",
@@ -86,7 +77,7 @@ def _backup_row(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> di
     return {
         "agent_id": backup.agent_id_responsible,
         **{field: getattr(backup, field) for field in _BACKUP_FIELDS},
-        "last_checked_timestamp": iso(_last_checked(backup, fleet_checked)),
+        "last_checked_timestamp": iso(expected_backups.last_checked(backup, fleet_checked)),
         "last_successful_backup_timestamp": iso(backup.last_successful_backup_timestamp),
         "previous_successful_hash_global": backup.previous_successful_hash_global,
         "created_at": iso(backup.created_at),

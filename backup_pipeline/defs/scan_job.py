@@ -15,12 +15,14 @@ from dagster import (
     DynamicOut,
     DynamicOutput,
     Failure,
+    HookContext,
     JobDefinition,
     MetadataValue,
     OpExecutionContext,
     PartitionsDefinition,
     ResourceParam,
     RetryPolicy,
+    failure_hook,
     graph,
     multiprocess_executor,
     op,
@@ -41,6 +43,8 @@ from backup_pipeline.scan.outcomes import BatchResult, agent_days
 from backup_pipeline.scan.plan import BatchPlan, plan_batches
 from backup_pipeline.scan.sync import sync_before_scan
 from backup_pipeline.storage import expected_backups
+from backup_pipeline.storage.database import DatabaseFailure, DatabaseUnavailable, db_error_line
+from backup_pipeline.storage.scan_records import ScanOutcome, record_scan_end, record_scan_start
 
 SCAN_JOB = "backup_scan"
 AUTOMATIC_TAG = "backup_pipeline/automatic"
@@ -99,6 +103,9 @@ def ingest_reports(
 ) -> ScanStarted:
     request = _request(context, config)
     ctx = ScanContext(settings, database.get(), request, context.run_id)
+    with ctx.database.sessions() as session:
+        day = date.fromisoformat(context.partition_key)
+        record_scan_start(session, context.run_id, day, request.automatic, datetime.now(UTC))
     sync = sync_before_scan(settings, ctx.database, request.as_of)
     if sync is not None and (sync.added or sync.deactivated):
         context.log.info(f"jobs file synced: {sync.added} backup(s) added, {sync.deactivated} deactivated")
@@ -249,6 +256,8 @@ def notify_op(
     database: DatabaseResource,
 ) -> NotifySummary:
     summary = notify(settings, database.get(), context.run_id)  # a failing target is never raised
+    with database.get().sessions() as session:  # the scan's last step: the run ends here
+        record_scan_end(session, context.run_id, ScanOutcome.SUCCEEDED, datetime.now(UTC))
     if summary.skipped:
         context.log.info(f"notifications skipped: {summary.skipped}")
     context.log.info(
@@ -278,6 +287,16 @@ def notify_op(
     return summary
 
 
+@failure_hook(required_resource_keys={"database"})
+def record_failed_scan(context: HookContext) -> None:
+    """The scan run's first failed step ends it (for the exporter's last scan outcome)."""
+    try:
+        with context.resources.database.get().sessions() as session:
+            record_scan_end(session, context.run_id, ScanOutcome.FAILED, datetime.now(UTC))
+    except (DatabaseFailure, DatabaseUnavailable) as exc:  # often why the step failed: say it once
+        context.log.warning(f"could not record the failed scan: {db_error_line(exc)}")
+
+
 @graph
 def backup_scan() -> None:
     started = ingest_reports()
@@ -291,6 +310,7 @@ def build_scan_job(partitions: PartitionsDefinition) -> JobDefinition:
         description="Scan the deposit area: ingest reports, evaluate the day's cycles, archive reports.",
         partitions_def=partitions,
         tags=EXCLUSIVE_TAG,
+        hooks={record_failed_scan},
         executor_def=multiprocess_executor.configured(
             {
                 "max_concurrent": 2,

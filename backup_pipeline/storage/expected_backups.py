@@ -136,6 +136,16 @@ def fleet_checked_at(session: Session) -> datetime | None:
     return row.checked_at if row is not None else None
 
 
+def last_checked(backup: Any, fleet_checked: datetime | None) -> datetime | None:
+    """When a scan last looked at this expected backup (a row with `is_active`, `created_at` and
+    `last_checked_timestamp`). A scan records its evaluations on the expected backups it wrote, and
+    once for the fleet that it looked at every active one (an idle scan does not rewrite every row)."""
+    times = [backup.last_checked_timestamp]
+    if backup.is_active and fleet_checked is not None and fleet_checked >= backup.created_at:
+        times.append(fleet_checked)
+    return max((t for t in times if t is not None), default=None)
+
+
 FLEET_STATE_ID = 1
 
 

@@ -276,3 +276,19 @@ class JobsFileSyncRow(Base):
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     digest: Mapped[str] = mapped_column(String(64))
     synced_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class ScanRecordRow(Base):
+    """One scan run (one partition): when it started and ended, and how it ended (`running` until its
+    last step, or its first failed step, says otherwise; a run killed outright stays `running`)."""
+
+    __tablename__ = "scan_records"
+    __table_args__ = (Index("ix_scan_ended", "ended_at"),)
+
+    # One row per run, keyed by it: no sequence to share between the processes of a run.
+    dagster_run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    automatic: Mapped[bool | None] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(TZ)
+    ended_at: Mapped[datetime | None] = mapped_column(TZ)
+    outcome: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed

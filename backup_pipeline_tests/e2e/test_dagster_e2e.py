@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, sha
 from backup_pipeline_tests.support.paths import PROJECT_ROOT
 
@@ -41,16 +42,6 @@ pytestmark = pytest.mark.slow
 PROJECT = PROJECT_ROOT
 ARTIFACTS = PROJECT / "test-artifacts"
 BIN = Path(sys.executable).parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 OTHER = "SIRPACAM_BAFOUSSAM_CAMPUS_1"
 WINDOW = 90
