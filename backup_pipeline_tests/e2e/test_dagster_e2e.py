@@ -190,9 +190,13 @@ def dagster_servers(
     }
     started: list[Servers] = []
 
-    def start() -> Servers:
+    def start(*stopped: tuple[str, str]) -> Servers:
+        """`stopped`: (kind, name) of schedules and sensors stopped before the daemon exists, so that
+        none of their ticks can run before the test's own scans."""
         servers = Servers(port=_free_port(), home=home, env=env)
         started.append(servers)
+        for kind, name in stopped:
+            servers.dagster(kind, "stop", name, "-w", str(PROJECT / "workspace.yaml"))
         servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
         servers.start("dagster-daemon", "run")
         _wait_ready(servers)
@@ -401,9 +405,8 @@ def entries_by_cycle(workspace: Workspace) -> dict[tuple[str, str, str], dict[st
     return {(e["agent_id"], e["database_name"], e["cycle_expected_at"][:10]): e for e in workspace.entries()}
 
 
-def _stop(servers: Servers, kind: str, name: str) -> None:
-    """Stop a schedule or sensor, so that only the runs a test launches scan."""
-    servers.dagster(kind, "stop", name, "-w", str(PROJECT / "workspace.yaml"))
+SCHEDULE = ("schedule", "scan_every_15_minutes")
+SENSOR = ("sensor", "deposit_sensor")
 
 
 # ---------------------------------------------------------------- the test
@@ -413,11 +416,10 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     cycle = now - timedelta(minutes=60)  # window 90 min: the report is in, the deadline still ahead
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
-    servers = dagster_servers()
-    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
     # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
-    # inside the test: stop it, so the scans below are the deposit sensor's.
-    _stop(servers, "schedule", "scan_every_15_minutes")
+    # inside the test: it is stopped before the daemon starts, so the scans below are the sensor's.
+    servers = dagster_servers(SCHEDULE)
+    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
 
     # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear.
     scenario = build_deposit(tmp_path / "incoming", cycle)
@@ -762,9 +764,7 @@ def test_a_failed_scan_run_is_re_executed_by_the_daemon(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     cycle = now - timedelta(minutes=60)
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
-    servers = dagster_servers()
-    _stop(servers, "sensor", "deposit_sensor")
-    _stop(servers, "schedule", "scan_every_15_minutes")
+    servers = dagster_servers(SENSOR, SCHEDULE)
     workspace.root.rmdir()  # not mounted
 
     launched = servers.graphql(LAUNCH_RUN, partition=cycle.date().isoformat())["launchRun"]
