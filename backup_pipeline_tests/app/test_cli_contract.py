@@ -235,12 +235,10 @@ def test_status_has_exactly_the_contract_fields_and_unknown_before_any_scan(work
         assert row["last_checked_timestamp"] is None
         assert row["last_successful_backup_timestamp"] is None
         assert row["previous_successful_hash_global"] is None
-    assert {
-        (r["agent_id"], r["database_name"], r["expected_hour_utc"], r["expected_minute_utc"]) for r in rows
-    } == {
-        (DOUALA, "compta_db", 13, 0),
-        (DOUALA, "paie_db", 13, 0),
-        (YAOUNDE, "compta_db", 20, 0),
+    assert {(r["agent_id"], r["database_name"], r["name"], r["schedule"]) for r in rows} == {
+        (DOUALA, "compta_db", "1300", "daily at 13:00 (UTC)"),
+        (DOUALA, "paie_db", "1300", "daily at 13:00 (UTC)"),
+        (YAOUNDE, "compta_db", "2000", "daily at 20:00 (UTC)"),
     }
     table = ws.cli("status").stdout  # the table for people shows the same jobs
     assert table.count("UNKNOWN") == 3 and DOUALA in table and YAOUNDE in table

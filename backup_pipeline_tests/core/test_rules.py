@@ -24,7 +24,6 @@ from backup_pipeline.core.domain import (
     StagedFileCheck,
 )
 from backup_pipeline.core.reports import parse_report
-from backup_pipeline.core.schedules import Schedule
 from backup_pipeline.core.rules import (
     decide,
     later_reports,
@@ -34,6 +33,7 @@ from backup_pipeline.core.rules import (
     staged_file_name,
     unlisted_reports,
 )
+from backup_pipeline.core.schedules import Schedule
 
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 DB = "compta_db"

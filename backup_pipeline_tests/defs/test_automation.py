@@ -127,6 +127,14 @@ def test_shipped_schedule_runs_every_15_minutes_utc_by_default() -> None:
     assert schedule.job_name == SCAN_JOB
 
 
+def daily(plan: list[tuple[int, int, int]]) -> list[ExpectedBackup]:
+    """Daily-UTC backups from (hour, minute, window)."""
+    return [
+        ExpectedBackup(AGENT, "compta_db", Schedule.daily_utc(h, m), early_minutes=w, grace_minutes=w)
+        for h, m, w in plan
+    ]
+
+
 @pytest.mark.parametrize(
     ("plan", "now", "expected"),
     [
@@ -150,14 +158,6 @@ def test_shipped_schedule_runs_every_15_minutes_utc_by_default() -> None:
         ),
     ],
 )
-def daily(plan: list[tuple[int, int, int]]) -> list[ExpectedBackup]:
-    """Daily-UTC backups from (hour, minute, window)."""
-    return [
-        ExpectedBackup(AGENT, "compta_db", Schedule.daily_utc(h, m), early_minutes=w, grace_minutes=w)
-        for h, m, w in plan
-    ]
-
-
 def test_days_with_open_cycles(plan: list[tuple[int, int, int]], now: str, expected: list[str]) -> None:
     days = days_with_open_cycles(daily(plan), utc(now), QUARTER)
 
