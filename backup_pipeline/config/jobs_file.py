@@ -328,7 +328,7 @@ class BackupSpec(_AlertingFields, _WindowFields):
             if daily != (None, None):
                 field = "expected_hour_utc" if self.expected_hour_utc is not None else "expected_minute_utc"
                 return field, "give either schedule or expected_hour_utc/expected_minute_utc, not both"
-            return None
+            return self.window_problem()
         if None in daily:
             field = "expected_hour_utc" if self.expected_hour_utc is None else "expected_minute_utc"
             return field, 'Field required (or give a cron schedule instead, e.g. schedule: "30 2 * * 0")'
