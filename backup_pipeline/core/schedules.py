@@ -65,7 +65,7 @@ class Schedule:
 
     @classmethod
     def daily_utc(cls, hour: int, minute: int) -> Schedule:
-        return cls(DailyAt(hour, minute), UTC)
+        return _daily_utc(hour, minute)
 
     @property
     def zone_name(self) -> str:
@@ -82,8 +82,18 @@ class Schedule:
 
     def instants_on(self, day: date) -> tuple[datetime, ...]:
         """The expected instants falling on a UTC day (none: the day owes nothing)."""
-        start = datetime.combine(day, time(0), tzinfo=UTC)
-        return self.instants(start, start + DAY)
+        return _instants_on(self, day)
+
+
+@lru_cache(maxsize=1440)
+def _daily_utc(hour: int, minute: int) -> Schedule:
+    return Schedule(DailyAt(hour, minute), UTC)
+
+
+@lru_cache(maxsize=65536)  # a scan asks for the same day of the same few schedules 20,000 times
+def _instants_on(schedule: Schedule, day: date) -> tuple[datetime, ...]:
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return schedule.instants(start, start + DAY)
 
 
 @lru_cache(maxsize=65536)
