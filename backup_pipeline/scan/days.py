@@ -29,17 +29,17 @@ def open_days(database: Database, settings: Settings, as_of: datetime) -> list[d
         if created is None:
             return [as_of.date()]
         first = max(settings.start_date, created.date())
-        groups = scheduled_cycles(expected_backups.backup_timings(session), first, as_of.date())
+        groups = scheduled_cycles(expected_backups.schedule_groups(session), first, as_of.date())
         days = expected_backups.open_days(session, groups)
     return days or [as_of.date()]
 
 
-def scheduled_cycles(timings: Iterable[Any], first: date, last: date) -> list[ScheduledCycles]:
-    """The backups grouped by schedule (a fleet has few), with each schedule's instants on the UTC
-    days [first, last]."""
+def scheduled_cycles(groups: Iterable[Any], first: date, last: date) -> list[ScheduledCycles]:
+    """Each schedule's backups (from groups of backups expected alike: schedule columns and ids) with
+    its instants on the UTC days [first, last]."""
     members: dict[Schedule, list[int]] = defaultdict(list)
-    for timing in timings:
-        members[schedule_of(timing)].append(timing.id)
+    for group in groups:
+        members[schedule_of(group)] += group.ids
     start, end = day_bounds(first)[0], day_bounds(last)[1]
     return [
         ScheduledCycles(job_ids=ids, instants=list(schedule.instants(start, end)))

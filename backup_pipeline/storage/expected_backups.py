@@ -273,19 +273,30 @@ def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]
     members = [(index, job_id) for index, group in enumerate(cycles) for job_id in group.job_ids]
     if not groups or not members:
         return []
+    days = sorted({at.date() for _, at in groups})
+    # Per day, EXISTS stops at the first owed cycle; a day with all its entries costs one index probe
+    # per cycle.
     statement = sa.text(
         """
-        SELECT DISTINCT (c.t AT TIME ZONE 'UTC')::date AS day
-        FROM unnest(CAST(:group_of_instant AS integer[]), CAST(:instants AS timestamptz[])) AS c(g, t)
-        JOIN unnest(CAST(:group_of_job AS integer[]), CAST(:job_ids AS integer[])) AS m(g, job_id)
-          ON m.g = c.g
-        JOIN expected_jobs j ON j.id = m.job_id
-        WHERE j.is_active
-          AND c.t + make_interval(mins => j.grace_minutes) >= j.created_at
-          AND NOT EXISTS (
-              SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
-          )
-        ORDER BY day
+        WITH c AS (
+            SELECT g, t, (t AT TIME ZONE 'UTC')::date AS day
+            FROM unnest(CAST(:group_of_instant AS integer[]), CAST(:instants AS timestamptz[])) AS c(g, t)
+        ), m AS (
+            SELECT * FROM unnest(CAST(:group_of_job AS integer[]), CAST(:job_ids AS integer[])) AS m(g, job_id)
+        )
+        SELECT d.day FROM unnest(CAST(:days AS date[])) AS d(day)
+        WHERE EXISTS (
+            SELECT 1 FROM c
+            JOIN m ON m.g = c.g
+            JOIN expected_jobs j ON j.id = m.job_id
+            WHERE c.day = d.day
+              AND j.is_active
+              AND c.t + make_interval(mins => j.grace_minutes) >= j.created_at
+              AND NOT EXISTS (
+                  SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
+              )
+        )
+        ORDER BY d.day
         """
     )
     rows = session.execute(
@@ -295,9 +306,29 @@ def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]
             "instants": [at for _, at in groups],
             "group_of_job": [g for g, _ in members],
             "job_ids": [job_id for _, job_id in members],
+            "days": days,
         },
     )
     return [row.day for row in rows]
+
+
+def schedule_groups(session: Session) -> list[Any]:
+    """The active expected backups grouped by the columns that say when they are expected (a fleet
+    has few such groups): schedule, expected_hour_utc, expected_minute_utc, timezone and ids."""
+    statement = sa.select(
+        ExpectedBackupRow.schedule,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.timezone,
+        sa.func.array_agg(ExpectedBackupRow.id).label("ids"),
+    ).where(ExpectedBackupRow.is_active)
+    statement = statement.group_by(
+        ExpectedBackupRow.schedule,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.timezone,
+    )
+    return list(session.execute(statement))
 
 
 @dataclass(frozen=True)
