@@ -282,7 +282,8 @@ def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]
             SELECT g, t, (t AT TIME ZONE 'UTC')::date AS day
             FROM unnest(CAST(:group_of_instant AS integer[]), CAST(:instants AS timestamptz[])) AS c(g, t)
         ), m AS (
-            SELECT * FROM unnest(CAST(:group_of_job AS integer[]), CAST(:job_ids AS integer[])) AS m(g, job_id)
+            SELECT g, job_id
+            FROM unnest(CAST(:group_of_job AS integer[]), CAST(:job_ids AS integer[])) AS m(g, job_id)
         )
         SELECT d.day FROM unnest(CAST(:days AS date[])) AS d(day)
         WHERE EXISTS (
