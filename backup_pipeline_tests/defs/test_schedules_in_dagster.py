@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from dagster import DagsterInstance, Definitions, build_schedule_context, instance_for_test
+from dagster import Definitions, build_schedule_context
 
 from backup_pipeline.config.jobs_file import load_jobs_file
 from backup_pipeline.config.settings import load_settings
@@ -62,8 +62,7 @@ def test_the_scan_job_materializes_each_cycle_on_its_backups_asset(workspace: Wo
         )
     workspace.cli("backups", "sync", "--at", "2025-11-21T00:00:00Z")
 
-    with DagsterInstance.ephemeral() as instance:
-        result = run_scan_job("2025-11-22", "2025-11-22T07:30:00Z", instance)
+    result = run_scan_job("2025-11-22", "2025-11-22T07:30:00Z")
     materialized = [
         (m.asset_key.path[-1], m.metadata["cycle_expected_at"].value, m.metadata["schedule"].value)
         for m in result.asset_materializations_for_node("evaluate")
@@ -80,11 +79,10 @@ def test_the_periodic_scan_and_the_digest_follow_the_schedules(workspace: Worksp
     schedule = defs.resolve_schedule_def(SCAN_SCHEDULE)
     # Sunday 00:30 UTC: Saturday's weekly cycle (22:50 UTC, grace 120 min) is still open.
     sunday = datetime(2025, 11, 23, 0, 30, tzinfo=UTC)
-    with instance_for_test() as instance:
-        context = build_schedule_context(
-            instance=instance, scheduled_execution_time=sunday, repository_def=defs.get_repository_def()
-        )
-        requests = schedule.evaluate_tick(context).run_requests
+    context = build_schedule_context(
+        scheduled_execution_time=sunday, repository_def=defs.get_repository_def()
+    )
+    requests = schedule.evaluate_tick(context).run_requests
     assert sorted(r.partition_key for r in requests or []) == ["2025-11-22", "2025-11-23"]
     # The latest deadline of a day: the weekly one, 23:50 Paris = 22:50 UTC in winter, + 120 min.
     declared = load_jobs_file(workspace.jobs_file, 60)
