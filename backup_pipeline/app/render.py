@@ -54,12 +54,11 @@ STYLES = {
 }
 # Never wrapped on a terminal: the narrower columns (messages, times) wrap instead.
 KEPT_WHOLE = (
-    frozenset({"agent_id", "database_name", "partition", "day", "target", "expected_UTC"})
+    frozenset({"agent_id", "database_name", "name", "partition", "day", "target"})
     | STATUS_COLUMNS
     | HASH_COLUMNS
     | RUN_ID_COLUMNS
 )
-SCHEDULE = ("expected_hour_utc", "expected_minute_utc")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z")
 
 
@@ -73,8 +72,8 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, wide:
     columns = columns or list(rows[0])
     terminal = on_terminal()
     grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False)
-    shown = _merge_schedule(columns)
-    cells = [[_cell(column, _value(row, column), wide) for column in shown] for row in rows]
+    shown = columns
+    cells = [[_cell(column, row.get(column), wide) for column in shown] for row in rows]
     for i, column in enumerate(shown):
         header = column if column.isupper() else column.replace("_", " ")  # statuses keep their name
         whole = column in KEPT_WHOLE
@@ -83,21 +82,6 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, wide:
     for row in cells:
         grid.add_row(*row)
     return _print(grid, terminal)
-
-
-def _merge_schedule(columns: list[str]) -> list[str]:
-    """An expected backup's hour and minute read as one time, `13:00` (the column `expected UTC`)."""
-    if not all(c in columns for c in SCHEDULE):
-        return columns
-    merged = [c for c in columns if c != SCHEDULE[1]]
-    merged[merged.index(SCHEDULE[0])] = "expected_UTC"
-    return merged
-
-
-def _value(row: dict[str, Any], column: str) -> Any:
-    if column == "expected_UTC":
-        return f"{row[SCHEDULE[0]]:02d}:{row[SCHEDULE[1]]:02d}"
-    return row.get(column)
 
 
 def _cell(column: str, value: Any, wide: bool) -> Text:

@@ -80,9 +80,14 @@ def _backup_families(backups: Iterable[BackupState]) -> list[Family]:
             "The longest time between two consecutive cycles of the expected backup's schedule.",
             "seconds",
         ),
-        "window": _per_backup(
-            "backup_job_window_seconds",
-            "The expected backup's window: a report ending this long before or after a cycle counts.",
+        "early": _per_backup(
+            "backup_job_early_seconds",
+            "How long before a cycle's expected instant a report may end and still count for it.",
+            "seconds",
+        ),
+        "grace": _per_backup(
+            "backup_job_grace_seconds",
+            "How long after a cycle's expected instant a report may end: the cycle's deadline.",
             "seconds",
         ),
         "since": _per_backup(
@@ -116,7 +121,8 @@ def _backup_values(backup: BackupState) -> dict[str, float | None]:
         "size": float(backup.last_staged_size) if measured else None,  # type: ignore[arg-type]
         "anomaly": (1.0 if backup.size_anomaly else 0.0) if measured else None,
         "period": float(period_seconds(backup)),
-        "window": float(backup.window_minutes * 60),
+        "early": float(backup.early_minutes * 60),
+        "grace": float(backup.grace_minutes * 60),
         "since": _timestamp(backup.created_at),
     }
 

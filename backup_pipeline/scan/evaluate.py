@@ -16,12 +16,19 @@ from typing import Any
 from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.config.jobs_file import to_expected_backup
 from backup_pipeline.core import rules
-from backup_pipeline.core.cycles import Cycle, day_bounds
-from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.core.cycles import Cycle, cycles_on, day_bounds
+from backup_pipeline.core.domain import (
+    Decision,
+    PreviousSuccess,
+    RecordedReport,
+    RejectedReport,
+    StagedFileCheck,
+    Step,
+)
 from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
-from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan, time_of
+from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan
 from backup_pipeline.storage import entries, expected_backups, reports
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
@@ -60,19 +67,24 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         watched = sorted({j.agent_id_responsible for j in backups})
         existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
         result.backups += len(ids)
-        cycles = {j.id: Cycle(backup=to_expected_backup(j), expected_at=start + time_of(j)) for j in backups}
-        todo = backups
-        agents = sorted({j.agent_id_responsible for j in todo})
+        # Every cycle of the day, each backup's in order: a cycle's previous success and size history
+        # may be an earlier cycle of the same day, decided just before it.
+        cycles = [(j, cycle) for j in backups for cycle in cycles_on(to_expected_backup(j), plan.day)]
+        agents = sorted({j.agent_id_responsible for j, _ in cycles})
         inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
-        previous = entries.previous_successes(session, [j.id for j in todo], start) if todo else {}
+        previous = entries.previous_successes(session, ids, start) if cycles else {}
         pending = [
-            _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
+            _prepare(j, cycle, existing.get((j.id, cycle.expected_at)), inputs[j.agent_id_responsible])
+            for j, cycle in cycles
         ]
         _measure(ctx, pending, result)
         sizes = alert.SizeBaseline.load(
-            session, ctx.settings, [p.backup for p in pending if p.check is not None], start
+            session,
+            ctx.settings,
+            {p.backup.id: p.backup for p in pending if p.check is not None}.values(),
+            start,
         )
-        rows, outcomes_by_backup = [], {}
+        rows, written = [], {}
         for item in pending:
             if item.settling:
                 result.still_open += 1
@@ -93,11 +105,19 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             result.evaluated += 1
             values = _entry_values(ctx, item, decision)
             alert.annotate(values, item.backup, item.cycle, sizes)  # size anomaly, silence
+            if decision.status.is_success:
+                previous[item.backup.id] = _as_previous(values)
+                sizes.record(item.backup.id, item.cycle.expected_at, values["server_calculated_staged_size"])
             changed = _differs(item.existing, values)
             if changed or not ctx.automatic:
                 rows.append(values)
-                outcomes_by_backup[item.backup.id] = (item, values, changed)
+                written[(item.backup.id, item.cycle.expected_at)] = (item, values, changed)
         entry_ids = entries.upsert_entries(session, rows)
+        if not ctx.automatic:  # a re-evaluation applies the current schedule: other instants are history
+            scheduled = {(j.id, cycle.expected_at) for j, cycle in cycles}
+            stale = [e.id for key, e in existing.items() if key not in scheduled and e.superseded_at is None]
+            entries.supersede_entries(session, stale, ctx.as_of)
+            result.superseded = len(stale)
         entries.refresh_backup_state(session, ids, ctx.as_of)
         # An agent with a staged file still being written is not marked: the next scan looks again
         # (otherwise nothing new would be seen before the cycle's deadline).
@@ -107,8 +127,8 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             session,
             ctx,
             [
-                alert.Written(item.backup, item.cycle, values, entry_ids[backup_id])
-                for backup_id, (item, values, changed) in outcomes_by_backup.items()
+                alert.Written(item.backup, item.cycle, values, entry_ids[key])
+                for key, (item, values, changed) in written.items()
                 if changed
             ],
         )
@@ -117,11 +137,19 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
     # assets show the run that last wrote them; an automatic scan only what changed.
     result.outcomes = [
-        _outcome(entry_ids[backup_id], item, values, changed)
-        for backup_id, (item, values, changed) in outcomes_by_backup.items()
+        _outcome(entry_ids[key], item, values, changed)
+        for key, (item, values, changed) in written.items()
         if changed or not ctx.automatic
     ]
     return result
+
+
+def _as_previous(values: dict[str, Any]) -> PreviousSuccess:
+    return PreviousSuccess(
+        cycle_expected_at=values["cycle_expected_at"],
+        staged_hash=values["server_calculated_staged_hash"],
+        content_fingerprint=values["server_content_fingerprint"],
+    )
 
 
 def _prepare(
@@ -273,7 +301,9 @@ _COMPARED = (
 
 
 def _differs(existing: BackupEntryRow | None, values: dict[str, Any]) -> bool:
-    return existing is None or any(getattr(existing, c) != values[c] for c in _COMPARED)
+    if existing is None or existing.superseded_at is not None:  # back in the schedule: it counts again
+        return True
+    return any(getattr(existing, c) != values[c] for c in _COMPARED)
 
 
 def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: bool) -> EntryOutcome:
@@ -282,6 +312,8 @@ def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: boo
         backup_id=item.backup.id,
         agent_id=item.backup.agent_id_responsible,
         database_name=item.backup.database_name,
+        backup_name=item.backup.name,
+        schedule=item.cycle.backup.schedule.text,
         cycle_expected_at=item.cycle.expected_at.astimezone(UTC),
         status=values["status"],
         message=values["message"],

@@ -17,6 +17,8 @@ class EntryOutcome(Summary):
     backup_id: int
     agent_id: str
     database_name: str
+    backup_name: str  # with agent and database, the expected backup's identity (its asset)
+    schedule: str  # readable, e.g. "At 02:30 on Sunday (Europe/Paris)"
     cycle_expected_at: datetime
     status: str
     message: str
@@ -41,6 +43,7 @@ class BatchResult(Summary):
     written: int = 0
     still_open: int = 0  # cycles before their deadline with nothing to judge yet
     not_owed: int = 0  # automatic scans: cycles due before the backup existed
+    superseded: int = 0  # re-evaluations: entries at instants the backup's schedule no longer has
     measured_files: int = 0
     measured_bytes: int = 0
     # Created or changed entries; in an explicit re-evaluation, every entry written (`changed` tells).

@@ -22,9 +22,13 @@ class BackupState(NamedTuple):
 
     agent_id: str
     database_name: str
-    expected_hour_utc: int
-    expected_minute_utc: int
-    window_minutes: int
+    name: str  # the expected backup's identity beside agent and database
+    schedule: str | None  # a cron expression read in `timezone`, or None: daily at hour:minute UTC
+    timezone: str
+    expected_hour_utc: int | None
+    expected_minute_utc: int | None
+    early_minutes: int
+    grace_minutes: int
     current_status: str
     created_at: datetime
     last_checked: datetime | None
@@ -62,8 +66,9 @@ class FleetSnapshot:
 # backup at most, one for a healthy one.
 _BACKUPS = sa.text(
     """
-    SELECT j.agent_id_responsible, j.database_name, j.expected_hour_utc, j.expected_minute_utc,
-           j.window_minutes, j.current_status, j.created_at, j.is_active, j.last_checked_timestamp,
+    SELECT j.agent_id_responsible, j.database_name, j.name, j.schedule, j.timezone, j.expected_hour_utc,
+           j.expected_minute_utc, j.early_minutes, j.grace_minutes, j.current_status, j.created_at,
+           j.is_active, j.last_checked_timestamp,
            j.last_successful_backup_timestamp, latest.status, latest.cycle_expected_at,
            CASE WHEN latest.status IN :successes THEN latest.size ELSE earlier.size END,
            CASE WHEN latest.status IN :successes THEN latest.size_anomaly ELSE earlier.size_anomaly END
@@ -78,7 +83,7 @@ _BACKUPS = sa.text(
         ORDER BY e.cycle_expected_at DESC LIMIT 1
     ) earlier ON true
     WHERE j.is_active
-    ORDER BY j.agent_id_responsible, j.database_name, j.expected_hour_utc, j.expected_minute_utc
+    ORDER BY j.agent_id_responsible, j.database_name, j.name
     """
 ).bindparams(successes())
 
@@ -97,14 +102,18 @@ def fleet_snapshot(session: Session) -> FleetSnapshot:
 
 
 def _backup_state(row: Any, fleet_checked: datetime | None) -> BackupState:
-    (agent, database, hour, minute, window, status, created, _active, _checked, success, *latest) = row
-    cycle_status, cycle_at, size, anomaly = latest
+    (agent, database, name, schedule, zone, hour, minute, early, grace, status, *rest) = row
+    created, _active, _checked, success, cycle_status, cycle_at, size, anomaly = rest
     return BackupState(
         agent_id=agent,
         database_name=database,
+        name=name,
+        schedule=schedule,
+        timezone=zone,
         expected_hour_utc=hour,
         expected_minute_utc=minute,
-        window_minutes=window,
+        early_minutes=early,
+        grace_minutes=grace,
         current_status=status,
         created_at=created,
         last_checked=last_checked(row, fleet_checked),

@@ -41,23 +41,32 @@ class Base(DeclarativeBase):
 
 
 class ExpectedBackupRow(Base):
-    """An expected backup: one database of one agent expected every day at HH:MM UTC, with its
-    latest known state. The table keeps the design notes' name, `expected_jobs` (and `job_id` in the
-    tables that refer to it)."""
+    """An expected backup: one database of one agent expected at the instants of a schedule (daily at
+    HH:MM UTC, or a cron expression read in `timezone`), with its latest known state. Its identity is
+    (agent, database, name). The table keeps the design notes' name, `expected_jobs` (and `job_id` in
+    the tables that refer to it)."""
 
     __tablename__ = "expected_jobs"
     __table_args__ = (
-        UniqueConstraint(
-            "agent_id_responsible", "database_name", "expected_hour_utc", "expected_minute_utc", name="uq_job"
+        UniqueConstraint("agent_id_responsible", "database_name", "name", name="uq_job"),
+        # Exactly one way of saying when: a cron schedule, or the daily-UTC hour and minute.
+        CheckConstraint(
+            "(schedule IS NULL) = (expected_hour_utc IS NOT NULL AND expected_minute_utc IS NOT NULL)",
+            name="ck_job_schedule_form",
         ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id_responsible: Mapped[str] = mapped_column(String(128), index=True)
     database_name: Mapped[str] = mapped_column(String(128))
-    expected_hour_utc: Mapped[int] = mapped_column(SmallInteger)
-    expected_minute_utc: Mapped[int] = mapped_column(SmallInteger)
-    window_minutes: Mapped[int] = mapped_column(Integer)
+    # The jobs file's `name`; HHMM for daily-UTC backups that have none (their identity since the
+    # start), empty for the one unnamed cron-scheduled backup of a database.
+    name: Mapped[str] = mapped_column(String(64))
+    expected_hour_utc: Mapped[int | None] = mapped_column(SmallInteger)
+    expected_minute_utc: Mapped[int | None] = mapped_column(SmallInteger)
+    schedule: Mapped[str | None] = mapped_column(Text)  # a 5-field cron expression, read in `timezone`
+    early_minutes: Mapped[int] = mapped_column(Integer)
+    grace_minutes: Mapped[int] = mapped_column(Integer)
     timezone: Mapped[str] = mapped_column(String(64))
     staged_file_name: Mapped[str | None] = mapped_column(String(255))
     content_change: Mapped[str] = mapped_column(String(16))
@@ -125,7 +134,7 @@ class BackupEntryRow(Base):
             "ix_entry_job_success",
             "job_id",
             "cycle_expected_at",
-            postgresql_where=text(f"status IN ({sql_literals(SUCCESS_STATUSES)})"),
+            postgresql_where=text(f"status IN ({sql_literals(SUCCESS_STATUSES)}) AND superseded_at IS NULL"),
             postgresql_include=["server_calculated_staged_size"],
         ),
     )
@@ -174,6 +183,9 @@ class BackupEntryRow(Base):
     size_median: Mapped[float | None] = mapped_column(Float)
     size_ratio: Mapped[float | None] = mapped_column(Float)
     size_history: Mapped[int | None] = mapped_column(SmallInteger)
+    # Set when a re-evaluation of the cycle's day found the instant no longer in the backup's schedule
+    # (its configuration changed): kept as history, out of statuses, digests and alerts.
+    superseded_at: Mapped[datetime | None] = mapped_column(TZ)
 
 
 class AlertRow(Base):

@@ -62,10 +62,10 @@ def test_unknown_names_are_404_and_hostile_names_stay_text(workspace: Workspace)
     with sa.create_engine(workspace.database_url).begin() as conn:  # written behind the jobs file's back
         conn.execute(
             sa.text(
-                "INSERT INTO expected_jobs (agent_id_responsible, database_name, expected_hour_utc, "
-                "expected_minute_utc, window_minutes, timezone, content_change, company_name, city, "
-                "neighborhood, is_active, current_status, created_at) VALUES (:a, :d, 2, 0, 60, 'UTC', "
-                "'changed', 'SIRPACAM', 'DOUALA', 'NEWBELL', true, 'OK', now())"
+                "INSERT INTO expected_jobs (agent_id_responsible, database_name, name, expected_hour_utc, "
+                "expected_minute_utc, early_minutes, grace_minutes, timezone, content_change, company_name, "
+                "city, neighborhood, is_active, current_status, created_at) VALUES (:a, :d, '0200', 2, 0, "
+                "60, 60, 'UTC', 'changed', 'SIRPACAM', 'DOUALA', 'NEWBELL', true, 'OK', now())"
             ),
             {"a": DOUALA, "d": hostile},
         )
