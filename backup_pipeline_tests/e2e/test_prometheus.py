@@ -68,9 +68,7 @@ def _one(prom: Prometheus, expr: str) -> tuple[dict[str, str], float]:
 def test_prometheus_scrapes_the_fleet_and_evaluates_the_shipped_rules(
     workspace: Workspace, served: str, tmp_path: Path
 ) -> None:
-    status = {
-        (r["agent_id"], r["database_name"], r["expected_hour_utc"]): r for r in workspace.json("status")
-    }
+    status = {(r["agent_id"], r["database_name"], int(r["name"][:2])): r for r in workspace.json("status")}
     target = served.removeprefix("http://")
     with prometheus(tmp_path / "prometheus", [target], [RULES]) as prom:
         prom.wait("the exporter's target up", lambda: prom.query('up{job="backup_pipeline"} == 1'))
@@ -132,7 +130,7 @@ def test_prometheus_scrapes_the_fleet_and_evaluates_the_shipped_rules(
             (
                 r["agent_id"],
                 r["database_name"],
-                f"{r['expected_hour_utc']:02d}:{r['expected_minute_utc']:02d} UTC",
+                f"{r['name'][:2]}:{r['name'][2:]} UTC",  # daily-UTC backups are named HHMM
             )
             for r in status.values()
         }

@@ -49,7 +49,7 @@ def _dump(ws: Workspace) -> str:
 
 def test_every_active_expected_backup_is_exported_with_its_status(fleet: Workspace) -> None:
     series = parse(_dump(fleet))
-    status = {(r["agent_id"], r["database_name"], r["expected_hour_utc"]): r for r in fleet.json("status")}
+    status = {(r["agent_id"], r["database_name"], int(r["name"][:2])): r for r in fleet.json("status")}
     expected = {
         (DOUALA, "compta_db", "13:00 UTC"): "OK",
         (DOUALA, "compta_db", "20:00 UTC"): "FAILED",
@@ -71,14 +71,15 @@ def test_every_active_expected_backup_is_exported_with_its_status(fleet: Workspa
         assert sorted(values(series, "backup_job_status", **key)) == [0, 0, 0, 0, 1]
         assert value(series, "backup_job_up", **key) == (expected[agent, database, schedule] == "OK")
         assert value(series, "backup_job_period_seconds", **key) == 86400
-        assert value(series, "backup_job_window_seconds", **key) == 3600
+        assert value(series, "backup_job_early_seconds", **key) == 3600
+        assert value(series, "backup_job_grace_seconds", **key) == 3600
     # The inactive expected backup (old_db, removed from the jobs file) is not exported at all.
     assert not [s for s in series if s.labels.get("database") == "old_db"]
 
 
 def test_timestamps_sizes_and_latest_cycles_are_the_databases(fleet: Workspace) -> None:
     series = parse(_dump(fleet))
-    rows = {(r["agent_id"], r["database_name"], r["expected_hour_utc"]): r for r in fleet.json("status")}
+    rows = {(r["agent_id"], r["database_name"], int(r["name"][:2])): r for r in fleet.json("status")}
     ok = {"agent_id": DOUALA, "database": "compta_db", "schedule": "13:00 UTC"}
     success = rows[(DOUALA, "compta_db", 13)]["last_successful_backup_timestamp"]
     assert value(series, "backup_job_last_success_timestamp_seconds", **ok) == _epoch(success)
