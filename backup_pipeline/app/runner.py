@@ -71,7 +71,10 @@ def dagster_instance(settings: Settings) -> DagsterInstance:
         return DagsterInstance.ephemeral()
     ensure_dagster_storage_url(settings)  # an explicit DAGSTER_HOME with the shipped dagster.yaml
     try:
-        return DagsterInstance.get()
+        i = DagsterInstance.get()
+        if os.environ.get("EXP_POOL"):
+            i.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
+        return i
     except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
         raise ScanError(
             f"cannot open the Dagster instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']}: "

@@ -15,9 +15,16 @@ from typing import Any
 
 from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.config.jobs_file import to_expected_backup
-from backup_pipeline.core import rules
+from backup_pipeline.core import fingerprints, rules
 from backup_pipeline.core.cycles import Cycle, day_bounds
-from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.core.domain import (
+    Decision,
+    PreviousSuccess,
+    RecordedReport,
+    RejectedReport,
+    StagedFileCheck,
+    Step,
+)
 from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
@@ -68,7 +75,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         pending = [
             _prepare(j, cycles[j.id], existing.get(j.id), inputs[j.agent_id_responsible]) for j in todo
         ]
-        _measure(ctx, pending, result)
+        _measure(ctx, pending, result, previous)
         sizes = alert.SizeBaseline.load(
             session, ctx.settings, [p.backup for p in pending if p.check is not None], start
         )
@@ -143,8 +150,11 @@ def _prepare(
     )
 
 
-def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
-    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
+def _measure(
+    ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult, previous: dict[int, PreviousSuccess]
+) -> None:
+    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured,
+    also in the algorithm of the previous success's fingerprint when it is not the current one."""
     to_measure: list[_Pending] = []
     for item in pending:
         if item.report is None:
@@ -164,7 +174,9 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
             to_measure.append(item)
     requests = [
         StagedFileRequest(
-            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
+            ctx.settings.storage_root / item.backup.agent_id_responsible,
+            item.staged_name or "",
+            also=fingerprints.wanted_with(_fingerprint(previous.get(item.backup.id)), fingerprints.CONTENT),
         )
         for item in to_measure
     ]
@@ -180,6 +192,10 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
             item.settling = True  # nothing stored: the next scan measures it again
             continue
         item.check = check
+
+
+def _fingerprint(previous: PreviousSuccess | None) -> str | None:
+    return previous.content_fingerprint if previous else None
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
