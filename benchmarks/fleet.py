@@ -198,9 +198,8 @@ def measure_size(report: Report, work: Path, agents: int, with_reference: bool) 
     )
     if with_reference:
         naive = reference(work, jobs)
-        report.add(
-            f"{label}: reference, naive per-job scan", naive, "s", note="per-job read, parse, hash, insert, commit"
-        )
+        what = "per-job read, parse, hash, insert, commit"
+        report.add(f"{label}: reference, naive per-job scan", naive, "s", note=what)
         report.add(f"{label}: automatic first scan vs reference", naive / first_wall, "x faster")
     from backup_pipeline.storage.database import close_all
 

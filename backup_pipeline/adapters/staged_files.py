@@ -124,7 +124,7 @@ class _GzipContent:
             if self.stream is None:
                 # ISA-L waits for a whole header before judging it, zlib rejects a wrong magic at
                 # once: bytes after a member that cannot start one are corrupt, not a cut member.
-                if not GZIP_MAGIC.startswith(data[:2]):
+                if len(data) >= len(GZIP_MAGIC) and not data.startswith(GZIP_MAGIC):
                     raise CorruptArchive(
                         f"gzip stream is corrupt (no gzip member starts with {data[:2].hex()})"
                     )

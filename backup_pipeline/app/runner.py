@@ -24,7 +24,7 @@ from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
 from backup_pipeline.notify.deliver import NotifySummary
 from backup_pipeline.scan.archive import ArchiveSummary
-from backup_pipeline.scan.days import open_days, waiting_days
+from backup_pipeline.scan.days import first_day, open_days, waiting_days
 from backup_pipeline.scan.ingest import IngestSummary
 from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.scan.sync import sync_before_scan
@@ -71,10 +71,7 @@ def dagster_instance(settings: Settings) -> DagsterInstance:
         return DagsterInstance.ephemeral()
     ensure_dagster_storage_url(settings)  # an explicit DAGSTER_HOME with the shipped dagster.yaml
     try:
-        i = DagsterInstance.get()
-        if os.environ.get("EXP_POOL"):
-            i.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
-        return i
+        return DagsterInstance.get()
     except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
         raise ScanError(
             f"cannot open the Dagster instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']}: "
@@ -127,6 +124,7 @@ class _Scan:
             )
         automatic = not partitions
         days = list(partitions) if partitions else self._owed_days()
+        self.first = first_day(self.database, self.settings)
         job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
         instance = dagster_instance(self.settings)
         runs: list[PartitionRun] = []
@@ -155,8 +153,9 @@ class _Scan:
         )
 
     def _late_days(self, ingested: IngestSummary) -> set[date]:
-        """The days the reports a run just recorded bear on, within the partitions' range."""
-        return {d for d in ingested.touched_days if self.settings.start_date <= d <= self.as_of.date()}
+        """The days the reports a run just recorded bear on, from the first day an automatic scan
+        owes (as `waiting_days` judges the files still in log/) to today."""
+        return {d for d in ingested.touched_days if self.first <= d <= self.as_of.date()}
 
     def _run_partition(
         self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig

@@ -54,6 +54,10 @@ def same_content(previous: str | None, current: str | None) -> bool | None:
 
 
 def wanted_with(previous: str | None, current: str) -> frozenset[str]:
-    """The previous success's algorithms a new measurement should add to `current`, so the two
-    can be compared: only those it can compute (a legacy SHA-256 of the content, the file's own)."""
-    return frozenset(a for a in parse(previous) if a != current and a in (SHA256, SHA256_FILE))
+    """The algorithms a new measurement should add to `current` so that it can be compared with
+    the previous success: none when that one carries `current`, else those of its algorithms the
+    measurement can compute (a legacy SHA-256 of the content, the file's own SHA-256)."""
+    held = parse(previous)
+    if current in held:
+        return frozenset()
+    return frozenset(a for a in held if a in (SHA256, SHA256_FILE))

@@ -106,9 +106,17 @@ def _configured_url(url: str) -> str:
     return normalised
 
 
+# Dagster's run events on the embedded server commit without waiting for their WAL flush: a commit
+# per event (three or four per asset event) was a good part of each event's cost. A crash of the
+# machine can lose the last fraction of a second of run events, never corrupt them; the product's
+# own database (entries, alerts) keeps synchronous commits.
+DAGSTER_SESSION_OPTIONS = "-c synchronous_commit=off"
+
+
 def dagster_url(settings: Settings) -> str:
     """Where Dagster keeps its runs and events when the product starts it (embedded mode)."""
-    return ensure_database(_embedded(settings), DAGSTER_DATABASE)
+    url = make_url(ensure_database(_embedded(settings), DAGSTER_DATABASE))
+    return url.update_query_dict({"options": DAGSTER_SESSION_OPTIONS}).render_as_string(hide_password=False)
 
 
 def migrate(engine: Engine) -> None:

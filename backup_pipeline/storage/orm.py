@@ -31,7 +31,7 @@ from backup_pipeline.core.domain import SUCCESS_STATUSES
 TZ = DateTime(timezone=True)
 # Content fingerprints name their algorithm ("blake3:<hex>", see core.fingerprints); a cycle measured
 # across a change of algorithm holds two such tokens.
-FINGERPRINT = 200
+FINGERPRINT = 256
 
 
 def sql_literals(values: Iterable[str]) -> str:

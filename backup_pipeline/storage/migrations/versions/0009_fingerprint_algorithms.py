@@ -32,7 +32,7 @@ SUCCESSES = "('SUCCESS', 'HASH_MISMATCH')"
 
 def upgrade() -> None:
     for table, column in COLUMNS:
-        op.alter_column(table, column, type_=sa.String(200), existing_type=sa.String(64))
+        op.alter_column(table, column, type_=sa.String(256), existing_type=sa.String(64))
     op.execute(
         r"""
         UPDATE backup_entries SET server_content_fingerprint =
@@ -79,4 +79,4 @@ def downgrade() -> None:
             WHERE {column} IS NOT NULL
             """
         )
-        op.alter_column(table, column, type_=sa.String(64), existing_type=sa.String(200))
+        op.alter_column(table, column, type_=sa.String(64), existing_type=sa.String(256))
