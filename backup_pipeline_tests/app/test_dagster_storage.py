@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance
 
-from backup_pipeline.defs.dagster_storage import PooledEventLogStorage
+from backup_pipeline.app.dagster_storage import PooledEventLogStorage
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.defs.test_dagster_job import DAY, SCAN_AT, simulate_fleet
 from backup_pipeline_tests.support.dagster_runs import run_scan_job
