@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import blake3
 import zstandard
-from isal import isal_zlib
+from isal import igzip_lib
 
 from backup_pipeline.adapters.deposit import UnsafeFile, open_staged_file
 from backup_pipeline.core import fingerprints
@@ -49,6 +49,7 @@ class StagedFileRequest:
     # Fingerprint algorithms wanted besides the current one: the previous success's, when it was
     # measured with another (see core.fingerprints.wanted_with).
     also: frozenset[str] = field(default_factory=frozenset)
+    expected_size: int | None = None  # the agent's claim: larger files are started first
 
 
 class _Hash(Protocol):
@@ -112,7 +113,8 @@ def _format_of(file_name: str, head: bytes) -> str | None:
 class _GzipContent:
     """Inflates a (possibly multi-member) gzip stream into a sink, bounded in memory.
 
-    ISA-L checks each member's CRC-32 and length like zlib; its errors are zlib's, reworded."""
+    ISA-L's decompressor keeps its pending input itself (zlib-style objects copy their unconsumed
+    tail at every capped call: a third slower here) and checks each member's CRC-32 and length."""
 
     def __init__(self, content: _Sink) -> None:
         self.content = content
@@ -128,27 +130,25 @@ class _GzipContent:
                     raise CorruptArchive(
                         f"gzip stream is corrupt (no gzip member starts with {data[:2].hex()})"
                     )
-                self.stream = isal_zlib.decompressobj(wbits=31)
-            try:
-                out = self.stream.decompress(data, READ_BLOCK)
-            except isal_zlib.error as exc:
-                raise CorruptArchive(f"gzip stream is corrupt ({exc})") from None
-            if out:
-                self.content.update(out)
+                self.stream = igzip_lib.IgzipDecompressor(flag=igzip_lib.DECOMP_GZIP)
+            self._inflate(data)
             if self.stream.eof:
                 data, self.stream = self.stream.unused_data, None
                 self.members += 1
             else:
-                data = self.stream.unconsumed_tail
-                if not data and len(out) == READ_BLOCK:
-                    self._drain()  # output was capped: collect what the inflater still holds
+                data = b""  # all taken in: the member goes on in the next block
 
-    def _drain(self) -> None:
-        assert self.stream is not None
+    def _inflate(self, data: bytes) -> None:
+        stream = self.stream
         try:
-            while out := self.stream.decompress(b"", READ_BLOCK):
-                self.content.update(out)
-        except isal_zlib.error as exc:
+            out = stream.decompress(data, READ_BLOCK)
+            while True:
+                if out:
+                    self.content.update(out)
+                if stream.eof or stream.needs_input:
+                    return
+                out = stream.decompress(b"", READ_BLOCK)  # output was capped: collect the rest
+        except igzip_lib.IsalError as exc:
             raise CorruptArchive(f"gzip stream is corrupt ({exc})") from None
 
     def finish(self) -> None:
@@ -326,10 +326,19 @@ class _Pass:
 
 
 def measure_open_file(
-    fd: int, file_name: str, *, verify_archive: bool = True, also: frozenset[str] = frozenset()
+    fd: int,
+    file_name: str,
+    *,
+    verify_archive: bool = True,
+    also: frozenset[str] = frozenset(),
+    alone: bool = True,
 ) -> StagedFileCheck:
-    """Hash, size, content fingerprint and archive soundness of an opened staged file."""
-    measurement = _Pass(file_name, verify_archive, also, os.fstat(fd).st_size >= PIPELINE_MIN_BYTES)
+    """Hash, size, content fingerprint and archive soundness of an opened staged file.
+
+    `alone`: no other file is measured meanwhile, so helper threads would find idle cores (they
+    cost a fifth more CPU in hand-overs and cache misses: not worth it when every core is busy)."""
+    pipelined = alone and verify_archive and os.fstat(fd).st_size >= PIPELINE_MIN_BYTES
+    measurement = _Pass(file_name, verify_archive, also, pipelined)
     try:
         while block := os.read(fd, READ_BLOCK):
             measurement.feed(block)
@@ -359,11 +368,15 @@ def still_being_written(
     return claimed_sha256 != check.sha256 or (claimed_size is not None and claimed_size != check.size)
 
 
-def check_staged_file(request: StagedFileRequest, *, verify_archive: bool = True) -> StagedFileCheck:
+def check_staged_file(
+    request: StagedFileRequest, *, verify_archive: bool = True, alone: bool = True
+) -> StagedFileCheck:
     """Measure one staged file; unsafe or unreadable files give a check with `problem` set."""
     try:
         with open_staged_file(request.agent_dir, request.file_name) as fd:
-            return measure_open_file(fd, request.file_name, verify_archive=verify_archive, also=request.also)
+            return measure_open_file(
+                fd, request.file_name, verify_archive=verify_archive, also=request.also, alone=alone
+            )
     except UnsafeFile as exc:
         return StagedFileCheck(file_name=request.file_name, problem=str(exc))
     except OSError as exc:  # e.g. an I/O error in the middle of a read
@@ -380,9 +393,16 @@ def check_many(
     verify_archive: bool = True,
     measure: Callable[..., StagedFileCheck] = check_staged_file,
 ) -> list[StagedFileCheck]:
-    """Measure files in parallel threads (hashlib, blake3, ISA-L and zstd release the GIL), in input order."""
+    """Measure files in parallel threads (hashlib, blake3, ISA-L and zstd release the GIL), in
+    input order. The largest files start first, so the last ones to finish are small. With fewer
+    files than workers, a core would idle: each file is then measured `alone` (helper threads)."""
     items = list(requests)
+    alone = len(items) < workers
     if workers <= 1 or len(items) <= 1:
-        return [measure(r, verify_archive=verify_archive) for r in items]
+        return [measure(r, verify_archive=verify_archive, alone=alone) for r in items]
+    order = sorted(range(len(items)), key=lambda i: -(items[i].expected_size or 0))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
-        return list(pool.map(lambda r: measure(r, verify_archive=verify_archive), items))
+        futures = {
+            i: pool.submit(measure, items[i], verify_archive=verify_archive, alone=alone) for i in order
+        }
+        return [futures[i].result() for i in range(len(items))]

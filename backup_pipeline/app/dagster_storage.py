@@ -5,8 +5,9 @@ NullPool, so that idle processes hold none): writing one asset materialization o
 asset check evaluation three (the event, a "does the checks table exist" query, the check's row).
 A connection costs about 3 ms on the embedded server, more than the statements themselves, and a
 first scan of 20,000 databases writes some 3,000 such events. This storage is dagster-postgres's,
-with the pooled engine its webserver already uses (one connection kept per process, a few more
-under concurrency, recycled hourly) and the checks table's existence remembered once seen.
+with runs and events on the pooled engine its webserver already uses (one connection kept per
+process, a few more under concurrency, recycled hourly, closed when the instance is disposed) and
+the checks table's existence remembered once seen.
 
 `dagster.yaml` names it (`storage: custom:`); `backup-pipeline dev`, the daemon, run workers and
 CLI scans all load it from there.
@@ -29,20 +30,34 @@ POOL_RECYCLE_SECONDS = 3600
 POOL_MAX_OVERFLOW = 8  # connections beyond the kept one, closed when returned (threads of a daemon)
 
 
-def _pooled(storage: Any) -> None:
-    # The webserver's own switch to a pooled engine (no statement timeout: runs behave as before).
-    storage.optimize_for_webserver(
-        statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=POOL_MAX_OVERFLOW
-    )
+class _KeptConnections:
+    """A dagster-postgres storage whose engine keeps its connection: the webserver's pooled
+    engine (no statement timeout: runs behave as before), closed when the instance is disposed."""
 
-
-class PooledEventLogStorage(PostgresEventLogStorage):
-    """The event log, pooled; tables are created once and never dropped while a process runs."""
+    _engine: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.optimize_for_webserver(  # type: ignore[attr-defined]
+            statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=POOL_MAX_OVERFLOW
+        )
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()
+
+
+class PooledRunStorage(_KeptConnections, PostgresRunStorage):
+    """Runs and their status, over a kept connection."""
+
+
+class PooledEventLogStorage(_KeptConnections, PostgresEventLogStorage):
+    """The event log over a kept connection; its tables are created once and never dropped while
+    a process runs, so whether the checks table exists is asked once, not at every check event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._existing_tables: set[str] = set()
-        _pooled(self)
+        super().__init__(*args, **kwargs)
 
     def has_table(self, table_name: str) -> bool:
         if table_name not in self._existing_tables and super().has_table(table_name):
@@ -51,7 +66,7 @@ class PooledEventLogStorage(PostgresEventLogStorage):
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """`storage: postgres:` as dagster-postgres builds it, with pooled connections."""
+    """`storage: postgres:` as dagster-postgres builds it, runs and events over kept connections."""
 
     def __init__(
         self,
@@ -64,11 +79,11 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
         options = {"token_provider": token_provider}
-        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, **options)
+        self._run_storage = PooledRunStorage(postgres_url, should_autocreate_tables, **options)
         self._event_log_storage = PooledEventLogStorage(postgres_url, should_autocreate_tables, **options)
+        # Schedules and sensors are touched by the daemon's ticks only, and Dagster never disposes
+        # this storage: it keeps opening a connection when it needs one.
         self._schedule_storage = PostgresScheduleStorage(postgres_url, should_autocreate_tables, **options)
-        _pooled(self._run_storage)
-        _pooled(self._schedule_storage)
         DagsterStorage.__init__(self)
 
     @classmethod

@@ -172,30 +172,37 @@ def _measure(
             item.check, item.check_reused = stored, True
         else:
             to_measure.append(item)
-    requests = [
-        StagedFileRequest(
-            ctx.settings.storage_root / item.backup.agent_id_responsible,
-            item.staged_name or "",
-            also=fingerprints.wanted_with(_fingerprint(previous.get(item.backup.id)), fingerprints.CONTENT),
-        )
-        for item in to_measure
-    ]
     checks = check_many(
-        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+        [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
+        workers=ctx.settings.hash_workers,
+        verify_archive=ctx.settings.verify_archives,
     )
     for item, check in zip(to_measure, checks, strict=True):
         result.measured_files += 1
         result.measured_bytes += check.size or 0
-        assert item.report is not None
-        claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
+        claim = _claimed(item)
         if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
             item.settling = True  # nothing stored: the next scan measures it again
             continue
         item.check = check
 
 
-def _fingerprint(previous: PreviousSuccess | None) -> str | None:
-    return previous.content_fingerprint if previous else None
+def _request(ctx: ScanContext, item: _Pending, previous: PreviousSuccess | None) -> StagedFileRequest:
+    claim = _claimed(item)
+    return StagedFileRequest(
+        ctx.settings.storage_root / item.backup.agent_id_responsible,
+        item.staged_name or "",
+        also=fingerprints.wanted_with(
+            previous.content_fingerprint if previous else None, fingerprints.CONTENT
+        ),
+        expected_size=claim.size if claim else None,
+    )
+
+
+def _claimed(item: _Pending) -> Any:
+    """The agent's COMPRESS step for this database: the staged file's claimed hash and size."""
+    assert item.report is not None
+    return item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:

@@ -30,9 +30,21 @@ def instance_from(home: Path, dagster_yaml: str, url: str) -> Iterator[DagsterIn
     try:
         instance = DagsterInstance.from_config(str(home))
         yield instance
+        before = sessions(url)
         instance.dispose()
+        assert sessions(url) <= before - (2 if dagster_yaml != STOCK_STORAGE else 0)  # runs', events'
     finally:
         del os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"]
+
+
+def sessions(url: str) -> int:
+    """Client connections open on the database (disposing the instance closes the kept ones)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        others = "datname = current_database() AND pid <> pg_backend_pid()"
+        count = conn.execute(sa.text(f"SELECT count(*) FROM pg_stat_activity WHERE {others}")).scalar()
+    engine.dispose()
+    return int(count or 0)
 
 
 @contextmanager
@@ -75,8 +87,9 @@ def test_the_shipped_storage_writes_the_same_events_over_kept_connections(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Per-agent assets (3 agents): each scan reports the reports' materialization, then a
-    materialization and an integrity and a size check evaluation per agent. The stock storage opens a connection per statement group (two or
-    three per event); the shipped one a handful for the whole run."""
+    materialization and an integrity and a size check evaluation per agent. The stock storage
+    opens a connection per statement group (two or three per event); the shipped one a handful for
+    the whole run, and closes them when the instance is disposed."""
     monkeypatch.setenv("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "2")
     simulate_fleet(workspace, agents=3, databases=2)
     shipped = (PROJECT_ROOT / "dagster.yaml").read_text()
