@@ -34,6 +34,7 @@ from backup_pipeline.core.domain import StagedFileCheck
 READ_BLOCK = 1 << 20
 PIPELINE_MIN_BYTES = 16 << 20  # below this, helper threads cost more than they overlap
 PIPELINE_DEPTH = 8  # blocks waiting for a helper: bounds memory (and lets the reader run ahead)
+THREAD_MIN_BYTES = 1 << 20  # smaller files are measured by the caller's thread
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -394,15 +395,28 @@ def check_many(
     measure: Callable[..., StagedFileCheck] = check_staged_file,
 ) -> list[StagedFileCheck]:
     """Measure files in parallel threads (hashlib, blake3, ISA-L and zstd release the GIL), in
-    input order. The largest files start first, so the last ones to finish are small. With fewer
-    files than workers, a core would idle: each file is then measured `alone` (helper threads)."""
+    input order. The largest files start first, so the last ones to finish are small; files the
+    agent says are small are measured here meanwhile (for them a thread's hand-over costs more
+    than the hashing, which holds the GIL most of the time). With fewer files than workers a core
+    would idle: each file is then measured `alone` (with helper threads)."""
     items = list(requests)
-    alone = len(items) < workers
-    if workers <= 1 or len(items) <= 1:
-        return [measure(r, verify_archive=verify_archive, alone=alone) for r in items]
-    order = sorted(range(len(items)), key=lambda i: -(items[i].expected_size or 0))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+    order = sorted(range(len(items)), key=lambda i: -_size_hint(items[i]))
+    large = [i for i in order if _size_hint(items[i]) >= THREAD_MIN_BYTES]
+    alone = len(large) < workers
+    results: dict[int, StagedFileCheck] = {}
+    if workers <= 1 or len(large) <= 1:
+        large = []  # measured below, in this thread
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hash") as pool:
         futures = {
-            i: pool.submit(measure, items[i], verify_archive=verify_archive, alone=alone) for i in order
+            i: pool.submit(measure, items[i], verify_archive=verify_archive, alone=alone) for i in large
         }
-        return [futures[i].result() for i in range(len(items))]
+        for i in order:
+            if i not in futures:
+                results[i] = measure(items[i], verify_archive=verify_archive, alone=alone and workers > 1)
+        results.update((i, future.result()) for i, future in futures.items())
+    return [results[i] for i in range(len(items))]
+
+
+def _size_hint(request: StagedFileRequest) -> int:
+    """The agent's claimed size; unknown counts as large (the thread pool is the safe choice)."""
+    return THREAD_MIN_BYTES if request.expected_size is None else request.expected_size

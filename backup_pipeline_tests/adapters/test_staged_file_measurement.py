@@ -161,3 +161,25 @@ def test_hashing_beside_the_decompression_gives_the_same_measurement(
         (c.sha256, c.size, c.content_fingerprint, c.archive_problem) for c in inline
     ]
     assert [c.archive_problem is None for c in inline] == [True, False, False, True, False, True]
+
+
+def test_many_files_are_measured_in_any_order_and_returned_in_theirs(tmp_path: Path) -> None:
+    """Large files go to the worker threads first, small ones (by the agent's claim, right or wrong)
+    are measured by the caller meanwhile: the checks come back in the order asked."""
+    from backup_pipeline.adapters.staged_files import THREAD_MIN_BYTES, check_many
+
+    staged = tmp_path / "database"
+    staged.mkdir()
+    claims = [10, None, 3 * THREAD_MIN_BYTES, 2 * THREAD_MIN_BYTES, 10, THREAD_MIN_BYTES // 2]
+    requests = []
+    for n, claim in enumerate(claims):
+        data = random.Random(n).randbytes(2 * THREAD_MIN_BYTES if n % 2 else 1000)
+        (staged / f"d{n}.sql.gz").write_bytes(gzip.compress(data, compresslevel=1, mtime=n))
+        requests.append(StagedFileRequest(tmp_path, f"d{n}.sql.gz", expected_size=claim))
+    requests.append(StagedFileRequest(tmp_path, "absent.sql.gz", expected_size=5 * THREAD_MIN_BYTES))
+    one_by_one = [check_staged_file(r) for r in requests]
+    for workers in (1, 2, 3):
+        checks = check_many(requests, workers=workers)
+        assert [(c.file_name, c.sha256, c.content_fingerprint, c.problem) for c in checks] == [
+            (c.file_name, c.sha256, c.content_fingerprint, c.problem) for c in one_by_one
+        ]
