@@ -3,9 +3,9 @@
 One read of the file gives its SHA-256 and size (what the agent claims after compression), its
 content fingerprint (BLAKE3 of the decompressed bytes, named by `core.fingerprints`: two gzip files
 differing only in header times are the same content) and whether the archive decompresses cleanly.
-gzip is inflated by ISA-L (python-isal, several times zlib's speed), zstd by libzstd. For a large
-file the hashing runs in helper threads beside the decompression (hashlib, blake3, ISA-L and zstd
-all release the GIL), so one file uses more than one core; files are spread over worker threads.
+gzip is inflated by ISA-L (python-isal, several times zlib's speed), zstd by libzstd. Files are
+spread over worker threads, largest first (hashlib, blake3, ISA-L and zstd release the GIL); a large
+file measured while a core would otherwise idle hashes in helper threads beside its decompression.
 Memory stays constant whatever the file size: input is read in blocks, decompressed output is
 bounded per step, and at most a few blocks wait for each helper.
 """
@@ -83,6 +83,7 @@ class _Helper:
     def __init__(self, sink: _Sink) -> None:
         self.sink = sink
         self.blocks: queue.Queue[Any] = queue.Queue(PIPELINE_DEPTH)
+        self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="hash-helper", daemon=True)
         self.thread.start()
 
@@ -92,10 +93,16 @@ class _Helper:
     def close(self) -> None:
         self.blocks.put(self._DONE)
         self.thread.join()
+        if self.failure is not None:
+            raise self.failure
 
     def _run(self) -> None:
         while (data := self.blocks.get()) is not self._DONE:
-            self.sink.update(data)
+            if self.failure is None:
+                try:
+                    self.sink.update(data)
+                except BaseException as exc:  # reported by close(); keep taking blocks meanwhile
+                    self.failure = exc
 
 
 def _format_of(file_name: str, head: bytes) -> str | None:
