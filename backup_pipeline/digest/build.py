@@ -10,15 +10,17 @@ among its databases) plus a TOTAL row, the day's problems and its size anomalies
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from pydantic import BaseModel
 
 from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import PROBLEM_STATUSES, EntryStatus
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.digest import digest_rows
+
+if TYPE_CHECKING:  # pandas is imported when a digest is built: every process loading the
+    import pandas as pd  # definitions (CLI scans included) would pay for it otherwise
 
 STATUSES = [status.value for status in reversed(EntryStatus)]  # SUCCESS first: the usual case
 TOTAL = "TOTAL"
@@ -90,6 +92,8 @@ def build_digest(database: Database, day: date) -> FleetDigest:
 def summarise(day: date, backups: list[Any], entries: list[Any], last_success: list[Any]) -> FleetDigest:
     """The digest from plain rows (expected backups: id, agent, database; the day's entries; last
     successes)."""
+    import pandas as pd
+
     backup_frame = pd.DataFrame([tuple(b) for b in backups], columns=["job_id", "agent_id", "database_name"])
     entry_frame = pd.DataFrame(
         [tuple(e) for e in entries],
@@ -147,4 +151,6 @@ def _models(model: type[ModelT], frame: pd.DataFrame) -> list[ModelT]:
 
 
 def _missing(value: Any) -> bool:
+    import pandas as pd
+
     return not isinstance(value, str | datetime) and bool(pd.isna(value))
