@@ -25,7 +25,7 @@ from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
 from backup_pipeline.notify.deliver import NotifySummary
 from backup_pipeline.scan.archive import ArchiveSummary
-from backup_pipeline.scan.days import open_days, waiting_days
+from backup_pipeline.scan.days import first_day, open_days, waiting_days
 from backup_pipeline.scan.ingest import IngestSummary
 from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.scan.sync import sync_before_scan
@@ -134,6 +134,7 @@ class _Scan:
             )
         automatic = not partitions
         days = list(partitions) if partitions else self._owed_days()
+        self.first = first_day(self.database, self.settings)
         job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
         if self.progress is not None:
             job = self.progress.job(job)
@@ -164,8 +165,9 @@ class _Scan:
         )
 
     def _late_days(self, ingested: IngestSummary) -> set[date]:
-        """The days the reports a run just recorded bear on, within the partitions' range."""
-        return {d for d in ingested.touched_days if self.settings.start_date <= d <= self.as_of.date()}
+        """The days the reports a run just recorded bear on, from the first day an automatic scan
+        owes (as `waiting_days` judges the files still in log/) to today."""
+        return {d for d in ingested.touched_days if self.first <= d <= self.as_of.date()}
 
     def _run_partition(
         self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig

@@ -37,6 +37,7 @@ from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.scan.archive import ArchiveSummary, archive
 from backup_pipeline.scan.context import ScanContext, ScanRequest
+from backup_pipeline.scan.days import first_day
 from backup_pipeline.scan.evaluate import evaluate_batch
 from backup_pipeline.scan.ingest import IngestSummary, ingest
 from backup_pipeline.scan.outcomes import BatchResult, agent_days
@@ -218,7 +219,7 @@ def archive_reports(
     with ctx.database.sessions() as session:  # every batch succeeded: every active backup was looked at
         expected_backups.record_fleet_check(session, ctx.as_of)
         session.commit()
-    deferred = _archiving_deferred(started, settings)
+    deferred = _archiving_deferred(started, first_day(ctx.database, settings))
     if deferred:
         context.log.info(deferred)
         return ArchiveSummary(deferred=deferred)
@@ -231,14 +232,15 @@ def archive_reports(
     return summary
 
 
-def _archiving_deferred(started: ScanStarted, settings: Settings) -> str | None:
-    """Why this run leaves archiving to a later run of its scan, if it does."""
+def _archiving_deferred(started: ScanStarted, first: date) -> str | None:
+    """Why this run leaves archiving to a later run of its scan, if it does (days before `first`
+    are never evaluated by an automatic scan: they hold nothing back)."""
     if not started.archive:
         return "archiving left to the last partition of this scan"
     if started.covered_days is None:
         return None
     today = started.request.as_of.date()
-    bearing = {d for d in started.ingested.touched_days if settings.start_date <= d <= today}
+    bearing = {d for d in started.ingested.touched_days if first <= d <= today}
     beyond = sorted(bearing - set(started.covered_days))
     if not beyond:
         return None

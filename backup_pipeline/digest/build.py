@@ -11,9 +11,8 @@ among its databases) plus a TOTAL row, the day's problems and its size anomalies
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from pydantic import BaseModel
 
 from backup_pipeline.config.jobs_file import schedule_of
@@ -21,6 +20,9 @@ from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import PROBLEM_STATUSES, EntryStatus
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.digest import digest_rows
+
+if TYPE_CHECKING:  # pandas is imported when a digest is built: every process loading the
+    import pandas as pd  # definitions (CLI scans included) would pay for it otherwise
 
 STATUSES = [status.value for status in reversed(EntryStatus)]  # SUCCESS first: the usual case
 TOTAL = "TOTAL"
@@ -112,6 +114,8 @@ def summarise(
 ) -> FleetDigest:
     """The digest from plain rows (expected backups: id, agent, database; the day's owed cycles; its
     entries; last successes). A cycle is pending while owed without an entry."""
+    import pandas as pd  # imported when a digest is built: most commands never need it
+
     backup_frame = pd.DataFrame(
         [(b.id, b.agent_id, b.database_name) for b in backups],
         columns=["job_id", "agent_id", "database_name"],
@@ -174,4 +178,6 @@ def _models(model: type[ModelT], frame: pd.DataFrame) -> list[ModelT]:
 
 
 def _missing(value: Any) -> bool:
+    import pandas as pd
+
     return not isinstance(value, str | datetime) and bool(pd.isna(value))

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
 from backup_pipeline.config.jobs_file import BackupAlerting
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core import alerts
@@ -100,6 +98,8 @@ def trailing_medians(
     """Per backup, the median and count of its sizes ranked within its own depth (rank 1 = latest)."""
     if not rows:
         return {}
+    import pandas as pd  # only scans with size history to compare pay its import (~0.3 s)
+
     frame = pd.DataFrame(rows, columns=["job_id", "cycle", "size", "rank"])
     frame = frame[frame["rank"] <= frame["job_id"].map(depth)]
     stats = frame.groupby("job_id")["size"].agg(["median", "count"])

@@ -22,6 +22,14 @@ from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.expected_backups import ScheduledCycles
 
 
+def first_day(database: Database, settings: Settings) -> date:
+    """The first day an automatic scan evaluates: the partitions' start, or the day the first
+    expected backup was created if later (earlier cycles are never owed)."""
+    with database.sessions() as session:
+        created = expected_backups.earliest_backup_creation(session)
+    return max(settings.start_date, created.date()) if created else settings.start_date
+
+
 def open_days(database: Database, settings: Settings, as_of: datetime) -> list[date]:
     """Days up to `as_of`'s with a cycle still without an entry, since the expected backups exist."""
     with database.sessions() as session:

@@ -15,7 +15,7 @@ from typing import Any
 
 from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.config.jobs_file import to_expected_backup
-from backup_pipeline.core import rules
+from backup_pipeline.core import fingerprints, rules
 from backup_pipeline.core.cycles import Cycle, cycles_on, day_bounds
 from backup_pipeline.core.domain import (
     Decision,
@@ -77,7 +77,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             _prepare(j, cycle, existing.get((j.id, cycle.expected_at)), inputs[j.agent_id_responsible])
             for j, cycle in cycles
         ]
-        _measure(ctx, pending, result)
+        _measure(ctx, pending, result, previous)
         sizes = alert.SizeBaseline.load(
             session,
             ctx.settings,
@@ -171,8 +171,11 @@ def _prepare(
     )
 
 
-def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult) -> None:
-    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
+def _measure(
+    ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult, previous: dict[int, PreviousSuccess]
+) -> None:
+    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured,
+    also in the algorithm of the previous success's fingerprint when it is not the current one."""
     to_measure: list[_Pending] = []
     for item in pending:
         if item.report is None:
@@ -190,24 +193,37 @@ def _measure(ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult)
             item.check, item.check_reused = stored, True
         else:
             to_measure.append(item)
-    requests = [
-        StagedFileRequest(
-            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
-        )
-        for item in to_measure
-    ]
     checks = check_many(
-        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+        [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
+        workers=ctx.settings.hash_workers,
+        verify_archive=ctx.settings.verify_archives,
     )
     for item, check in zip(to_measure, checks, strict=True):
         result.measured_files += 1
         result.measured_bytes += check.size or 0
-        assert item.report is not None
-        claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
+        claim = _claimed(item)
         if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
             item.settling = True  # nothing stored: the next scan measures it again
             continue
         item.check = check
+
+
+def _request(ctx: ScanContext, item: _Pending, previous: PreviousSuccess | None) -> StagedFileRequest:
+    claim = _claimed(item)
+    return StagedFileRequest(
+        ctx.settings.storage_root / item.backup.agent_id_responsible,
+        item.staged_name or "",
+        also=fingerprints.wanted_with(
+            previous.content_fingerprint if previous else None, fingerprints.CONTENT
+        ),
+        expected_size=claim.size if claim else None,
+    )
+
+
+def _claimed(item: _Pending) -> Any:
+    """The agent's COMPRESS step for this database: the staged file's claimed hash and size."""
+    assert item.report is not None
+    return item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:

@@ -29,6 +29,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from backup_pipeline.core.domain import SUCCESS_STATUSES
 
 TZ = DateTime(timezone=True)
+# Content fingerprints name their algorithm ("blake3:<hex>", see core.fingerprints); a cycle measured
+# across a change of algorithm holds two such tokens.
+FINGERPRINT = 256
 
 
 def sql_literals(values: Iterable[str]) -> str:
@@ -78,7 +81,7 @@ class ExpectedBackupRow(Base):
     last_checked_timestamp: Mapped[datetime | None] = mapped_column(TZ)
     last_successful_backup_timestamp: Mapped[datetime | None] = mapped_column(TZ)
     previous_successful_hash_global: Mapped[str | None] = mapped_column(String(64))
-    previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     # Notification targets, silences and size-anomaly overrides (jobs_file.BackupAlerting.stored()).
@@ -166,12 +169,12 @@ class BackupEntryRow(Base):
     staged_file_name: Mapped[str | None] = mapped_column(String(255))
     server_calculated_staged_hash: Mapped[str | None] = mapped_column(String(64))
     server_calculated_staged_size: Mapped[int | None] = mapped_column(BigInteger)
-    server_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    server_content_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     server_check_problem: Mapped[str | None] = mapped_column(Text)
     server_archive_problem: Mapped[str | None] = mapped_column(Text)
     measured_at: Mapped[datetime | None] = mapped_column(TZ)
     previous_successful_hash_used: Mapped[str | None] = mapped_column(String(64))
-    previous_successful_fingerprint_used: Mapped[str | None] = mapped_column(String(64))
+    previous_successful_fingerprint_used: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     previous_success_cycle: Mapped[datetime | None] = mapped_column(TZ)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     evaluated_at: Mapped[datetime] = mapped_column(TZ)
