@@ -111,7 +111,7 @@ def scan_day(work: Path, with_history: bool) -> tuple[float, float, int]:
     if with_history:
         _, inserted = record_history(HISTORY_DAYS, work / "deposit")
     wall, _ = run([*_cli(), "scan", "--at", AT, "--partition", DAY], env=env)
-    seconds, *_ = latest_run_stats()
+    seconds = latest_run_stats().seconds
     steps = step_seconds()
     from backup_pipeline.storage.database import close_all
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from backup_pipeline.config.jobs_file import to_expected_backup
 from backup_pipeline.core import rules
-from backup_pipeline.core.cycles import cycle_on
+from backup_pipeline.core.cycles import cycles_on
 from backup_pipeline.core.domain import RecordedReport, ReportRef, StagedFileCheck
 from backup_pipeline.core.reports import parse_report
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
@@ -30,7 +30,7 @@ def naive_scan(session: Session, root: Path, day: date, now: datetime, limit: in
         .all()
     )
     for job in jobs:
-        cycle = cycle_on(to_expected_backup(job), day)
+        (cycle,) = cycles_on(to_expected_backup(job), day)  # the fleet is daily: one cycle a day
         reports = []
         for n, path in enumerate(sorted((root / job.agent_id_responsible / "log").glob("*.json"))):
             outcome = parse_report(

@@ -73,6 +73,8 @@ class Target:
 def split_urls(text: str) -> list[str]:
     """Several Apprise URLs in one string, separated by commas or white space (as Apprise reads
     them: a comma inside a URL's query string, as in `?to=a@x.com,b@x.com`, stays in that URL)."""
+    if not text.strip():
+        return []  # without importing Apprise: most scans of a fleet without global targets
     try:
         from apprise.utils.parse import parse_urls
     except ImportError:  # Apprise < 1.9.1 kept its helpers in one module

@@ -21,6 +21,7 @@ import click
 
 from backup_pipeline.app import render, views
 from backup_pipeline.app.errors import ScanError
+from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
 from backup_pipeline.config.settings import Settings, load_settings
 from backup_pipeline.core.cycles import parse_instant
@@ -79,11 +80,16 @@ def _day(value: str, option: str) -> date:
         raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)", param_hint=option) from None
 
 
-def emit(rows: list[dict[str, Any]], as_json: bool, columns: Iterable[str] | None = None) -> None:
+def emit(
+    rows: list[dict[str, Any]], as_json: bool, columns: Iterable[str] | None = None, *, wide: bool = False
+) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
         return
-    click.echo(render.table(rows, list(columns) if columns else None))
+    click.echo(render.table(rows, list(columns) if columns else None, wide=wide))
+
+
+wide_option = click.option("--wide", is_flag=True, help="Show hashes and run ids in full.")
 
 
 @click.group()
@@ -144,18 +150,26 @@ main.add_command(
 @click.option("--at", help="The instant the evaluation is as of (ISO-8601, default the real clock).")
 @click.option("--partition", "partitions", multiple=True, help="Day to evaluate (YYYY-MM-DD); repeatable.")
 @click.option("--rehash", is_flag=True, help="Measure staged files again instead of reusing stored results.")
+@wide_option
 @click.pass_context
 @friendly_errors
-def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool) -> None:
+def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool, wide: bool) -> None:
     """Run the Dagster scan job in process (its runs show in the UI when DAGSTER_HOME is set)."""
+    from backup_pipeline.app.run_progress import RunProgress
     from backup_pipeline.app.runner import run_scan
 
     days = [_day(p, "--partition") for p in partitions]
     settings = _settings()
-    runs = run_scan(
-        settings, _as_of(at), partitions=days or None, rehash=rehash, log_level=ctx.obj["log_level"]
-    )
-    click.echo(render.table(views.run_rows(runs)))
+    with progress_bars() as bars:  # each run's steps, on a terminal only
+        runs = run_scan(
+            settings,
+            _as_of(at),
+            partitions=days or None,
+            rehash=rehash,
+            log_level=ctx.obj["log_level"],
+            progress=RunProgress(bars),
+        )
+    click.echo(render.table(views.run_rows(runs), wide=wide))
     failed = [r for r in runs if not r.success]
     try:
         click.echo(render.table(views.status_counts(open_database(settings), [r.day for r in runs])))
@@ -196,12 +210,15 @@ def _notification_line(runs: list[PartitionRun]) -> str | None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
+@wide_option
 @friendly_errors
-def status(as_json: bool) -> None:
+def status(as_json: bool, wide: bool) -> None:
     """One row per active expected backup with its current status."""
     rows = views.backup_rows(open_database(_settings()), active_only=True)
     # The contract's fields exactly (`backups list` shows the whole row).
-    emit([{c: row[c] for c in views.STATUS_COLUMNS} for row in rows], as_json, views.STATUS_COLUMNS)
+    emit(
+        [{c: row[c] for c in views.STATUS_COLUMNS} for row in rows], as_json, views.STATUS_COLUMNS, wide=wide
+    )
 
 
 @main.command()
@@ -209,20 +226,22 @@ def status(as_json: bool) -> None:
 @click.option("--agent")
 @click.option("--database")
 @click.option("--since", help="First cycle day (YYYY-MM-DD).")
+@click.option("--wide", is_flag=True, help="Every column, hashes and run ids in full.")
 @friendly_errors
-def entries(as_json: bool, agent: str | None, database: str | None, since: str | None) -> None:
+def entries(as_json: bool, agent: str | None, database: str | None, since: str | None, wide: bool) -> None:
     """One row per evaluated cycle."""
     since_day = _day(since, "--since") if since else None
     rows = views.entry_rows(open_database(_settings()), agent, database, since_day)
-    emit(rows, as_json, None if as_json else views.ENTRY_COLUMNS)
+    emit(rows, as_json, None if as_json or wide else views.ENTRY_COLUMNS, wide=wide)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
+@wide_option
 @friendly_errors
-def reports(as_json: bool) -> None:
+def reports(as_json: bool, wide: bool) -> None:
     """Every status report file recorded, accepted or rejected, and where it was archived."""
-    emit(views.report_rows(open_database(_settings())), as_json)
+    emit(views.report_rows(open_database(_settings())), as_json, wide=wide)
 
 
 # ---------------------------------------------------------------- simulation, UI, demo
@@ -255,7 +274,8 @@ def simulate(**options: Any) -> None:
     from backup_pipeline.app.simulator import simulate as run
 
     options["at"] = _as_of(options.pop("at"))
-    result = run(SimulationSpec(**options))
+    with progress("simulating agents", total=options["agents"]) as task:
+        result = run(SimulationSpec(**options), on_agent=task.advance)
     click.echo(
         f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
         f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"
@@ -329,10 +349,11 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
         )
     )
     click.echo(f"simulated {len(sim.agents)} agents, {sim.reports} reports, {sim.dumps} dumps under {root}")
-    settings = _settings(storage_root=root, jobs_file=jobs_file)
+    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
+    # The UI's daily partitions start at the simulated fleet's first day, not years of empty days.
+    settings = _settings(storage_root=root, jobs_file=jobs_file, start_date=days[0])
     settings.export()
     prepare_dagster_home(settings)
-    days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
     runs = run_scan(settings, as_of, partitions=days)
     click.echo(render.table(views.run_rows(runs)))
     emit(views.backup_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)
@@ -441,6 +462,41 @@ main.add_command(
     ),
     "report",
 )
+
+
+# ---------------------------------------------------------------- Prometheus metrics and status badges
+
+
+@main.group()
+def metrics() -> None:
+    """Prometheus metrics and status badges of the fleet, read from PostgreSQL at each request."""
+
+
+@metrics.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
+@friendly_errors
+def metrics_serve(host: str, port: int) -> None:
+    """Serve /metrics (Prometheus), /healthz and /badge/AGENT[/DATABASE].svg|.json until stopped."""
+    from backup_pipeline.app.metrics_server import serve
+
+    settings = _settings()
+    open_database(settings)  # a wrong URL or an unreachable server is said now, not at the first scrape
+    try:
+        serve(lambda: open_database(settings), host, port, lambda url: click.echo(f"serving {url}/metrics"))
+    except OSError as exc:  # the port is taken, the address is not this machine's...
+        raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@metrics.command("dump")
+@friendly_errors
+def metrics_dump() -> None:
+    """Print the metrics once in Prometheus' text format (e.g. for node_exporter's textfile collector)."""
+    from backup_pipeline.app.metrics_server import exposition
+
+    click.echo(exposition(open_database(_settings())).decode(), nl=False)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDe
 
 from backup_pipeline.app.errors import ScanError
 from backup_pipeline.app.launcher import ensure_dagster_storage_url
+from backup_pipeline.app.run_progress import RunProgress
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
 from backup_pipeline.notify.deliver import NotifySummary
 from backup_pipeline.scan.archive import ArchiveSummary
-from backup_pipeline.scan.days import open_days, waiting_days
+from backup_pipeline.scan.days import first_day, open_days, waiting_days
 from backup_pipeline.scan.ingest import IngestSummary
 from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.scan.sync import sync_before_scan
@@ -96,24 +97,33 @@ def run_scan(
     partitions: list[date] | None = None,
     rehash: bool = False,
     log_level: str = "WARNING",
+    progress: RunProgress | None = None,
 ) -> list[PartitionRun]:
+    """Scan the owed days (or `partitions`), one in-process run after the other; `progress` shows
+    each run's steps."""
     database = open_database(settings)
 
     def waiting() -> None:
         log.warning("another scan is running: waiting for it to finish")
 
     with advisory_lock(database, Lock.SCAN, on_wait=waiting):
-        return _Scan(settings, database, as_of, rehash, log_level).run(partitions)
+        return _Scan(settings, database, as_of, rehash, log_level, progress).run(partitions)
 
 
 class _Scan:
     """One CLI scan: its days, run one after the other in process."""
 
     def __init__(
-        self, settings: Settings, database: Database, as_of: datetime, rehash: bool, log_level: str
+        self,
+        settings: Settings,
+        database: Database,
+        as_of: datetime,
+        rehash: bool,
+        log_level: str,
+        progress: RunProgress | None,
     ) -> None:
         self.settings, self.database, self.as_of = settings, database, as_of
-        self.rehash, self.log_level = rehash, log_level
+        self.rehash, self.log_level, self.progress = rehash, log_level, progress
 
     def run(self, partitions: list[date] | None) -> list[PartitionRun]:
         sync_before_scan(self.settings, self.database, self.as_of)
@@ -124,7 +134,10 @@ class _Scan:
             )
         automatic = not partitions
         days = list(partitions) if partitions else self._owed_days()
+        self.first = first_day(self.database, self.settings)
         job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
+        if self.progress is not None:
+            job = self.progress.job(job)
         instance = dagster_instance(self.settings)
         runs: list[PartitionRun] = []
         pending, done = sorted(set(days)), set[date]()
@@ -152,15 +165,18 @@ class _Scan:
         )
 
     def _late_days(self, ingested: IngestSummary) -> set[date]:
-        """The days the reports a run just recorded bear on, within the partitions' range."""
-        return {d for d in ingested.touched_days if self.settings.start_date <= d <= self.as_of.date()}
+        """The days the reports a run just recorded bear on, from the first day an automatic scan
+        owes (as `waiting_days` judges the files still in log/) to today."""
+        return {d for d in ingested.touched_days if self.first <= d <= self.as_of.date()}
 
     def _run_partition(
         self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig
     ) -> PartitionRun:
-        run_config = scan_run_config(config) | {
-            "loggers": {"console": {"config": {"log_level": self.log_level}}}
-        }
+        loggers: dict[str, object] = {"console": {"config": {"log_level": self.log_level}}}
+        if self.progress is not None:
+            loggers |= self.progress.run_config()
+            self.progress.start(f"scan {day}", len(job.nodes))
+        run_config = scan_run_config(config) | {"loggers": loggers}
         try:
             result = job.execute_in_process(
                 partition_key=day.isoformat(),

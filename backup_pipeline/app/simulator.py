@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -110,7 +111,9 @@ def database_names(count: int) -> list[str]:
     return [DATABASES[i] if i < len(DATABASES) else f"base_{i + 1:03d}_db" for i in range(count)]
 
 
-def simulate(spec: SimulationSpec) -> SimulationResult:
+def simulate(spec: SimulationSpec, on_agent: Callable[[], object] | None = None) -> SimulationResult:
+    """Write the deposit tree, the jobs file and the intended outcomes; `on_agent` is called as each
+    agent's cycles are written (progress)."""
     rng = random.Random(spec.seed)
     spec.root.mkdir(parents=True, exist_ok=True)
     agents = [
@@ -128,6 +131,8 @@ def simulate(spec: SimulationSpec) -> SimulationResult:
     for agent in agents:
         for offset in range(spec.days - 1, -1, -1):
             _simulate_cycle(spec, rng, agent, spec.at.date() - timedelta(days=offset), result)
+        if on_agent is not None:
+            on_agent()
     _write_jobs_file(jobs_file, agents)
     if spec.faults > 0:
         stray = spec.root / "incoming_tmp" / "log"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import EntryStatus
 from backup_pipeline.storage import alerts as stored_alerts
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 STATUS_COLUMNS = [
     "agent_id",
     "database_name",
-    "expected_hour_utc",
-    "expected_minute_utc",
+    "name",
+    "schedule",
     "current_status",
     "last_checked_timestamp",
     "last_successful_backup_timestamp",
@@ -30,15 +31,16 @@ STATUS_COLUMNS = [
 BACKUP_COLUMNS = [
     "agent_id",
     "database_name",
-    "expected_hour_utc",
-    "expected_minute_utc",
-    "window_minutes",
+    "name",
+    "schedule",
+    "early_minutes",
+    "grace_minutes",
     "timezone",
     "content_change",
     "is_active",
     "current_status",
 ]
-ENTRY_COLUMNS = ["agent_id", "database_name", "cycle_expected_at", "status", "message"]
+ENTRY_COLUMNS = ["agent_id", "database_name", "cycle_expected_at", "status", "message", "superseded_at"]
 _STATUSES = [status.value for status in reversed(EntryStatus)]
 
 
@@ -56,21 +58,14 @@ def backup_rows(database: Database, *, active_only: bool) -> list[dict[str, Any]
     return [_backup_row(b, fleet_checked) for b in backups if b.is_active or not active_only]
 
 
-def _last_checked(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> datetime | None:
-    """A scan records its evaluations on the expected backups it wrote, and once for the fleet that it
-    looked at every active one (an idle scan does not rewrite every row)."""
-    times = [backup.last_checked_timestamp]
-    if backup.is_active and fleet_checked is not None and fleet_checked >= backup.created_at:
-        times.append(fleet_checked)
-    return max((t for t in times if t is not None), default=None)
-
-
 # Shown as they are stored (the rest are renamed or are timestamps, shown in ISO-8601 UTC).
 _BACKUP_FIELDS = (
     "database_name",
+    "name",
     "expected_hour_utc",
     "expected_minute_utc",
-    "window_minutes",
+    "early_minutes",
+    "grace_minutes",
     "timezone",
     "staged_file_name",
     "content_change",
@@ -86,11 +81,22 @@ def _backup_row(backup: ExpectedBackupRow, fleet_checked: datetime | None) -> di
     return {
         "agent_id": backup.agent_id_responsible,
         **{field: getattr(backup, field) for field in _BACKUP_FIELDS},
-        "last_checked_timestamp": iso(_last_checked(backup, fleet_checked)),
+        "schedule": _schedule_text(backup),
+        "cron": backup.schedule,
+        "last_checked_timestamp": iso(expected_backups.last_checked(backup, fleet_checked)),
         "last_successful_backup_timestamp": iso(backup.last_successful_backup_timestamp),
         "previous_successful_hash_global": backup.previous_successful_hash_global,
         "created_at": iso(backup.created_at),
     }
+
+
+def _schedule_text(backup: ExpectedBackupRow) -> str:
+    """Readable, e.g. "At 02:30 on Sunday (Europe/Paris)"; a stored expression the running version
+    cannot read (an older or newer cron library) is shown as stored rather than failing the listing."""
+    try:
+        return schedule_of(backup).text
+    except ValueError:
+        return f"cron {backup.schedule!r} ({backup.timezone})"
 
 
 def entry_rows(
@@ -106,6 +112,7 @@ def _entry_row(entry: BackupEntryRow, backup: ExpectedBackupRow) -> dict[str, An
         "entry_id": entry.id,
         "agent_id": backup.agent_id_responsible,
         "database_name": backup.database_name,
+        "name": backup.name,
         "cycle_expected_at": iso(entry.cycle_expected_at),
         "status": entry.status,
         "message": entry.message,

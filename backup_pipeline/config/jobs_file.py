@@ -24,9 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from backup_pipeline.config.schedules import check_cron, cron_schedule, overlap
 from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
 from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
+from backup_pipeline.core.schedules import Schedule
 
 log = logging.getLogger(__name__)
 DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,127}")
@@ -231,10 +233,26 @@ class _AlertingFields(BaseModel):
 # ---------------------------------------------------------------- expected backups
 
 
-class BackupDefaults(_AlertingFields):
-    model_config = ConfigDict(extra="forbid")
+class _WindowFields(BaseModel):
+    """A window, symmetric (`window_minutes`) or not (`early_minutes`, `grace_minutes`): a report is
+    relevant to a cycle at T when it ends within [T - early, T + grace]; the deadline is T + grace."""
 
     window_minutes: int | None = Field(default=None, ge=1, le=720)
+    early_minutes: int | None = Field(default=None, ge=0, le=720)
+    grace_minutes: int | None = Field(default=None, ge=1, le=720)
+
+    def window_problem(self) -> tuple[str, str] | None:
+        """(field, message) when one mapping sets both forms of the window."""
+        if self.window_minutes is not None and (
+            self.early_minutes is not None or self.grace_minutes is not None
+        ):
+            return "window_minutes", "give either window_minutes or early_minutes/grace_minutes, not both"
+        return None
+
+
+class BackupDefaults(_AlertingFields, _WindowFields):
+    model_config = ConfigDict(extra="forbid")
+
     timezone: str = "UTC"
     content_change: ContentPolicy = ContentPolicy.CHANGED
 
@@ -244,16 +262,22 @@ class BackupDefaults(_AlertingFields):
         return _check_zone(value)
 
 
-class BackupSpec(_AlertingFields):
-    """One expected backup as written in the jobs file (an item of its `jobs:` list)."""
+NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+class BackupSpec(_AlertingFields, _WindowFields):
+    """One expected backup as written in the jobs file (an item of its `jobs:` list): daily at
+    `expected_hour_utc`:`expected_minute_utc` UTC, or at the instants of a cron `schedule` read in
+    its `timezone`."""
 
     model_config = ConfigDict(extra="forbid")
 
     agent_id: str
     database_name: str
-    expected_hour_utc: int = Field(ge=0, le=23)
-    expected_minute_utc: int = Field(ge=0, le=59)
-    window_minutes: int | None = Field(default=None, ge=1, le=720)
+    name: str | None = None
+    expected_hour_utc: int | None = Field(default=None, ge=0, le=23)
+    expected_minute_utc: int | None = Field(default=None, ge=0, le=59)
+    schedule: str | None = None
     timezone: str | None = None
     staged_file_name: str | None = None
     content_change: ContentPolicy | None = None
@@ -273,6 +297,18 @@ class BackupSpec(_AlertingFields):
             raise ValueError("must be 1-128 characters of letters, digits, '_', '.', '$' or '-'")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_RE.fullmatch(value):
+            raise ValueError("must be 1-64 letters, digits or '_'")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
@@ -285,9 +321,32 @@ class BackupSpec(_AlertingFields):
             raise ValueError("must be a plain file name (no directory part)")
         return value
 
+    def form_problem(self) -> tuple[str, str] | None:
+        """(field, message) when the job does not say when it is expected in exactly one way."""
+        daily = (self.expected_hour_utc, self.expected_minute_utc)
+        if self.schedule is not None:
+            if daily != (None, None):
+                field = "expected_hour_utc" if self.expected_hour_utc is not None else "expected_minute_utc"
+                return field, "give either schedule or expected_hour_utc/expected_minute_utc, not both"
+            return self.window_problem()
+        if None in daily:
+            field = "expected_hour_utc" if self.expected_hour_utc is None else "expected_minute_utc"
+            return field, 'Field required (or give a cron schedule instead, e.g. schedule: "30 2 * * 0")'
+        return self.window_problem()
+
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+    def backup_name(self) -> str:
+        """Its identity beside agent and database: `name`, else HHMM for the daily-UTC form (as
+        before schedules existed), else empty (one cron-scheduled backup per database unless named)."""
+        if self.name is not None:
+            return self.name
+        if self.expected_hour_utc is not None and self.expected_minute_utc is not None:
+            return f"{self.expected_hour_utc:02d}{self.expected_minute_utc:02d}"
+        return ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.agent_id, self.database_name, self.backup_name)
 
 
 class DeclaredBackup(BaseModel):
@@ -295,20 +354,34 @@ class DeclaredBackup(BaseModel):
 
     agent_id: str
     database_name: str
-    expected_hour_utc: int
-    expected_minute_utc: int
-    window_minutes: int
+    name: str
+    expected_hour_utc: int | None = None
+    expected_minute_utc: int | None = None
+    schedule: str | None = None  # a cron expression read in `timezone`; None: daily at hour:minute UTC
+    early_minutes: int
+    grace_minutes: int
     timezone: str
     staged_file_name: str | None
     content_change: ContentPolicy
     alerting: BackupAlerting = BackupAlerting()
 
     @property
-    def key(self) -> tuple[str, str, int, int]:
-        return (self.agent_id, self.database_name, self.expected_hour_utc, self.expected_minute_utc)
+    def key(self) -> tuple[str, str, str]:
+        return (self.agent_id, self.database_name, self.name)
 
     def to_domain(self) -> ExpectedBackup:
         return to_expected_backup(self)
+
+    @property
+    def schedule_text(self) -> str:
+        return schedule_of(self).text
+
+
+def schedule_of(backup: Any) -> Schedule:
+    """The schedule of anything carrying a backup's fields (a DeclaredBackup or a stored row)."""
+    if backup.schedule is None:
+        return Schedule.daily_utc(backup.expected_hour_utc, backup.expected_minute_utc)
+    return cron_schedule(backup.schedule, backup.timezone)
 
 
 def to_expected_backup(backup: Any) -> ExpectedBackup:
@@ -316,9 +389,10 @@ def to_expected_backup(backup: Any) -> ExpectedBackup:
     return ExpectedBackup(
         agent_id=backup.agent_id,
         database_name=backup.database_name,
-        expected_hour_utc=backup.expected_hour_utc,
-        expected_minute_utc=backup.expected_minute_utc,
-        window_minutes=backup.window_minutes,
+        schedule=schedule_of(backup),
+        name=backup.name,
+        early_minutes=backup.early_minutes,
+        grace_minutes=backup.grace_minutes,
         timezone=ZoneInfo(backup.timezone),
         staged_file_name=backup.staged_file_name,
         content_change=ContentPolicy(backup.content_change),
@@ -410,7 +484,7 @@ _LOADER = _Loader
 
 
 _cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
-CACHE_VERSION = 2  # bump when DeclaredBackup or the resolution rules change (2: duplicate keys refused)
+CACHE_VERSION = 3  # bump when DeclaredBackup or the resolution rules change (3: schedules, early/grace)
 DISK_CACHE_MIN_BACKUPS = 1000
 
 
@@ -540,6 +614,8 @@ def _resolve(
             defaults = BackupDefaults.model_validate(document["defaults"] or {})
         except ValidationError as exc:
             errors += _errors(exc, path, nodes.section("defaults"), "defaults")
+        if problem := defaults.window_problem():
+            errors.append(_field_error(path, nodes.section("defaults"), "defaults", *problem))
     jobs = document.get("jobs")
     if "jobs" not in document:
         if errors:
@@ -548,22 +624,33 @@ def _resolve(
     if not isinstance(jobs, list):
         raise JobsFileError(f"{path}:{nodes.section('jobs').start_mark.line + 1}: 'jobs' must be a list")
     resolved: list[DeclaredBackup] = []
-    seen: dict[tuple[str, str, int, int], int] = {}
+    seen: dict[tuple[str, str, str], int] = {}
     for index, item in enumerate(jobs):
+        where = f"job #{index + 1}"
         try:
             spec = BackupSpec.model_validate(item)
         except ValidationError as exc:
-            errors += _errors(exc, path, nodes.job(index), f"job #{index + 1}")
+            errors += _errors(exc, path, nodes.job(index), where)
+            continue
+        if problem := spec.form_problem():
+            errors.append(_field_error(path, nodes.job(index), where, *problem))
             continue
         if spec.key in seen:
             first, line = seen[spec.key], nodes.job(index).start_mark.line + 1
             errors.append(
-                f"{path}:{line}: job #{index + 1} repeats the job declared at line "
-                f"{nodes.job(first).start_mark.line + 1}"
+                f"{path}:{line}: {where} repeats the job declared at line "
+                f"{nodes.job(first).start_mark.line + 1} (same agent, database and name"
+                f"{'' if spec.name else '; give one of them a `name:`'})"
             )
             continue
         seen[spec.key] = index
-        resolved.append(_apply_defaults(spec, defaults, default_window))
+        backup = _apply_defaults(spec, defaults, default_window)
+        if backup.schedule is not None and (
+            problem_text := overlap(schedule_of(backup), backup.early_minutes, backup.grace_minutes)
+        ):
+            errors.append(_field_error(path, nodes.job(index), where, "schedule", problem_text))
+            continue
+        resolved.append(backup)
     if errors:
         raise JobsFileError(_invalid(errors))
     return resolved
@@ -576,13 +663,30 @@ def _invalid(errors: list[str]) -> str:
     return "invalid jobs file:\n  " + "\n  ".join(errors)
 
 
+def _field_error(path: Path, node: yaml.Node, where: str, field: str, message: str) -> str:
+    return f"{path}:{_line_of(node, (field,))}: {where}, field {field!r}: {message}"
+
+
+def _side(side: str, spec: BackupSpec, defaults: BackupDefaults, default_window: int) -> int:
+    """One side of the window: the job's own, else the file's defaults, else the environment's
+    symmetric window (`window_minutes` sets both sides)."""
+    for fields in (spec, defaults):
+        for value in (getattr(fields, side), fields.window_minutes):
+            if value is not None:
+                return int(value)
+    return default_window
+
+
 def _apply_defaults(spec: BackupSpec, defaults: BackupDefaults, default_window: int) -> DeclaredBackup:
     return DeclaredBackup(
         agent_id=spec.agent_id,
         database_name=spec.database_name,
+        name=spec.backup_name,
         expected_hour_utc=spec.expected_hour_utc,
         expected_minute_utc=spec.expected_minute_utc,
-        window_minutes=spec.window_minutes or defaults.window_minutes or default_window,
+        schedule=spec.schedule,
+        early_minutes=_side("early_minutes", spec, defaults, default_window),
+        grace_minutes=_side("grace_minutes", spec, defaults, default_window),
         timezone=spec.timezone or defaults.timezone,
         staged_file_name=spec.staged_file_name,
         content_change=spec.content_change or defaults.content_change,

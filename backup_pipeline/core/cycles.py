@@ -1,11 +1,13 @@
 """Cycle arithmetic: when a backup is expected, which reports belong to which cycle, and when it is late.
 
-A cycle is one expected occurrence of a backup: the instant T = a day at HH:MM UTC. Its window is
-[T - W, T + W] and its deadline T + W, so a window may straddle midnight.
+A cycle is one expected occurrence of a backup: an instant T of its schedule (`core.schedules`), in
+UTC. Its window is [T - early, T + grace] and its deadline T + grace, so a window may straddle
+midnight. A UTC day holds the cycles whose T falls on it: none for a weekly backup on most days.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -14,7 +16,7 @@ from backup_pipeline.core.domain import ExpectedBackup
 # Agents write naive local times, read in their zone: an instant named in a file or a report can be
 # up to 14 hours away from UTC, and nothing known before the zone is looked up narrows that.
 ZONE_SLACK = timedelta(hours=14)
-MAX_WINDOW = timedelta(minutes=720)  # the widest window the jobs file accepts
+MAX_WINDOW = timedelta(minutes=720)  # the widest side of a window (early or grace) the jobs file accepts
 # How far from a day a report can end and still bear on one of its cycles, whatever the backup.
 REPORT_REACH = MAX_WINDOW + ZONE_SLACK
 
@@ -32,16 +34,12 @@ class Cycle:
     expected_at: datetime  # T, UTC
 
     @property
-    def window(self) -> timedelta:
-        return timedelta(minutes=self.backup.window_minutes)
-
-    @property
     def opens_at(self) -> datetime:
-        return self.expected_at - self.window
+        return self.expected_at - timedelta(minutes=self.backup.early_minutes)
 
     @property
     def deadline(self) -> datetime:
-        return self.expected_at + self.window
+        return self.expected_at + timedelta(minutes=self.backup.grace_minutes)
 
     def contains(self, instant: datetime) -> bool:
         return self.opens_at <= instant <= self.deadline
@@ -55,10 +53,9 @@ class Cycle:
         return f"{self.expected_at:%Y-%m-%dT%H:%MZ}"
 
 
-def cycle_on(backup: ExpectedBackup, day: date) -> Cycle:
-    """The backup's cycle on a UTC day."""
-    at = datetime.combine(day, time(backup.expected_hour_utc, backup.expected_minute_utc), tzinfo=UTC)
-    return Cycle(backup=backup, expected_at=at)
+def cycles_on(backup: ExpectedBackup, day: date) -> list[Cycle]:
+    """The backup's cycles on a UTC day, in order (none on a day its schedule skips)."""
+    return [Cycle(backup=backup, expected_at=at) for at in backup.schedule.instants_on(day)]
 
 
 def days_touched(instant: datetime, window: timedelta) -> list[date]:
@@ -82,20 +79,19 @@ def days_touched_in_any_zone(named_at: datetime, window: timedelta) -> list[date
 
 
 def days_with_open_cycles(
-    schedule: list[tuple[int, int, int]], as_of: datetime, lookback: timedelta
+    backups: Sequence[ExpectedBackup], as_of: datetime, lookback: timedelta
 ) -> list[date]:
     """UTC days that a periodic scan at `as_of` must evaluate.
 
-    `schedule` holds (hour, minute, window minutes) per backup. Today always counts; yesterday counts
-    while one of its cycles is still inside its window, or closed less than `lookback` ago (the
-    scan interval), so that the scan right after a deadline records MISSING on time.
+    Today always counts; yesterday counts while one of its cycles is still inside its window, or
+    closed less than `lookback` ago (the scan interval), so that the scan right after a deadline
+    records MISSING on time. Windows end at most 12 hours after their day, so no earlier day can.
     """
     today = as_of.date()
     yesterday = today - timedelta(days=1)
-    days = [today] if schedule else []
-    for hour, minute, window in schedule:
-        deadline = datetime.combine(yesterday, time(hour, minute), tzinfo=UTC) + timedelta(minutes=window)
-        if deadline >= as_of - lookback:
-            days.insert(0, yesterday)
-            break
+    days = [today] if backups else []
+    timings = {(b.schedule, b.grace_minutes): b for b in backups}  # a fleet has few distinct timings
+    for backup in timings.values():
+        if any(c.deadline >= as_of - lookback for c in cycles_on(backup, yesterday)):
+            return [yesterday, *days]
     return days

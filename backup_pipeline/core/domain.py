@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
+from backup_pipeline.core.schedules import Schedule
+
 
 class EntryStatus(enum.StrEnum):
     """Outcome of one cycle, most severe first (the order of the decision rules)."""
@@ -159,22 +161,22 @@ class RejectedReport:
 
 @dataclass(frozen=True)
 class ExpectedBackup:
-    """One database of one agent expected every day at HH:MM UTC (the design notes' "expected job";
-    one entry of the jobs file)."""
+    """One database of one agent expected at the instants of a schedule (the design notes' "expected
+    job"; one entry of the jobs file). Its identity is (agent, database, name)."""
 
     agent_id: str
     database_name: str
-    expected_hour_utc: int
-    expected_minute_utc: int
-    window_minutes: int = 60
-    timezone: tzinfo = UTC
+    schedule: Schedule
+    name: str = ""
+    early_minutes: int = 60
+    grace_minutes: int = 60
+    timezone: tzinfo = UTC  # how the agent's naive timestamps are read
     staged_file_name: str | None = None
     content_change: ContentPolicy = ContentPolicy.CHANGED
 
     @property
     def label(self) -> str:
-        at = f"{self.expected_hour_utc:02d}:{self.expected_minute_utc:02d}"
-        return f"{self.agent_id}/{self.database_name}@{at}"
+        return f"{self.agent_id}/{self.database_name}@{self.name or self.schedule.text}"
 
 
 @dataclass(frozen=True)

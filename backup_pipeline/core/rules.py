@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from backup_pipeline.core import fingerprints
 from backup_pipeline.core.cycles import Cycle
 from backup_pipeline.core.domain import (
     ContentPolicy,
@@ -202,8 +203,16 @@ def _content_decision(
     verified = f"backup verified: {check.file_name}, {check.size} bytes, sha256 {check.sha256}"
     if policy is ContentPolicy.OFF or previous is None or previous.content_fingerprint is None:
         return _decision(EntryStatus.SUCCESS, verified, report, database, check, previous)
-    same = previous.content_fingerprint == check.content_fingerprint
+    same = fingerprints.same_content(previous.content_fingerprint, check.content_fingerprint)
     since = f"the last successful cycle {previous.cycle_expected_at:%Y-%m-%dT%H:%MZ}"
+    if same is None:  # fingerprints of two algorithms say nothing about each other
+        message = (
+            f"content not compared with {since}: it was fingerprinted with "
+            f"{', '.join(fingerprints.algorithms(previous.content_fingerprint))}, this cycle with "
+            f"{', '.join(fingerprints.algorithms(check.content_fingerprint))} (policy: {policy.value}); "
+            f"{verified}"
+        )
+        return _decision(EntryStatus.SUCCESS, message, report, database, check, previous)
     if policy is ContentPolicy.CHANGED and not same:
         message = f"content changed since {since} (policy: changed); {verified}"
         return _decision(EntryStatus.HASH_MISMATCH, message, report, database, check, previous)

@@ -39,7 +39,11 @@ DEPOSIT_SENSOR = "deposit_sensor"
 
 
 def build_scan_schedule(job: JobDefinition, backups: Sequence[DeclaredBackup]) -> ScheduleDefinition:
-    plan = [(b.expected_hour_utc, b.expected_minute_utc, b.window_minutes) for b in backups]
+    timings = {
+        (b.schedule, b.expected_hour_utc, b.expected_minute_utc, b.timezone, b.grace_minutes): b
+        for b in backups
+    }
+    plan = [b.to_domain() for b in timings.values()]  # what the partitions depend on, once per timing
 
     @schedule(
         name=SCAN_SCHEDULE,
@@ -64,7 +68,7 @@ def build_scan_schedule(job: JobDefinition, backups: Sequence[DeclaredBackup]) -
 
 
 def build_deposit_sensor(job: JobDefinition, backups: Sequence[DeclaredBackup]) -> SensorDefinition:
-    declared_widest = max((b.window_minutes for b in backups), default=None)
+    declared_widest = max((max(b.early_minutes, b.grace_minutes) for b in backups), default=None)
 
     @sensor(
         name=DEPOSIT_SENSOR,

@@ -30,8 +30,9 @@ from dagster import (
     schedule,
 )
 
-from backup_pipeline.config.jobs_file import DeclaredBackup
+from backup_pipeline.config.jobs_file import DeclaredBackup, schedule_of
 from backup_pipeline.config.settings import Settings
+from backup_pipeline.core.schedules import latest_time_of_day
 from backup_pipeline.defs.fleet import REPORTS_ASSET
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.digest.build import build_digest
@@ -44,12 +45,20 @@ DIGEST_SCHEDULE = "daily_fleet_digest"
 SETTLE = timedelta(minutes=30)  # two scans after the last deadline
 
 
-def digest_delay(backups: Sequence[DeclaredBackup]) -> timedelta:
-    """How long after a day's midnight (UTC) all its cycles are decided and scanned."""
-    if not backups:
+def digest_delay(backups: Sequence[DeclaredBackup], reference: date | None = None) -> timedelta:
+    """How long after a day's midnight (UTC) all its cycles are decided and scanned: the latest time
+    of day any schedule fires at (each local time read at each offset its zone takes during the
+    reference year), plus its grace."""
+    reference = reference or datetime.now(UTC).date()
+    timings = {(b.schedule_text, b.grace_minutes): b for b in backups}
+    deadlines = [
+        latest + timedelta(minutes=b.grace_minutes)
+        for b in timings.values()
+        if (latest := latest_time_of_day(schedule_of(b), reference)) is not None
+    ]
+    if not deadlines:
         return timedelta(days=1) + SETTLE
-    latest = max(b.expected_hour_utc * 60 + b.expected_minute_utc + b.window_minutes for b in backups)
-    return timedelta(minutes=latest) + SETTLE
+    return max(deadlines) + SETTLE
 
 
 def build_digest_asset(partitions: PartitionsDefinition) -> AssetsDefinition:

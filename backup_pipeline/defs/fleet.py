@@ -51,8 +51,8 @@ NOT_EVALUATED = "no cycle evaluated yet"
 Event = AssetMaterialization | AssetCheckEvaluation
 
 
-def asset_key(agent_id: str, database_name: str, hour: int, minute: int) -> AssetKey:
-    return AssetKey(backup_asset_path(agent_id, database_name, hour, minute))
+def asset_key(agent_id: str, database_name: str, name: str) -> AssetKey:
+    return AssetKey(backup_asset_path(agent_id, database_name, name))
 
 
 def agent_asset_key(agent_id: str) -> AssetKey:
@@ -60,9 +60,7 @@ def agent_asset_key(agent_id: str) -> AssetKey:
 
 
 def backup_key(backup: DeclaredBackup) -> AssetKey:
-    return asset_key(
-        backup.agent_id, backup.database_name, backup.expected_hour_utc, backup.expected_minute_utc
-    )
+    return asset_key(backup.agent_id, backup.database_name, backup.name)
 
 
 def declared_backups(settings: Settings) -> list[DeclaredBackup]:
@@ -146,11 +144,11 @@ def database_specs(backups: Sequence[DeclaredBackup], partitions: PartitionsDefi
             group_name=dagster_name(b.agent_id),
             deps=[REPORTS_ASSET],
             description=(
-                f"Backup of database `{b.database_name}` by agent `{b.agent_id}`, expected daily at "
-                f"{b.expected_hour_utc:02d}:{b.expected_minute_utc:02d} UTC (window {b.window_minutes} min, "
+                f"Backup of database `{b.database_name}` by agent `{b.agent_id}`, expected "
+                f"{b.schedule_text} (from {b.early_minutes} min early to {b.grace_minutes} min late, "
                 f"content policy {b.content_change.value})."
             ),
-            metadata={"agent_id": b.agent_id, "database_name": b.database_name},
+            metadata={"agent_id": b.agent_id, "database_name": b.database_name, "schedule": b.schedule_text},
         )
         for b in backups
     ]
@@ -203,11 +201,11 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
         with database.get().sessions() as session:
             for check_key in context.selected_asset_check_keys:
                 agent, backups = fleet.owner(check_key.asset_key)
-                wanted = {(b.database_name, b.expected_hour_utc, b.expected_minute_utc) for b in backups}
+                wanted = {(b.database_name, b.name) for b in backups}
                 latest = [
                     entry
                     for entry, backup in entries.latest_entries_of_agent(session, agent)
-                    if (backup.database_name, backup.expected_hour_utc, backup.expected_minute_utc) in wanted
+                    if (backup.database_name, backup.name) in wanted
                 ]
                 if check_key.name == SIZE_CHECK:
                     yield _size_result(check_key.asset_key, latest)
@@ -275,11 +273,11 @@ def outcome_events(outcomes: Iterable[EntryOutcome], day: date) -> Iterator[Even
     (created or changed; in an explicit re-evaluation, every one)."""
     partition = day.isoformat()
     for o in outcomes:
-        at = o.cycle_expected_at
-        key = asset_key(o.agent_id, o.database_name, at.hour, at.minute)
-        cycle = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = asset_key(o.agent_id, o.database_name, o.backup_name)
+        cycle = o.cycle_expected_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         metadata = {
             "status": o.status,
+            "schedule": o.schedule,
             "message": o.message,
             "cycle_expected_at": cycle,
             "server_sha256": o.server_hash or "",

@@ -15,6 +15,7 @@ from dagster import (
     DynamicOut,
     DynamicOutput,
     Failure,
+    HookContext,
     JobDefinition,
     MetadataValue,
     OpExecutionContext,
@@ -23,6 +24,7 @@ from dagster import (
     PartitionsDefinition,
     ResourceParam,
     RetryPolicy,
+    failure_hook,
     graph,
     op,
 )
@@ -37,6 +39,7 @@ from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.scan.archive import ArchiveSummary, archive
 from backup_pipeline.scan.context import ScanContext, ScanRequest, Summary
+from backup_pipeline.scan.days import first_day
 from backup_pipeline.scan.evaluate import evaluate_batch
 from backup_pipeline.scan.ingest import IngestSummary, ingest
 from backup_pipeline.scan.measure import MeasurementBatch, MeasurementResult, measure_batch, plan_measurements
@@ -44,6 +47,8 @@ from backup_pipeline.scan.outcomes import BatchResult, agent_days
 from backup_pipeline.scan.plan import BatchPlan, plan_batches
 from backup_pipeline.scan.sync import sync_before_scan
 from backup_pipeline.storage import expected_backups
+from backup_pipeline.storage.database import DatabaseFailure, DatabaseUnavailable, db_error_line
+from backup_pipeline.storage.scan_records import ScanOutcome, record_scan_end, record_scan_start
 
 SCAN_JOB = "backup_scan"
 AUTOMATIC_TAG = "backup_pipeline/automatic"
@@ -102,6 +107,9 @@ def ingest_reports(
 ) -> ScanStarted:
     request = _request(context, config)
     ctx = ScanContext(settings, database.get(), request, context.run_id)
+    with ctx.database.sessions() as session:
+        day = date.fromisoformat(context.partition_key)
+        record_scan_start(session, context.run_id, day, request.automatic, datetime.now(UTC))
     sync = sync_before_scan(settings, ctx.database, request.as_of)
     if sync is not None and (sync.added or sync.deactivated):
         context.log.info(f"jobs file synced: {sync.added} backup(s) added, {sync.deactivated} deactivated")
@@ -256,7 +264,7 @@ def archive_reports(
     with ctx.database.sessions() as session:  # every batch succeeded: every active backup was looked at
         expected_backups.record_fleet_check(session, ctx.as_of)
         session.commit()
-    deferred = _archiving_deferred(started, settings)
+    deferred = _archiving_deferred(started, first_day(ctx.database, settings))
     if deferred:
         context.log.info(deferred)
         return ArchiveSummary(deferred=deferred)
@@ -269,14 +277,15 @@ def archive_reports(
     return summary
 
 
-def _archiving_deferred(started: ScanStarted, settings: Settings) -> str | None:
-    """Why this run leaves archiving to a later run of its scan, if it does."""
+def _archiving_deferred(started: ScanStarted, first: date) -> str | None:
+    """Why this run leaves archiving to a later run of its scan, if it does (days before `first`
+    are never evaluated by an automatic scan: they hold nothing back)."""
     if not started.archive:
         return "archiving left to the last partition of this scan"
     if started.covered_days is None:
         return None
     today = started.request.as_of.date()
-    bearing = {d for d in started.ingested.touched_days if settings.start_date <= d <= today}
+    bearing = {d for d in started.ingested.touched_days if first <= d <= today}
     beyond = sorted(bearing - set(started.covered_days))
     if not beyond:
         return None
@@ -294,6 +303,8 @@ def notify_op(
     database: DatabaseResource,
 ) -> NotifySummary:
     summary = notify(settings, database.get(), context.run_id)  # a failing target is never raised
+    with database.get().sessions() as session:  # the scan's last step: the run ends here
+        record_scan_end(session, context.run_id, ScanOutcome.SUCCEEDED, datetime.now(UTC))
     if summary.skipped:
         context.log.info(f"notifications skipped: {summary.skipped}")
     context.log.info(
@@ -323,6 +334,16 @@ def notify_op(
     return summary
 
 
+@failure_hook(required_resource_keys={"database"})
+def record_failed_scan(context: HookContext) -> None:
+    """The scan run's first failed step ends it (for the exporter's last scan outcome)."""
+    try:
+        with context.resources.database.get().sessions() as session:
+            record_scan_end(session, context.run_id, ScanOutcome.FAILED, datetime.now(UTC))
+    except (DatabaseFailure, DatabaseUnavailable) as exc:  # often why the step failed: say it once
+        context.log.warning(f"could not record the failed scan: {db_error_line(exc)}")
+
+
 @graph
 def backup_scan() -> None:
     started = ingest_reports()
@@ -339,5 +360,6 @@ def build_scan_job(partitions: PartitionsDefinition, settings: Settings) -> JobD
         "cycles, archive reports.",
         partitions_def=partitions,
         tags=EXCLUSIVE_TAG | run_tags(settings),
+        hooks={record_failed_scan},
         executor_def=executor_for(settings),
     )

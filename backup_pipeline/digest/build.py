@@ -1,7 +1,8 @@
 """The daily fleet digest: the whole fleet on one day, built once (rendered by `digest.render`).
 
-`build_digest` reads the day's entries, the expected backups the day owes and each one's last
-success up to the end of the day, and summarises them with pandas: one row per agent (expected
+`build_digest` reads the day's entries, the cycles the day owes (from each expected backup's
+schedule: a weekly backup owes nothing on most days) and each one's last success up to the end of
+the day, and summarises them with pandas: one row per agent (expected
 backups, entries per status, cycles not evaluated yet, size anomalies, the oldest last success
 among its databases) plus a TOTAL row, the day's problems and its size anomalies. The Dagster asset
 `fleet_digest` and the CLI's `backup-pipeline digest` both build it the same way.
@@ -9,16 +10,19 @@ among its databases) plus a TOTAL row, the day's problems and its size anomalies
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 from pydantic import BaseModel
 
+from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import PROBLEM_STATUSES, EntryStatus
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.digest import digest_rows
+
+if TYPE_CHECKING:  # pandas is imported when a digest is built: every process loading the
+    import pandas as pd  # definitions (CLI scans included) would pay for it otherwise
 
 STATUSES = [status.value for status in reversed(EntryStatus)]  # SUCCESS first: the usual case
 TOTAL = "TOTAL"
@@ -84,21 +88,48 @@ def build_digest(database: Database, day: date) -> FleetDigest:
     start, end = day_bounds(day)
     with database.sessions() as session:
         rows = digest_rows(session, start, end)
-    return summarise(day, rows.backups, rows.entries, rows.last_successes)
+    return summarise(day, rows.backups, expected_cycles(rows.backups, day), rows.entries, rows.last_successes)
 
 
-def summarise(day: date, backups: list[Any], entries: list[Any], last_success: list[Any]) -> FleetDigest:
-    """The digest from plain rows (expected backups: id, agent, database; the day's entries; last
-    successes)."""
-    backup_frame = pd.DataFrame([tuple(b) for b in backups], columns=["job_id", "agent_id", "database_name"])
+def expected_cycles(backups: list[Any], day: date) -> list[tuple[int, datetime]]:
+    """(backup, instant) of every cycle the day owes: the active backups' instants that day whose
+    deadline is not before the backup was declared, as automatic scans see them."""
+    owed = []
+    for backup in backups:
+        if not backup.is_active:
+            continue
+        grace = timedelta(minutes=backup.grace_minutes)
+        owed += [
+            (backup.id, at) for at in schedule_of(backup).instants_on(day) if at + grace >= backup.created_at
+        ]
+    return owed
+
+
+def summarise(
+    day: date,
+    backups: list[Any],
+    expected: list[tuple[int, datetime]],
+    entries: list[Any],
+    last_success: list[Any],
+) -> FleetDigest:
+    """The digest from plain rows (expected backups: id, agent, database; the day's owed cycles; its
+    entries; last successes). A cycle is pending while owed without an entry."""
+    import pandas as pd  # imported when a digest is built: most commands never need it
+
+    backup_frame = pd.DataFrame(
+        [(b.id, b.agent_id, b.database_name) for b in backups],
+        columns=["job_id", "agent_id", "database_name"],
+    )
     entry_frame = pd.DataFrame(
         [tuple(e) for e in entries],
         columns=["job_id", "cycle", "status", "message", "size", "anomaly", "median", "ratio"],
     )
+    owed_frame = pd.DataFrame(expected, columns=["job_id", "cycle"])
+    for cycle_frame in (entry_frame, owed_frame):  # one dtype on both sides of the merge
+        cycle_frame["cycle"] = pd.to_datetime(cycle_frame["cycle"], utc=True)
+    cycles = owed_frame.merge(entry_frame, on=["job_id", "cycle"], how="outer")
     success_frame = pd.DataFrame([tuple(s) for s in last_success], columns=["job_id", "last_success"])
-    frame = backup_frame.merge(entry_frame, on="job_id", how="left").merge(
-        success_frame, on="job_id", how="left"
-    )
+    frame = backup_frame.merge(cycles, on="job_id", how="inner").merge(success_frame, on="job_id", how="left")
 
     agents = [_agent_row(agent, group) for agent, group in frame.groupby("agent_id", sort=True)]
     listed = frame.rename(columns={"cycle": "cycle_expected_at", "anomaly": "kind"})
@@ -147,4 +178,6 @@ def _models(model: type[ModelT], frame: pd.DataFrame) -> list[ModelT]:
 
 
 def _missing(value: Any) -> bool:
+    import pandas as pd
+
     return not isinstance(value, str | datetime) and bool(pd.isna(value))

@@ -227,12 +227,7 @@ class _Links:
         if not self.base:
             return None
         path = (
-            backup_asset_path(
-                backup.agent_id_responsible,
-                backup.database_name,
-                backup.expected_hour_utc,
-                backup.expected_minute_utc,
-            )
+            backup_asset_path(backup.agent_id_responsible, backup.database_name, backup.name)
             if self.per_database
             else agent_asset_path(backup.agent_id_responsible)
         )

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
 from backup_pipeline.config.jobs_file import BackupAlerting
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core import alerts
@@ -53,10 +51,13 @@ def backup_alerting(backup: Any) -> BackupAlerting:
 
 @dataclass
 class SizeBaseline:
-    """Each backup's trailing median of successful staged sizes, before the day being evaluated."""
+    """Each backup's trailing median of successful staged sizes before the cycle being evaluated: the
+    stored history before the day, then the day's earlier cycles as the batch decides them in order
+    (a backup expected every 6 hours compares with its previous cycles, not its previous days)."""
 
     medians: dict[int, tuple[float, int]] = field(default_factory=dict)  # backup -> (median, count)
     policies: dict[int, SizePolicy] = field(default_factory=dict)
+    history: dict[int, list[tuple[int, datetime, int, int]]] = field(default_factory=dict)  # ranked rows
 
     @classmethod
     def load(
@@ -68,7 +69,10 @@ class SizeBaseline:
         if not wanted:
             return cls({}, policies)
         rows = stored_alerts.size_history(session, list(wanted), before, max(wanted.values()))
-        return cls(trailing_medians(rows, wanted), policies)
+        history: dict[int, list[tuple[int, datetime, int, int]]] = {}
+        for row in rows:
+            history.setdefault(row[0], []).append(row)
+        return cls(trailing_medians(rows, wanted), policies, history)
 
     def assess(self, job_id: int, size: int | None) -> SizeAssessment | None:
         policy = self.policies.get(job_id)
@@ -77,6 +81,16 @@ class SizeBaseline:
             return None
         return alerts.assess_size(size, median, count, policy)
 
+    def record(self, job_id: int, cycle: datetime, size: int | None) -> None:
+        """A successful cycle of the batch: it is history for the backup's later cycles."""
+        policy = self.policies.get(job_id)
+        if policy is None or not policy.enabled or size is None:
+            return
+        rows = [(job, at, bytes_, rank + 1) for job, at, bytes_, rank in self.history.get(job_id, [])]
+        rows = [(job_id, cycle, size, 1), *rows][: policy.history]
+        self.history[job_id] = rows
+        self.medians.update(trailing_medians(rows, {job_id: policy.history}))
+
 
 def trailing_medians(
     rows: Sequence[tuple[int, datetime, int, int]], depth: dict[int, int]
@@ -84,6 +98,8 @@ def trailing_medians(
     """Per backup, the median and count of its sizes ranked within its own depth (rank 1 = latest)."""
     if not rows:
         return {}
+    import pandas as pd  # only scans with size history to compare pay its import (~0.3 s)
+
     frame = pd.DataFrame(rows, columns=["job_id", "cycle", "size", "rank"])
     frame = frame[frame["rank"] <= frame["job_id"].map(depth)]
     stats = frame.groupby("job_id")["size"].agg(["median", "count"])
@@ -121,7 +137,7 @@ class Written:
 def record_alerts(session: Session, ctx: ScanContext, written: Sequence[Written]) -> int:
     """Record the alerts raised by created or changed entries (in the caller's transaction)."""
     rows: list[dict[str, Any]] = []
-    successes: dict[int, Written] = {}
+    successes: dict[tuple[int, datetime], Written] = {}
     for item in written:
         settings = backup_alerting(item.backup)
         held = settings.silence().reason(item.cycle.deadline)
@@ -134,12 +150,13 @@ def record_alerts(session: Session, ctx: ScanContext, written: Sequence[Written]
                 message = alerts.size_part(message)
             rows.append(_alert(ctx, item, event, message, held))
         if status in SUCCESS_STATUSES:
-            successes[item.backup.id] = item
-    contexts = stored_alerts.recovery_contexts(
-        session, {job_id: item.cycle.expected_at for job_id, item in successes.items()}
-    )
-    for job_id, item in successes.items():
-        context = contexts.get(job_id)
+            successes[(item.backup.id, item.cycle.expected_at)] = item
+    # The batch's problems first: a later cycle of the same backup in this batch may recover from them.
+    inserted = stored_alerts.insert_alerts(session, rows)
+    rows = []
+    contexts = stored_alerts.recovery_contexts(session, list(successes))
+    for key, item in successes.items():
+        context = contexts.get(key)
         if context is None or not alerts.recovers(
             item.cycle.expected_at,
             last_problem=context.last_problem,
@@ -155,7 +172,7 @@ def record_alerts(session: Session, ctx: ScanContext, written: Sequence[Written]
         )
         held = backup_alerting(item.backup).silence().reason(item.cycle.deadline)
         rows.append(_alert(ctx, item, AlertEvent.RECOVERED, message, held))
-    return stored_alerts.insert_alerts(session, rows)
+    return inserted + stored_alerts.insert_alerts(session, rows)
 
 
 def _alert(

@@ -6,15 +6,28 @@ waiting in log/ can bear on, judged from their names alone (nothing is parsed be
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from backup_pipeline.adapters.deposit import discover_agents, list_reports
+from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.config.settings import Settings
-from backup_pipeline.core.cycles import days_touched_in_any_zone
+from backup_pipeline.core.cycles import day_bounds, days_touched_in_any_zone
 from backup_pipeline.core.reports import parse_file_name_time
+from backup_pipeline.core.schedules import Schedule
 from backup_pipeline.storage import expected_backups
 from backup_pipeline.storage.database import Database
+from backup_pipeline.storage.expected_backups import ScheduledCycles
+
+
+def first_day(database: Database, settings: Settings) -> date:
+    """The first day an automatic scan evaluates: the partitions' start, or the day the first
+    expected backup was created if later (earlier cycles are never owed)."""
+    with database.sessions() as session:
+        created = expected_backups.earliest_backup_creation(session)
+    return max(settings.start_date, created.date()) if created else settings.start_date
 
 
 def open_days(database: Database, settings: Settings, as_of: datetime) -> list[date]:
@@ -24,8 +37,22 @@ def open_days(database: Database, settings: Settings, as_of: datetime) -> list[d
         if created is None:
             return [as_of.date()]
         first = max(settings.start_date, created.date())
-        days = expected_backups.open_days(session, first, as_of.date())
+        groups = scheduled_cycles(expected_backups.schedule_groups(session), first, as_of.date())
+        days = expected_backups.open_days(session, groups)
     return days or [as_of.date()]
+
+
+def scheduled_cycles(groups: Iterable[Any], first: date, last: date) -> list[ScheduledCycles]:
+    """Each schedule's backups (from groups of backups expected alike: schedule columns and ids) with
+    its instants on the UTC days [first, last]."""
+    members: dict[Schedule, list[int]] = defaultdict(list)
+    for group in groups:
+        members[schedule_of(group)] += group.ids
+    start, end = day_bounds(first)[0], day_bounds(last)[1]
+    return [
+        ScheduledCycles(job_ids=ids, instants=list(schedule.instants(start, end)))
+        for schedule, ids in members.items()
+    ]
 
 
 def pending_files(settings: Settings) -> dict[str, tuple[str, str]]:

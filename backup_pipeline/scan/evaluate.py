@@ -15,13 +15,20 @@ from typing import Any
 
 from backup_pipeline.adapters.staged_files import StagedFileRequest, check_many, still_being_written
 from backup_pipeline.config.jobs_file import to_expected_backup
-from backup_pipeline.core import rules
-from backup_pipeline.core.cycles import Cycle, day_bounds
-from backup_pipeline.core.domain import Decision, RecordedReport, RejectedReport, StagedFileCheck, Step
+from backup_pipeline.core import fingerprints, rules
+from backup_pipeline.core.cycles import Cycle, cycles_on, day_bounds
+from backup_pipeline.core.domain import (
+    Decision,
+    PreviousSuccess,
+    RecordedReport,
+    RejectedReport,
+    StagedFileCheck,
+    Step,
+)
 from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
-from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan, time_of
+from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan
 from backup_pipeline.storage import entries, expected_backups, measurements, reports
 from backup_pipeline.storage.database import Session
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
@@ -58,16 +65,19 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     start, _ = day_bounds(plan.day)
     with ctx.database.sessions() as session:
         horizon = reports.snapshot_horizon(session)  # before any report is read
-        backups, pending = _load(session, plan)
-        ids = [j.id for j in backups]
-        watched = sorted({j.agent_id_responsible for j in backups})
+        batch = _load(session, plan)
+        ids = [j.id for j in batch.backups]
+        watched = sorted({j.agent_id_responsible for j in batch.backups})
         result.backups += len(ids)
-        previous = entries.previous_successes(session, ids, start) if ids else {}
-        _measure(ctx, session, pending, result)
+        existing, cycles, pending, previous = batch.existing, batch.cycles, batch.pending, batch.previous
+        _measure(ctx, session, pending, result, previous)
         sizes = alert.SizeBaseline.load(
-            session, ctx.settings, [p.backup for p in pending if p.check is not None], start
+            session,
+            ctx.settings,
+            {p.backup.id: p.backup for p in pending if p.check is not None}.values(),
+            start,
         )
-        rows, outcomes_by_backup = [], {}
+        rows, written = [], {}
         for item in pending:
             if item.settling:
                 result.still_open += 1
@@ -88,12 +98,20 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             result.evaluated += 1
             values = _entry_values(ctx, item, decision)
             alert.annotate(values, item.backup, item.cycle, sizes)  # size anomaly, silence
+            if decision.status.is_success:
+                previous[item.backup.id] = _as_previous(values)
+                sizes.record(item.backup.id, item.cycle.expected_at, values["server_calculated_staged_size"])
             changed = _differs(item.existing, values)
             item.written = True  # its entry holds the measurement, whether rewritten or unchanged
             if changed or not ctx.automatic:
                 rows.append(values)
-                outcomes_by_backup[item.backup.id] = (item, values, changed)
+                written[(item.backup.id, item.cycle.expected_at)] = (item, values, changed)
         entry_ids = entries.upsert_entries(session, rows)
+        if not ctx.automatic:  # a re-evaluation applies the current schedule: other instants are history
+            scheduled = {(j.id, cycle.expected_at) for j, cycle in cycles}
+            stale = [e.id for key, e in existing.items() if key not in scheduled and e.superseded_at is None]
+            entries.supersede_entries(session, stale, ctx.as_of)
+            result.superseded = len(stale)
         entries.refresh_backup_state(session, ids, ctx.as_of)
         # An agent with a staged file still being written is not marked: the next scan looks again
         # (otherwise nothing new would be seen before the cycle's deadline).
@@ -103,8 +121,8 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
             session,
             ctx,
             [
-                alert.Written(item.backup, item.cycle, values, entry_ids[backup_id])
-                for backup_id, (item, values, changed) in outcomes_by_backup.items()
+                alert.Written(item.backup, item.cycle, values, entry_ids[key])
+                for key, (item, values, changed) in written.items()
                 if changed
             ],
         )
@@ -117,31 +135,47 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
     # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
     # assets show the run that last wrote them; an automatic scan only what changed.
     result.outcomes = [
-        _outcome(entry_ids[backup_id], item, values, changed)
-        for backup_id, (item, values, changed) in outcomes_by_backup.items()
+        _outcome(entry_ids[key], item, values, changed)
+        for key, (item, values, changed) in written.items()
         if changed or not ctx.automatic
     ]
     return result
 
 
-def _load(session: Session, plan: BatchPlan) -> tuple[list[ExpectedBackupRow], list[_Pending]]:
-    """The plan's active backups and their cycles of the day, each with the reports bearing on it."""
+@dataclass
+class _Batch:
+    backups: list[ExpectedBackupRow]
+    existing: dict[tuple[int, datetime], BackupEntryRow]
+    cycles: list[tuple[ExpectedBackupRow, Cycle]]
+    pending: list[_Pending]
+    previous: dict[int, PreviousSuccess]
+
+
+def _load(session: Session, plan: BatchPlan) -> _Batch:
+    """The plan's active backups and every cycle of the day, each backup's in order (a cycle's
+    previous success and size history may be an earlier cycle of the same day, decided just before
+    it), each cycle with the reports bearing on it."""
     start, end = day_bounds(plan.day)
     backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
     ids = [j.id for j in backups]
     existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
-    agents = sorted({j.agent_id_responsible for j in backups})
+    cycles = [(j, cycle) for j in backups for cycle in cycles_on(to_expected_backup(j), plan.day)]
+    agents = sorted({j.agent_id_responsible for j, _ in cycles})
     inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
+    previous = entries.previous_successes(session, ids, start) if cycles else {}
     pending = [
-        _prepare(
-            j,
-            Cycle(backup=to_expected_backup(j), expected_at=start + time_of(j)),
-            existing.get(j.id),
-            inputs[j.agent_id_responsible],
-        )
-        for j in backups
+        _prepare(j, cycle, existing.get((j.id, cycle.expected_at)), inputs[j.agent_id_responsible])
+        for j, cycle in cycles
     ]
-    return backups, pending
+    return _Batch(backups, existing, cycles, pending, previous)
+
+
+def _as_previous(values: dict[str, Any]) -> PreviousSuccess:
+    return PreviousSuccess(
+        cycle_expected_at=values["cycle_expected_at"],
+        staged_hash=values["server_calculated_staged_hash"],
+        content_fingerprint=values["server_content_fingerprint"],
+    )
 
 
 def _prepare(
@@ -165,55 +199,67 @@ def _prepare(
 
 @dataclass(frozen=True)
 class StagedFileNeed:
-    """A staged file the evaluation of a cycle will have to measure (nothing stored for it yet)."""
+    """A staged file the evaluation of a cycle will have to measure (nothing stored for it yet), and
+    how: the fingerprint algorithms wanted besides the current one."""
 
     agent_id: str
     file_name: str
     report_id: int
     claimed_sha256: str | None
     claimed_size: int | None
+    also: frozenset[str]
 
 
 def staged_files_to_measure(ctx: ScanContext, plan: BatchPlan) -> list[StagedFileNeed]:
-    """What `evaluate_batch(ctx, plan)` would measure now: the staged files its cycles' relevant
-    reports name that no entry or stored measurement covers."""
+    """What `evaluate_batch(ctx, plan)` would measure now, as it would ask: the staged files its
+    cycles' relevant reports name that no entry or stored measurement covers."""
     with ctx.database.sessions() as session:
-        _, pending = _load(session, plan)
-        needed = _unmeasured(ctx, session, pending)
+        batch = _load(session, plan)
+        needed = _unmeasured(ctx, session, batch.pending, batch.previous)
     return [
         StagedFileNeed(
-            item.backup.agent_id_responsible, item.staged_name or "", item.report.ref.report_id, *_claim(item)
+            agent_id=item.backup.agent_id_responsible,
+            file_name=request.file_name,
+            report_id=item.report.ref.report_id,
+            claimed_sha256=claim.sha256 if (claim := _claimed(item)) else None,
+            claimed_size=request.expected_size,
+            also=request.also,
         )
         for item in needed
-        if item.report is not None
+        if item.report is not None and (request := _request(ctx, item, batch.previous.get(item.backup.id)))
     ]
 
 
-def _measure(ctx: ScanContext, session: Session, pending: Sequence[_Pending], result: BatchResult) -> None:
-    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured."""
-    to_measure = _unmeasured(ctx, session, pending)
-    requests = [
-        StagedFileRequest(
-            ctx.settings.storage_root / item.backup.agent_id_responsible, item.staged_name or ""
-        )
-        for item in to_measure
-    ]
+def _measure(
+    ctx: ScanContext,
+    session: Session,
+    pending: Sequence[_Pending],
+    result: BatchResult,
+    previous: dict[int, PreviousSuccess],
+) -> None:
+    """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured,
+    also in the algorithm of the previous success's fingerprint when it is not the current one."""
+    to_measure = _unmeasured(ctx, session, pending, previous)
     checks = check_many(
-        requests, workers=ctx.settings.hash_workers, verify_archive=ctx.settings.verify_archives
+        [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
+        workers=ctx.settings.hash_workers,
+        verify_archive=ctx.settings.verify_archives,
     )
     for item, check in zip(to_measure, checks, strict=True):
         result.measured_files += 1
         result.measured_bytes += check.size or 0
-        claimed_sha256, claimed_size = _claim(item)
-        if still_being_written(check, claimed_sha256, claimed_size, ctx.settings.settle_seconds):
+        claim = _claimed(item)
+        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
             item.settling = True  # nothing stored: the next scan measures it again
             continue
         item.check = check
 
 
-def _unmeasured(ctx: ScanContext, session: Session, pending: Sequence[_Pending]) -> list[_Pending]:
-    """Name each cycle's staged file and take its measurement from its entry or from the measurement
-    steps when there is one; the cycles whose file must be measured now."""
+def _unmeasured(
+    ctx: ScanContext, session: Session, pending: Sequence[_Pending], previous: dict[int, PreviousSuccess]
+) -> list[_Pending]:
+    """Name each cycle's staged file and take its measurement from its entry, or from the measurement
+    steps when they measured it as this evaluation would; the cycles whose file must be measured now."""
     to_measure: list[_Pending] = []
     for item in pending:
         if item.report is None:
@@ -234,17 +280,29 @@ def _unmeasured(ctx: ScanContext, session: Session, pending: Sequence[_Pending])
     # A re-hash reuses only what this run's own measurement steps measured.
     keys = {(item.report.ref.report_id, item.staged_name or ""): item for item in to_measure if item.report}
     found = measurements.stored(session, keys, run_id=ctx.run_id if ctx.rehash else None)
-    for key, (check, measured_at) in found.items():
+    for key, (check, measured_at, also) in found.items():
         item = keys[key]
-        item.check, item.measured_at, item.stored_key = check, measured_at, key
+        if also == _request(ctx, item, previous.get(item.backup.id)).also:
+            item.check, item.measured_at, item.stored_key = check, measured_at, key
     return [item for item in to_measure if item.check is None]
 
 
-def _claim(item: _Pending) -> tuple[str | None, int | None]:
-    """What the agent says its staged file is after compression (SHA-256, size)."""
+def _request(ctx: ScanContext, item: _Pending, previous: PreviousSuccess | None) -> StagedFileRequest:
+    claim = _claimed(item)
+    return StagedFileRequest(
+        ctx.settings.storage_root / item.backup.agent_id_responsible,
+        item.staged_name or "",
+        also=fingerprints.wanted_with(
+            previous.content_fingerprint if previous else None, fingerprints.CONTENT
+        ),
+        expected_size=claim.size if claim else None,
+    )
+
+
+def _claimed(item: _Pending) -> Any:
+    """The agent's COMPRESS step for this database: the staged file's claimed hash and size."""
     assert item.report is not None
-    claim = item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
-    return (claim.sha256, claim.size) if claim else (None, None)
+    return item.report.report.databases[item.backup.database_name].step(Step.COMPRESS)
 
 
 def _stored_check(ctx: ScanContext, item: _Pending) -> StagedFileCheck | None:
@@ -338,7 +396,9 @@ _COMPARED = (
 
 
 def _differs(existing: BackupEntryRow | None, values: dict[str, Any]) -> bool:
-    return existing is None or any(getattr(existing, c) != values[c] for c in _COMPARED)
+    if existing is None or existing.superseded_at is not None:  # back in the schedule: it counts again
+        return True
+    return any(getattr(existing, c) != values[c] for c in _COMPARED)
 
 
 def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: bool) -> EntryOutcome:
@@ -347,6 +407,8 @@ def _outcome(entry_id: int, item: _Pending, values: dict[str, Any], changed: boo
         backup_id=item.backup.id,
         agent_id=item.backup.agent_id_responsible,
         database_name=item.backup.database_name,
+        backup_name=item.backup.name,
+        schedule=item.cycle.backup.schedule.text,
         cycle_expected_at=item.cycle.expected_at.astimezone(UTC),
         status=values["status"],
         message=values["message"],

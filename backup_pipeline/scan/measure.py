@@ -34,6 +34,7 @@ class StagedFile(Summary):
     size: int  # on disk when planned: for spreading the work only
     claimed_sha256: str | None = None
     claimed_size: int | None = None
+    also: list[str] = []  # fingerprint algorithms wanted besides the current one, as evaluation asks
 
 
 class MeasurementBatch(Summary):
@@ -72,6 +73,7 @@ def plan_measurements(ctx: ScanContext, plans: Sequence[BatchPlan]) -> list[Meas
                     size=staged_file_size(ctx.settings.storage_root / need.agent_id, need.file_name),
                     claimed_sha256=need.claimed_sha256,
                     claimed_size=need.claimed_size,
+                    also=sorted(need.also),
                 ),
             )
     ordered = sorted(files.values(), key=lambda f: (f.agent_id, f.file_name, f.report_id))
@@ -96,7 +98,15 @@ def _claimed_bytes(ctx: ScanContext, plans: Sequence[BatchPlan]) -> int:
 def measure_batch(ctx: ScanContext, batch: MeasurementBatch) -> MeasurementResult:
     """Measure the batch's files (in parallel threads) and store what is final."""
     checks = check_many(
-        [StagedFileRequest(ctx.settings.storage_root / f.agent_id, f.file_name) for f in batch.files],
+        [
+            StagedFileRequest(
+                ctx.settings.storage_root / f.agent_id,
+                f.file_name,
+                also=frozenset(f.also),
+                expected_size=f.claimed_size,
+            )
+            for f in batch.files
+        ],
         workers=ctx.settings.hash_workers,
         verify_archive=ctx.settings.verify_archives,
     )
@@ -106,7 +116,7 @@ def measure_batch(ctx: ScanContext, batch: MeasurementBatch) -> MeasurementResul
         if still_being_written(check, file.claimed_sha256, file.claimed_size, ctx.settings.settle_seconds):
             result.settling += 1
         else:
-            final.append(((file.report_id, file.file_name), check))
+            final.append(((file.report_id, file.file_name), check, frozenset(file.also)))
     with ctx.database.sessions() as session:
         measurements.store(session, final, ctx.as_of, ctx.run_id)
         session.commit()

@@ -17,6 +17,8 @@ class EntryOutcome(Summary):
     backup_id: int
     agent_id: str
     database_name: str
+    backup_name: str  # with agent and database, the expected backup's identity (its asset)
+    schedule: str  # readable, e.g. "At 02:30 on Sunday (Europe/Paris)"
     cycle_expected_at: datetime
     status: str
     message: str
@@ -41,6 +43,7 @@ class BatchResult(Summary):
     written: int = 0
     still_open: int = 0  # cycles before their deadline with nothing to judge yet
     not_owed: int = 0  # automatic scans: cycles due before the backup existed
+    superseded: int = 0  # re-evaluations: entries at instants the backup's schedule no longer has
     measured_files: int = 0
     measured_bytes: int = 0
     # Created or changed entries; in an explicit re-evaluation, every entry written (`changed` tells).
@@ -73,28 +76,21 @@ def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[Agent
     with ctx.database.sessions() as session:
         rows = entries.day_entries_of_agents(session, agents, start, end)
     summaries: dict[str, AgentDay] = {}
-    for entry, backup in rows:
+    for row in rows:
         summary = summaries.setdefault(
-            backup.agent_id_responsible,
-            AgentDay(
-                agent_id=backup.agent_id_responsible,
-                day=day,
-                statuses={},
-                problems=[],
-                total_size=0,
-                entries=0,
-            ),
+            row.agent_id,
+            AgentDay(agent_id=row.agent_id, day=day, statuses={}, problems=[], total_size=0, entries=0),
         )
         summary.entries += 1
-        summary.statuses[entry.status] = summary.statuses.get(entry.status, 0) + 1
-        summary.total_size += entry.server_calculated_staged_size or 0
-        if entry.status not in SUCCESS_STATUSES:
+        summary.statuses[row.status] = summary.statuses.get(row.status, 0) + 1
+        summary.total_size += row.size or 0
+        if row.status not in SUCCESS_STATUSES:
             summary.problems.append(
-                f"{backup.database_name} {entry.cycle_expected_at:%H:%MZ} {entry.status}: {entry.message}"
+                f"{row.database_name} {row.cycle_expected_at:%H:%MZ} {row.status}: {row.message}"
             )
-        elif entry.size_anomaly:
+        elif row.size_anomaly:
             summary.anomalies.append(
-                f"{backup.database_name} {entry.cycle_expected_at:%H:%MZ} {entry.size_anomaly}: "
-                f"{entry.server_calculated_staged_size} bytes, median {entry.size_median:.0f}"
+                f"{row.database_name} {row.cycle_expected_at:%H:%MZ} {row.size_anomaly}: "
+                f"{row.size} bytes, median {row.size_median:.0f}"
             )
     return [summaries[a] for a in sorted(summaries)]

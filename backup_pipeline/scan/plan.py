@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from backup_pipeline.config.jobs_file import to_expected_backup
-from backup_pipeline.core.cycles import REPORT_REACH, Cycle, day_bounds
+from backup_pipeline.core.cycles import REPORT_REACH, Cycle, cycles_on, day_bounds
 from backup_pipeline.core.domain import ReportTime
 from backup_pipeline.scan.context import ScanContext, ScanRequest, Summary
 from backup_pipeline.scan.outcomes import BatchResult
@@ -81,8 +81,8 @@ def _spread(
 
 
 def owed_backups(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
-    """The active backups whose cycle of `day` an automatic scan has work for (see `_owed`); the others
-    are counted in `idle`."""
+    """The active backups with a cycle of `day` an automatic scan has work for (see `_verdict`); the
+    others (a weekly backup on most days has no cycle at all) are counted in `idle`."""
     start, end = day_bounds(day)
     with ctx.database.sessions() as session:
         horizon = reports.snapshot_horizon(session)  # before any report is read
@@ -96,11 +96,18 @@ def owed_backups(ctx: ScanContext, day: date, idle: BatchResult) -> list[int]:
             reports.accepted_report_ends(session, active, start - BEFORE, end + AFTER) if active else [],
             seen,
         )
-    owed = [
-        t.id
-        for t in timings
-        if _owed(ctx, t, _timing_cycle(t, start), t.id in stamps, activity, seen, fresh, idle)
-    ]
+    owed = []
+    for timing in timings:
+        backup = to_expected_backup(timing)
+        verdicts = [
+            _verdict(ctx, timing, cycle, (timing.id, cycle.expected_at) in stamps, activity, seen, fresh)
+            for cycle in cycles_on(backup, day)
+        ]
+        if _OWED in verdicts:
+            owed.append(timing.id)
+        else:  # counted here; an owed backup's cycles are counted by its batch
+            idle.still_open += verdicts.count(_STILL_OPEN)
+            idle.not_owed += verdicts.count(_NOT_OWED)
     idle.backups = len(timings) - len(owed)
     # Agents with unseen reports but nothing owed were looked at in full: mark them, or every scan
     # of the day would fetch their report end times again (their batches mark the others).
@@ -143,12 +150,10 @@ def _key(agents: list[str], index: int) -> str:
     return f"batch_{index + 1:03d}"
 
 
-def _timing_cycle(timing: Any, day_start: datetime) -> Cycle:
-    """The cycle of an expected backup known by its light projection (enough for deadlines)."""
-    return Cycle(backup=to_expected_backup(timing), expected_at=day_start + time_of(timing))
+_OWED, _STILL_OPEN, _NOT_OWED, _IDLE = "owed", "still open", "not owed", "idle"
 
 
-def _owed(
+def _verdict(
     ctx: ScanContext,
     backup: Any,
     cycle: Cycle,
@@ -156,8 +161,7 @@ def _owed(
     activity: dict[str, int],
     seen: dict[str, int],
     fresh: _FreshEnds,
-    result: BatchResult,
-) -> bool:
+) -> str:
     """Whether an automatic scan has work for this cycle; skipping it must not change any outcome.
 
     Work means: a cycle owed since the backup exists that has no entry and is past its deadline; or
@@ -170,23 +174,16 @@ def _owed(
     a new day loads only the end times of yesterday's late reports.
     """
     if cycle.deadline < backup.created_at:
-        result.not_owed += 1
-        return False
+        return _NOT_OWED
     latest = activity.get(backup.agent_id)
     new_report = latest is not None and _unseen(latest, seen.get(backup.agent_id))
     if has_entry:
-        return new_report
+        return _OWED if new_report else _IDLE
     if cycle.is_due(ctx.as_of) or (new_report and fresh.ended_within(cycle)):
-        return True
-    result.still_open += 1
-    return False
+        return _OWED
+    return _STILL_OPEN
 
 
 def _unseen(recorded_xid: int, visible_below: int | None) -> bool:
     """Whether a report may have escaped the last scan that looked at the agent's day."""
     return visible_below is None or recorded_xid >= visible_below
-
-
-def time_of(backup: Any) -> timedelta:
-    """When in its UTC day an expected backup is expected."""
-    return timedelta(hours=backup.expected_hour_utc, minutes=backup.expected_minute_utc)

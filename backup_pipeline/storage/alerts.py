@@ -42,6 +42,7 @@ def size_history(
             FROM backup_entries e
             WHERE e.job_id = j.job_id
               AND e.status IN :successes
+              AND e.superseded_at IS NULL
               AND e.cycle_expected_at < :before
               AND e.server_calculated_staged_size IS NOT NULL
             ORDER BY e.cycle_expected_at DESC
@@ -72,9 +73,11 @@ class RecoveryContext:
     previous_success: datetime | None
 
 
-def recovery_contexts(session: Session, cycles: dict[int, datetime]) -> dict[int, RecoveryContext]:
-    """Per job (with the cycle being written): its latest problem and recovery alerts, and its last
-    successful cycle before that cycle."""
+def recovery_contexts(
+    session: Session, cycles: Sequence[tuple[int, datetime]]
+) -> dict[tuple[int, datetime], RecoveryContext]:
+    """Per (job, cycle being written): the job's latest problem and recovery alerts, and its last
+    successful cycle before that cycle (superseded cycles left out)."""
     if not cycles:
         return {}
     # Most jobs never had a problem alert: only those that did need the full look.
@@ -84,19 +87,20 @@ def recovery_contexts(session: Session, cycles: dict[int, datetime]) -> dict[int
                 "SELECT DISTINCT job_id FROM alerts WHERE job_id = ANY(CAST(:ids AS integer[])) "
                 "AND event IN :problems"
             ).bindparams(sa.bindparam("problems", sorted(PROBLEM_STATUSES), expanding=True)),
-            {"ids": list(cycles)},
+            {"ids": sorted({job_id for job_id, _ in cycles})},
         ).scalars()
     )
-    ids = [j for j in cycles if j in troubled]
-    ats = [cycles[j] for j in ids]
+    wanted = [(job_id, at) for job_id, at in cycles if job_id in troubled]
+    ids, ats = [j for j, _ in wanted], [at for _, at in wanted]
     if not ids:
         return {}
     statement = sa.text(
         """
-        SELECT c.job_id, p.cycle_expected_at, p.event, p.held_by IS NOT NULL, r.cycle_expected_at, s.at
+        SELECT c.job_id, c.t, p.cycle_expected_at, p.event, p.held_by IS NOT NULL, r.cycle_expected_at, s.at
         FROM unnest(CAST(:ids AS integer[]), CAST(:ats AS timestamptz[])) AS c(job_id, t)
         LEFT JOIN LATERAL (
             SELECT a.cycle_expected_at, a.event, a.held_by FROM alerts a
+            JOIN backup_entries pe ON pe.id = a.entry_id AND pe.superseded_at IS NULL
             WHERE a.job_id = c.job_id AND a.event IN :problems
             ORDER BY a.cycle_expected_at DESC, a.id DESC LIMIT 1
         ) p ON true
@@ -106,14 +110,15 @@ def recovery_contexts(session: Session, cycles: dict[int, datetime]) -> dict[int
         ) r ON true
         LEFT JOIN LATERAL (
             SELECT max(e.cycle_expected_at) AS at FROM backup_entries e
-            WHERE e.job_id = c.job_id AND e.status IN :successes AND e.cycle_expected_at < c.t
+            WHERE e.job_id = c.job_id AND e.status IN :successes AND e.superseded_at IS NULL
+              AND e.cycle_expected_at < c.t
         ) s ON true
         """
     ).bindparams(sa.bindparam("problems", sorted(PROBLEM_STATUSES), expanding=True), successes())
     rows = session.execute(statement, {"ids": ids, "ats": ats})
     return {
-        job_id: RecoveryContext(problem_at, event, bool(held), recovered_at, success_at)
-        for job_id, problem_at, event, held, recovered_at, success_at in rows
+        (job_id, at): RecoveryContext(problem_at, event, bool(held), recovered_at, success_at)
+        for job_id, at, problem_at, event, held, recovered_at, success_at in rows
     }
 
 

@@ -1,5 +1,5 @@
-"""The rows the daily fleet digest is built from: a day's entries, the expected backups that day
-owes, and each one's last success up to the end of the day."""
+"""The rows the daily fleet digest is built from: a day's entries, the expected backups that may owe
+cycles that day, and each one's last success up to the end of the day."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 @dataclass(frozen=True)
 class DigestRows:
-    backups: list[Any]  # id, agent, database
+    backups: list[Any]  # the day's candidates: id, agent, database, is_active, created_at and timing
     entries: list[Any]  # job id, cycle, status, message, size, anomaly, median, ratio
     last_successes: list[Any]  # job id, when
 
 
 def digest_rows(session: Session, start: datetime, end: datetime) -> DigestRows:
+    """The day's entries (superseded ones left out), the expected backups that may owe cycles that
+    day (the active ones, whose schedules the caller expands, and any with an entry), and each one's
+    last success up to the end of the day."""
     entries = session.execute(
         sa.select(
             BackupEntryRow.job_id,
@@ -32,28 +35,30 @@ def digest_rows(session: Session, start: datetime, end: datetime) -> DigestRows:
             BackupEntryRow.size_anomaly,
             BackupEntryRow.size_median,
             BackupEntryRow.size_ratio,
-        ).where(BackupEntryRow.cycle_expected_at >= start, BackupEntryRow.cycle_expected_at < end)
+        ).where(
+            BackupEntryRow.cycle_expected_at >= start,
+            BackupEntryRow.cycle_expected_at < end,
+            BackupEntryRow.superseded_at.is_(None),
+        )
     ).all()
     with_entries = {row.job_id for row in entries}
-    # The day's expected backups: those with an entry, and the active ones whose cycle that day is
-    # owed (its deadline is not before the backup was declared), as automatic scans see them.
-    deadline = sa.cast(sa.literal(start), sa.DateTime(timezone=True)) + sa.func.make_interval(
-        0,
-        0,
-        0,
-        0,
-        ExpectedBackupRow.expected_hour_utc,
-        ExpectedBackupRow.expected_minute_utc + ExpectedBackupRow.window_minutes,
-    )
     backups = session.execute(
         sa.select(
-            ExpectedBackupRow.id, ExpectedBackupRow.agent_id_responsible, ExpectedBackupRow.database_name
-        ).where(
-            sa.or_(
-                sa.and_(ExpectedBackupRow.is_active, deadline >= ExpectedBackupRow.created_at),
-                ExpectedBackupRow.id.in_(with_entries),
-            )
-        )
+            ExpectedBackupRow.id,
+            ExpectedBackupRow.agent_id_responsible.label("agent_id"),
+            ExpectedBackupRow.database_name,
+            ExpectedBackupRow.is_active,
+            ExpectedBackupRow.created_at,
+            ExpectedBackupRow.name,
+            ExpectedBackupRow.expected_hour_utc,
+            ExpectedBackupRow.expected_minute_utc,
+            ExpectedBackupRow.schedule,
+            ExpectedBackupRow.early_minutes,
+            ExpectedBackupRow.grace_minutes,
+            ExpectedBackupRow.timezone,
+            ExpectedBackupRow.staged_file_name,
+            ExpectedBackupRow.content_change,
+        ).where(sa.or_(ExpectedBackupRow.is_active, ExpectedBackupRow.id.in_(with_entries)))
     ).all()
     last_successes = session.execute(
         sa.select(
@@ -63,6 +68,7 @@ def digest_rows(session: Session, start: datetime, end: datetime) -> DigestRows:
         .where(
             BackupEntryRow.job_id.in_([b.id for b in backups]),
             BackupEntryRow.status.in_(successes()),
+            BackupEntryRow.superseded_at.is_(None),
             BackupEntryRow.cycle_expected_at < end,
         )
         .distinct(BackupEntryRow.job_id)

@@ -14,26 +14,33 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from backup_pipeline.core.domain import SUCCESS_STATUSES, BackupStatus, PreviousSuccess
-from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
+from backup_pipeline.storage.orm import AlertRow, BackupEntryRow, ExpectedBackupRow
+
+CycleKey = tuple[int, datetime]  # (job id, cycle instant): what an entry is unique on
 
 
 def entry_stamps(
     session: Session, job_ids: Sequence[int] | None, first: datetime, last: datetime
-) -> dict[int, datetime]:
-    """When each job's (every job's, or these) entry with a cycle in [first, last) was last written."""
-    query = sa.select(BackupEntryRow.job_id, BackupEntryRow.updated_at).where(
+) -> dict[CycleKey, datetime]:
+    """When each job's (every job's, or these) entries with a cycle in [first, last) were last
+    written, per cycle (a superseded entry is no entry: its cycle is owed if scheduled again)."""
+    query = sa.select(
+        BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at, BackupEntryRow.updated_at
+    ).where(
         BackupEntryRow.cycle_expected_at >= first,
         BackupEntryRow.cycle_expected_at < last,
+        BackupEntryRow.superseded_at.is_(None),
     )
     if job_ids is not None:
         query = query.where(BackupEntryRow.job_id.in_(list(job_ids)))
-    return {job_id: at for job_id, at in session.execute(query)}
+    return {(job_id, cycle): at for job_id, cycle, at in session.execute(query)}
 
 
 def entries_for_cycles(
     session: Session, job_ids: Sequence[int], first: datetime, last: datetime
-) -> dict[int, BackupEntryRow]:
-    """Existing entries of these jobs with a cycle in [first, last), keyed by job (one cycle a day)."""
+) -> dict[CycleKey, BackupEntryRow]:
+    """Existing entries of these jobs with a cycle in [first, last), superseded ones included, keyed
+    by (job, cycle)."""
     rows = session.execute(
         sa.select(BackupEntryRow).where(
             BackupEntryRow.job_id.in_(job_ids),
@@ -41,7 +48,31 @@ def entries_for_cycles(
             BackupEntryRow.cycle_expected_at < last,
         )
     ).scalars()
-    return {row.job_id: row for row in rows}
+    return {(row.job_id, row.cycle_expected_at): row for row in rows}
+
+
+def supersede_entries(session: Session, entry_ids: Sequence[int], at: datetime) -> None:
+    """Mark entries whose instant the backup's schedule no longer has (kept as history, out of
+    statuses, digests and alerts); their alerts not yet sent are held."""
+    if not entry_ids:
+        return
+    session.execute(
+        sa.update(BackupEntryRow)
+        .where(BackupEntryRow.id.in_(list(entry_ids)), BackupEntryRow.superseded_at.is_(None))
+        .values(superseded_at=at, updated_at=sa.func.now())
+    )
+    session.execute(
+        sa.update(AlertRow)
+        .where(
+            AlertRow.entry_id.in_(list(entry_ids)),
+            AlertRow.dispatched_at.is_(None),
+            AlertRow.held_by.is_(None),
+        )
+        .values(held_by=SUPERSEDED)
+    )
+
+
+SUPERSEDED = "superseded: the cycle is no longer in the backup's schedule"
 
 
 def successes() -> sa.BindParameter[Any]:
@@ -68,6 +99,7 @@ def previous_successes(
             FROM backup_entries e
             WHERE e.job_id = j.job_id
               AND e.status IN :successes
+              AND e.superseded_at IS NULL
               AND e.cycle_expected_at < :before
             ORDER BY e.cycle_expected_at DESC
             LIMIT 1
@@ -80,8 +112,9 @@ def previous_successes(
     }
 
 
-def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Write entries, one per (job, cycle), updating in place; {job_id: entry id}."""
+def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[CycleKey, int]:
+    """Write entries, one per (job, cycle), updating in place (a superseded one counts again: its
+    instant is back in the schedule); {(job, cycle): entry id}."""
     if not rows:
         return {}
     # One compiled statement executed over all rows ("insertmanyvalues" batches), not one giant
@@ -90,10 +123,16 @@ def upsert_entries(session: Session, rows: Sequence[dict[str, Any]]) -> dict[int
     columns = [c for c in rows[0] if c not in ("job_id", "cycle_expected_at")]
     statement = statement.on_conflict_do_update(
         constraint="uq_entry_cycle",
-        set_={c: statement.excluded[c] for c in columns} | {"updated_at": sa.func.now()},
-    ).returning(BackupEntryRow.job_id, BackupEntryRow.id, sort_by_parameter_order=True)
+        set_={c: statement.excluded[c] for c in columns}
+        | {"updated_at": sa.func.now(), "superseded_at": None},
+    ).returning(
+        BackupEntryRow.job_id,
+        BackupEntryRow.cycle_expected_at,
+        BackupEntryRow.id,
+        sort_by_parameter_order=True,
+    )
     result = session.execute(statement, list(rows))
-    return {job_id: entry_id for job_id, entry_id in result}
+    return {(job_id, cycle): entry_id for job_id, cycle, entry_id in result}
 
 
 def refresh_backup_state(session: Session, job_ids: Sequence[int], checked_at: datetime) -> None:
@@ -114,7 +153,7 @@ def refresh_backup_state(session: Session, job_ids: Sequence[int], checked_at: d
                 updated_at = now()
             FROM unnest(CAST(:ids AS integer[])) AS ids(id)
             LEFT JOIN LATERAL (
-                SELECT e.status FROM backup_entries e WHERE e.job_id = ids.id
+                SELECT e.status FROM backup_entries e WHERE e.job_id = ids.id AND e.superseded_at IS NULL
                 ORDER BY e.cycle_expected_at DESC LIMIT 1
             ) latest ON true
             LEFT JOIN LATERAL (
@@ -122,7 +161,7 @@ def refresh_backup_state(session: Session, job_ids: Sequence[int], checked_at: d
                        e.server_calculated_staged_hash AS staged_hash,
                        e.server_content_fingerprint AS fingerprint
                 FROM backup_entries e
-                WHERE e.job_id = ids.id AND e.status IN :successes
+                WHERE e.job_id = ids.id AND e.status IN :successes AND e.superseded_at IS NULL
                 ORDER BY e.cycle_expected_at DESC LIMIT 1
             ) success ON true
             WHERE j.id = ids.id
@@ -165,25 +204,42 @@ def list_entries(session: Session, filters: EntryFilter) -> list[tuple[BackupEnt
 
 def day_entries_of_agents(
     session: Session, agents: Sequence[str], first: datetime, last: datetime
-) -> list[tuple[BackupEntryRow, ExpectedBackupRow]]:
+) -> list[Any]:
+    """The agents' entries of a day, as rows of the few columns a per-agent summary reads
+    (`agent_id`, `database_name`, `cycle_expected_at`, `status`, `message`, `size`, `size_anomaly`,
+    `size_median`): whole ORM objects cost ten times as much to load for a large fleet's scan."""
     query = (
-        sa.select(BackupEntryRow, ExpectedBackupRow)
+        sa.select(
+            ExpectedBackupRow.agent_id_responsible.label("agent_id"),
+            ExpectedBackupRow.database_name,
+            BackupEntryRow.cycle_expected_at,
+            BackupEntryRow.status,
+            BackupEntryRow.message,
+            BackupEntryRow.server_calculated_staged_size.label("size"),
+            BackupEntryRow.size_anomaly,
+            BackupEntryRow.size_median,
+        )
         .join(ExpectedBackupRow, BackupEntryRow.job_id == ExpectedBackupRow.id)
         .where(
             ExpectedBackupRow.agent_id_responsible.in_(list(agents)),
             BackupEntryRow.cycle_expected_at >= first,
             BackupEntryRow.cycle_expected_at < last,
+            BackupEntryRow.superseded_at.is_(None),
         )
         .order_by(ExpectedBackupRow.agent_id_responsible, ExpectedBackupRow.database_name)
     )
-    return [(entry, job) for entry, job in session.execute(query).tuples()]
+    return list(session.execute(query))
 
 
 def latest_entries_of_agent(session: Session, agent: str) -> list[tuple[BackupEntryRow, ExpectedBackupRow]]:
     query = (
         sa.select(BackupEntryRow, ExpectedBackupRow)
         .join(ExpectedBackupRow, BackupEntryRow.job_id == ExpectedBackupRow.id)
-        .where(ExpectedBackupRow.agent_id_responsible == agent, ExpectedBackupRow.is_active)
+        .where(
+            ExpectedBackupRow.agent_id_responsible == agent,
+            ExpectedBackupRow.is_active,
+            BackupEntryRow.superseded_at.is_(None),
+        )
         .distinct(BackupEntryRow.job_id)
         .order_by(BackupEntryRow.job_id, BackupEntryRow.cycle_expected_at.desc())
     )
@@ -191,10 +247,14 @@ def latest_entries_of_agent(session: Session, agent: str) -> list[tuple[BackupEn
 
 
 def status_counts(session: Session, start: datetime, end: datetime) -> dict[str, int]:
-    """Entries per status with a cycle in [start, end)."""
+    """Entries per status with a cycle in [start, end) (superseded ones left out)."""
     query = (
         sa.select(BackupEntryRow.status, sa.func.count())
-        .where(BackupEntryRow.cycle_expected_at >= start, BackupEntryRow.cycle_expected_at < end)
+        .where(
+            BackupEntryRow.cycle_expected_at >= start,
+            BackupEntryRow.cycle_expected_at < end,
+            BackupEntryRow.superseded_at.is_(None),
+        )
         .group_by(BackupEntryRow.status)
     )
     return {status: count for status, count in session.execute(query)}

@@ -43,12 +43,11 @@ def sync_backups(
         ExpectedBackupRow.id,
         ExpectedBackupRow.agent_id_responsible,
         ExpectedBackupRow.database_name,
-        ExpectedBackupRow.expected_hour_utc,
-        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.name,
         ExpectedBackupRow.is_active,
         *(getattr(ExpectedBackupRow, c) for c in _CONFIG_FIELDS),
     )
-    existing = {(r[1], r[2], r[3], r[4]): r for r in session.execute(sa.select(*columns))}
+    existing = {(r[1], r[2], r[3]): r for r in session.execute(sa.select(*columns))}
     changed = [
         _backup_values(backup, as_of)
         for backup in backups
@@ -136,21 +135,51 @@ def fleet_checked_at(session: Session) -> datetime | None:
     return row.checked_at if row is not None else None
 
 
+def last_checked(backup: Any, fleet_checked: datetime | None) -> datetime | None:
+    """When a scan last looked at this expected backup (a row with `is_active`, `created_at` and
+    `last_checked_timestamp`). A scan records its evaluations on the expected backups it wrote, and
+    once for the fleet that it looked at every active one (an idle scan does not rewrite every row)."""
+    times = [backup.last_checked_timestamp]
+    if backup.is_active and fleet_checked is not None and fleet_checked >= backup.created_at:
+        times.append(fleet_checked)
+    return max((t for t in times if t is not None), default=None)
+
+
 FLEET_STATE_ID = 1
 
 
 def _config_differs(row: Any, backup: DeclaredBackup) -> bool:
-    wanted = {
-        "window_minutes": backup.window_minutes,
+    wanted = _config_values(backup)
+    return any(getattr(row, field) != value for field, value in wanted.items())
+
+
+def _config_values(backup: DeclaredBackup) -> dict[str, Any]:
+    """What a sync may change on an existing expected backup: everything but its identity (agent,
+    database, name) — its schedule too, so a named backup keeps its history across a change."""
+    return {
+        "expected_hour_utc": backup.expected_hour_utc,
+        "expected_minute_utc": backup.expected_minute_utc,
+        "schedule": backup.schedule,
+        "early_minutes": backup.early_minutes,
+        "grace_minutes": backup.grace_minutes,
         "timezone": backup.timezone,
         "staged_file_name": backup.staged_file_name,
         "content_change": backup.content_change.value,
         "alerting": backup.alerting.stored(),
     }
-    return any(getattr(row, field) != value for field, value in wanted.items())
 
 
-_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change", "alerting")
+_CONFIG_FIELDS = (
+    "expected_hour_utc",
+    "expected_minute_utc",
+    "schedule",
+    "early_minutes",
+    "grace_minutes",
+    "timezone",
+    "staged_file_name",
+    "content_change",
+    "alerting",
+)
 
 
 def _backup_values(backup: DeclaredBackup, as_of: datetime) -> dict[str, Any]:
@@ -158,13 +187,8 @@ def _backup_values(backup: DeclaredBackup, as_of: datetime) -> dict[str, Any]:
     return {
         "agent_id_responsible": backup.agent_id,
         "database_name": backup.database_name,
-        "expected_hour_utc": backup.expected_hour_utc,
-        "expected_minute_utc": backup.expected_minute_utc,
-        "window_minutes": backup.window_minutes,
-        "timezone": backup.timezone,
-        "staged_file_name": backup.staged_file_name,
-        "content_change": backup.content_change.value,
-        "alerting": backup.alerting.stored(),
+        "name": backup.name,
+        **_config_values(backup),
         "company_name": parts[0],
         "city": parts[1],
         "neighborhood": "_".join(parts[2:]),
@@ -188,9 +212,12 @@ def backup_timings(session: Session, ids: Iterable[int] | None = None) -> list[A
         ExpectedBackupRow.id,
         ExpectedBackupRow.agent_id_responsible.label("agent_id"),
         ExpectedBackupRow.database_name,
+        ExpectedBackupRow.name,
         ExpectedBackupRow.expected_hour_utc,
         ExpectedBackupRow.expected_minute_utc,
-        ExpectedBackupRow.window_minutes,
+        ExpectedBackupRow.schedule,
+        ExpectedBackupRow.early_minutes,
+        ExpectedBackupRow.grace_minutes,
         ExpectedBackupRow.timezone,
         ExpectedBackupRow.staged_file_name,
         ExpectedBackupRow.content_change,
@@ -212,7 +239,7 @@ def all_backups(session: Session) -> list[ExpectedBackupRow]:
     query = sa.select(ExpectedBackupRow).order_by(
         ExpectedBackupRow.agent_id_responsible,
         ExpectedBackupRow.database_name,
-        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.name,
     )
     return list(session.execute(query).scalars())
 
@@ -232,9 +259,11 @@ def agent_timezones(session: Session, agent_ids: Sequence[str] | None = None) ->
 
 
 def agent_windows(session: Session, agent_ids: Sequence[str] | None = None) -> dict[str, int]:
-    """The widest window of each agent's (every agent's, or these) active expected backups."""
+    """The widest side (early or grace) of each agent's (every agent's, or these) active expected
+    backups' windows."""
     query = sa.select(
-        ExpectedBackupRow.agent_id_responsible, sa.func.max(ExpectedBackupRow.window_minutes)
+        ExpectedBackupRow.agent_id_responsible,
+        sa.func.max(sa.func.greatest(ExpectedBackupRow.early_minutes, ExpectedBackupRow.grace_minutes)),
     ).where(ExpectedBackupRow.is_active)
     if agent_ids is not None:
         query = query.where(ExpectedBackupRow.agent_id_responsible.in_(list(agent_ids)))
@@ -242,32 +271,83 @@ def agent_windows(session: Session, agent_ids: Sequence[str] | None = None) -> d
     return {agent: window for agent, window in rows}
 
 
-def open_days(session: Session, first: date, last: date) -> list[date]:
-    """Days in [first, last] with an active expected backup's cycle that has no entry yet.
+def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]:
+    """The UTC days of these cycles that some backup of their group owes without an entry yet.
 
-    Cycles whose deadline precedes the backup's creation are not owed: adding one does not
-    flood history with MISSING.
+    Each group is the active backups sharing a schedule and its expected instants over the days
+    looked at (computed by the caller from the schedule); PostgreSQL pairs them. Cycles whose
+    deadline precedes the backup's creation are not owed: adding one does not flood history with
+    MISSING.
     """
+    groups = [(index, at) for index, group in enumerate(cycles) for at in group.instants]
+    members = [(index, job_id) for index, group in enumerate(cycles) for job_id in group.job_ids]
+    if not groups or not members:
+        return []
+    days = sorted({at.date() for _, at in groups})
+    # Per day, EXISTS stops at the first owed cycle; a day with all its entries costs one index probe
+    # per cycle.
     statement = sa.text(
         """
-        SELECT d::date AS day
-        FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') AS d
+        WITH c AS (
+            SELECT g, t, (t AT TIME ZONE 'UTC')::date AS day
+            FROM unnest(CAST(:group_of_instant AS integer[]), CAST(:instants AS timestamptz[])) AS c(g, t)
+        ), m AS (
+            SELECT g, job_id
+            FROM unnest(CAST(:group_of_job AS integer[]), CAST(:job_ids AS integer[])) AS m(g, job_id)
+        )
+        SELECT d.day FROM unnest(CAST(:days AS date[])) AS d(day)
         WHERE EXISTS (
-            SELECT 1 FROM expected_jobs j
-            CROSS JOIN LATERAL (
-                SELECT (d::timestamp AT TIME ZONE 'UTC')
-                       + make_interval(hours => j.expected_hour_utc, mins => j.expected_minute_utc) AS t
-            ) c
-            WHERE j.is_active
-              AND c.t + make_interval(mins => j.window_minutes) >= j.created_at
+            SELECT 1 FROM c
+            JOIN m ON m.g = c.g
+            JOIN expected_jobs j ON j.id = m.job_id
+            WHERE c.day = d.day
+              AND j.is_active
+              AND c.t + make_interval(mins => j.grace_minutes) >= j.created_at
               AND NOT EXISTS (
                   SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
               )
         )
-        ORDER BY day
+        ORDER BY d.day
         """
     )
-    return [row.day for row in session.execute(statement, {"first": first, "last": last})]
+    rows = session.execute(
+        statement,
+        {
+            "group_of_instant": [g for g, _ in groups],
+            "instants": [at for _, at in groups],
+            "group_of_job": [g for g, _ in members],
+            "job_ids": [job_id for _, job_id in members],
+            "days": days,
+        },
+    )
+    return [row.day for row in rows]
+
+
+def schedule_groups(session: Session) -> list[Any]:
+    """The active expected backups grouped by the columns that say when they are expected (a fleet
+    has few such groups): schedule, expected_hour_utc, expected_minute_utc, timezone and ids."""
+    statement = sa.select(
+        ExpectedBackupRow.schedule,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.timezone,
+        sa.func.array_agg(ExpectedBackupRow.id).label("ids"),
+    ).where(ExpectedBackupRow.is_active)
+    statement = statement.group_by(
+        ExpectedBackupRow.schedule,
+        ExpectedBackupRow.expected_hour_utc,
+        ExpectedBackupRow.expected_minute_utc,
+        ExpectedBackupRow.timezone,
+    )
+    return list(session.execute(statement))
+
+
+@dataclass(frozen=True)
+class ScheduledCycles:
+    """Active expected backups sharing one schedule, and its instants over some days."""
+
+    job_ids: list[int]
+    instants: list[datetime]
 
 
 def earliest_backup_creation(session: Session) -> datetime | None:

@@ -17,9 +17,13 @@ Key = tuple[int, str]  # (report id, staged file name)
 
 
 def store(
-    session: Session, measured: Sequence[tuple[Key, StagedFileCheck]], at: datetime, run_id: str | None
+    session: Session,
+    measured: Sequence[tuple[Key, StagedFileCheck, frozenset[str]]],
+    at: datetime,
+    run_id: str | None,
 ) -> None:
-    """Record measurements, replacing an older one of the same file (a re-hash)."""
+    """Record measurements (each with the fingerprint algorithms it was asked for besides the
+    current one), replacing an older one of the same file (a re-hash)."""
     if not measured:
         return
     rows = [
@@ -33,8 +37,9 @@ def store(
             "archive_problem": check.archive_problem,
             "measured_at": at,
             "run_id": run_id,
+            "also": " ".join(sorted(also)),
         }
-        for (report_id, name), check in measured
+        for (report_id, name), check, also in measured
     ]
     statement = insert(StagedFileMeasurementRow)
     columns = [c for c in rows[0] if c not in ("report_id", "staged_file_name")]
@@ -49,8 +54,9 @@ def store(
 
 def stored(
     session: Session, keys: Iterable[Key], *, run_id: str | None = None
-) -> dict[Key, tuple[StagedFileCheck, datetime]]:
-    """The stored measurements of these files (only those taken by `run_id` when given), with when."""
+) -> dict[Key, tuple[StagedFileCheck, datetime, frozenset[str]]]:
+    """The stored measurements of these files (only those taken by `run_id` when given), with when
+    and the algorithms asked for besides the current one."""
     wanted = set(keys)
     if not wanted:
         return {}
@@ -59,7 +65,7 @@ def stored(
     )
     if run_id is not None:
         query = query.where(StagedFileMeasurementRow.run_id == run_id)
-    found: dict[Key, tuple[StagedFileCheck, datetime]] = {}
+    found: dict[Key, tuple[StagedFileCheck, datetime, frozenset[str]]] = {}
     for row in session.scalars(query):
         key = (row.report_id, row.staged_file_name)
         if key in wanted:
@@ -71,7 +77,7 @@ def stored(
                 content_fingerprint=row.content_fingerprint,
                 archive_problem=row.archive_problem,
             )
-            found[key] = (check, row.measured_at)
+            found[key] = (check, row.measured_at, frozenset(row.also.split()))
     return found
 
 

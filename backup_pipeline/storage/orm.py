@@ -29,6 +29,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from backup_pipeline.core.domain import SUCCESS_STATUSES
 
 TZ = DateTime(timezone=True)
+# Content fingerprints name their algorithm ("blake3:<hex>", see core.fingerprints); a cycle measured
+# across a change of algorithm holds two such tokens.
+FINGERPRINT = 256
 
 
 def sql_literals(values: Iterable[str]) -> str:
@@ -41,23 +44,32 @@ class Base(DeclarativeBase):
 
 
 class ExpectedBackupRow(Base):
-    """An expected backup: one database of one agent expected every day at HH:MM UTC, with its
-    latest known state. The table keeps the design notes' name, `expected_jobs` (and `job_id` in the
-    tables that refer to it)."""
+    """An expected backup: one database of one agent expected at the instants of a schedule (daily at
+    HH:MM UTC, or a cron expression read in `timezone`), with its latest known state. Its identity is
+    (agent, database, name). The table keeps the design notes' name, `expected_jobs` (and `job_id` in
+    the tables that refer to it)."""
 
     __tablename__ = "expected_jobs"
     __table_args__ = (
-        UniqueConstraint(
-            "agent_id_responsible", "database_name", "expected_hour_utc", "expected_minute_utc", name="uq_job"
+        UniqueConstraint("agent_id_responsible", "database_name", "name", name="uq_job"),
+        # Exactly one way of saying when: a cron schedule, or the daily-UTC hour and minute.
+        CheckConstraint(
+            "(schedule IS NULL) = (expected_hour_utc IS NOT NULL AND expected_minute_utc IS NOT NULL)",
+            name="ck_job_schedule_form",
         ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_id_responsible: Mapped[str] = mapped_column(String(128), index=True)
     database_name: Mapped[str] = mapped_column(String(128))
-    expected_hour_utc: Mapped[int] = mapped_column(SmallInteger)
-    expected_minute_utc: Mapped[int] = mapped_column(SmallInteger)
-    window_minutes: Mapped[int] = mapped_column(Integer)
+    # The jobs file's `name`; HHMM for daily-UTC backups that have none (their identity since the
+    # start), empty for the one unnamed cron-scheduled backup of a database.
+    name: Mapped[str] = mapped_column(String(64))
+    expected_hour_utc: Mapped[int | None] = mapped_column(SmallInteger)
+    expected_minute_utc: Mapped[int | None] = mapped_column(SmallInteger)
+    schedule: Mapped[str | None] = mapped_column(Text)  # a 5-field cron expression, read in `timezone`
+    early_minutes: Mapped[int] = mapped_column(Integer)
+    grace_minutes: Mapped[int] = mapped_column(Integer)
     timezone: Mapped[str] = mapped_column(String(64))
     staged_file_name: Mapped[str | None] = mapped_column(String(255))
     content_change: Mapped[str] = mapped_column(String(16))
@@ -69,7 +81,7 @@ class ExpectedBackupRow(Base):
     last_checked_timestamp: Mapped[datetime | None] = mapped_column(TZ)
     last_successful_backup_timestamp: Mapped[datetime | None] = mapped_column(TZ)
     previous_successful_hash_global: Mapped[str | None] = mapped_column(String(64))
-    previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    previous_successful_content_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     created_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     # Notification targets, silences and size-anomaly overrides (jobs_file.BackupAlerting.stored()).
@@ -125,7 +137,7 @@ class BackupEntryRow(Base):
             "ix_entry_job_success",
             "job_id",
             "cycle_expected_at",
-            postgresql_where=text(f"status IN ({sql_literals(SUCCESS_STATUSES)})"),
+            postgresql_where=text(f"status IN ({sql_literals(SUCCESS_STATUSES)}) AND superseded_at IS NULL"),
             postgresql_include=["server_calculated_staged_size"],
         ),
     )
@@ -157,12 +169,12 @@ class BackupEntryRow(Base):
     staged_file_name: Mapped[str | None] = mapped_column(String(255))
     server_calculated_staged_hash: Mapped[str | None] = mapped_column(String(64))
     server_calculated_staged_size: Mapped[int | None] = mapped_column(BigInteger)
-    server_content_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    server_content_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     server_check_problem: Mapped[str | None] = mapped_column(Text)
     server_archive_problem: Mapped[str | None] = mapped_column(Text)
     measured_at: Mapped[datetime | None] = mapped_column(TZ)
     previous_successful_hash_used: Mapped[str | None] = mapped_column(String(64))
-    previous_successful_fingerprint_used: Mapped[str | None] = mapped_column(String(64))
+    previous_successful_fingerprint_used: Mapped[str | None] = mapped_column(String(FINGERPRINT))
     previous_success_cycle: Mapped[datetime | None] = mapped_column(TZ)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     evaluated_at: Mapped[datetime] = mapped_column(TZ)
@@ -174,6 +186,9 @@ class BackupEntryRow(Base):
     size_median: Mapped[float | None] = mapped_column(Float)
     size_ratio: Mapped[float | None] = mapped_column(Float)
     size_history: Mapped[int | None] = mapped_column(SmallInteger)
+    # Set when a re-evaluation of the cycle's day found the instant no longer in the backup's schedule
+    # (its configuration changed): kept as history, out of statuses, digests and alerts.
+    superseded_at: Mapped[datetime | None] = mapped_column(TZ)
 
 
 class AlertRow(Base):
@@ -278,6 +293,22 @@ class JobsFileSyncRow(Base):
     synced_at: Mapped[datetime] = mapped_column(TZ)
 
 
+class ScanRecordRow(Base):
+    """One scan run (one partition): when it started and ended, and how it ended (`running` until its
+    last step, or its first failed step, says otherwise; a run killed outright stays `running`)."""
+
+    __tablename__ = "scan_records"
+    __table_args__ = (Index("ix_scan_ended", "ended_at"),)
+
+    # One row per run, keyed by it: no sequence to share between the processes of a run.
+    dagster_run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    automatic: Mapped[bool | None] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(TZ)
+    ended_at: Mapped[datetime | None] = mapped_column(TZ)
+    outcome: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+
+
 class StepOutputRow(Base):
     """The output of one Dagster step (a small pydantic summary: ids and counts, as JSON), where every
     worker of every host reads it: steps of a run may execute on different machines."""
@@ -304,8 +335,11 @@ class StagedFileMeasurementRow(Base):
     staged_file_name: Mapped[str] = mapped_column(Text, primary_key=True)
     sha256: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int | None] = mapped_column(BigInteger)
-    content_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    content_fingerprint: Mapped[str | None] = mapped_column(Text)  # `algorithm:digest` tokens
     problem: Mapped[str | None] = mapped_column(Text)
     archive_problem: Mapped[str | None] = mapped_column(Text)
     measured_at: Mapped[datetime] = mapped_column(TZ)
     run_id: Mapped[str | None] = mapped_column(String(64))
+    # The fingerprint algorithms asked for besides the current one (space-separated): reused only by
+    # an evaluation that would ask for the same.
+    also: Mapped[str] = mapped_column(Text)

@@ -28,8 +28,8 @@ ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 STATUS_FIELDS = {
     "agent_id",
     "database_name",
-    "expected_hour_utc",
-    "expected_minute_utc",
+    "name",
+    "schedule",
     "current_status",
     "last_checked_timestamp",
     "last_successful_backup_timestamp",
@@ -52,9 +52,13 @@ REPORT_FIELDS = {"agent_id", "file_name", "accepted", "reason", "operation_end_t
 JOB_FIELDS = {
     "agent_id",
     "database_name",
+    "name",
+    "schedule",
+    "cron",
     "expected_hour_utc",
     "expected_minute_utc",
-    "window_minutes",
+    "early_minutes",
+    "grace_minutes",
     "timezone",
     "staged_file_name",
     "content_change",
@@ -135,11 +139,17 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
         assert row["current_status"] == "UNKNOWN"
     by_key = {(r["agent_id"], r["database_name"], r["expected_hour_utc"]): r for r in rows}
     noon = by_key[(DOUALA, "compta_db", 13)]
-    assert (noon["expected_minute_utc"], noon["window_minutes"], noon["timezone"]) == (0, 45, "UTC")
+    assert (noon["expected_minute_utc"], noon["early_minutes"], noon["grace_minutes"]) == (0, 45, 45)
+    assert (noon["name"], noon["schedule"], noon["cron"], noon["timezone"]) == (
+        "1300",
+        "daily at 13:00 (UTC)",
+        None,
+        "UTC",
+    )
     assert (noon["content_change"], noon["staged_file_name"]) == ("changed", None)
     assert (noon["company_name"], noon["city"], noon["neighborhood"]) == ("SIRPACAM", "DOUALA", "NEWBELL")
     night = by_key[(DOUALA, "compta_db", 20)]
-    assert night["window_minutes"] == 90
+    assert (night["early_minutes"], night["grace_minutes"]) == (90, 90)
     assert night["timezone"] == "Africa/Douala"
     assert night["staged_file_name"] == "compta_db.sql.gz"
     assert night["content_change"] == "unchanged"
@@ -172,7 +182,7 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     assert len(rows) == 3
     assert all(r["is_active"] for r in rows)
     night = next(r for r in rows if r["expected_hour_utc"] == 20)
-    assert night["window_minutes"] == 30
+    assert (night["early_minutes"], night["grace_minutes"]) == (30, 30)
     assert ws.entries(agent=DOUALA, database="compta_db") == history
 
 
@@ -225,12 +235,10 @@ def test_status_has_exactly_the_contract_fields_and_unknown_before_any_scan(work
         assert row["last_checked_timestamp"] is None
         assert row["last_successful_backup_timestamp"] is None
         assert row["previous_successful_hash_global"] is None
-    assert {
-        (r["agent_id"], r["database_name"], r["expected_hour_utc"], r["expected_minute_utc"]) for r in rows
-    } == {
-        (DOUALA, "compta_db", 13, 0),
-        (DOUALA, "paie_db", 13, 0),
-        (YAOUNDE, "compta_db", 20, 0),
+    assert {(r["agent_id"], r["database_name"], r["name"], r["schedule"]) for r in rows} == {
+        (DOUALA, "compta_db", "1300", "daily at 13:00 (UTC)"),
+        (DOUALA, "paie_db", "1300", "daily at 13:00 (UTC)"),
+        (YAOUNDE, "compta_db", "2000", "daily at 20:00 (UTC)"),
     }
     table = ws.cli("status").stdout  # the table for people shows the same jobs
     assert table.count("UNKNOWN") == 3 and DOUALA in table and YAOUNDE in table

@@ -11,6 +11,7 @@ import pytest
 
 from backup_pipeline.config.jobs_file import JobsFileError, load_jobs_file
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
+from backup_pipeline.core.schedules import Schedule
 
 EXAMPLE = """\
 defaults:
@@ -56,14 +57,14 @@ def error_of(tmp_path: Path, text: str, default_window: int = 60) -> tuple[Path,
 def test_example_file_resolves(tmp_path: Path) -> None:
     first, second = load_jobs_file(write(tmp_path, EXAMPLE), default_window=60)
 
-    assert first.key == ("SIRPACAM_DOUALA_NEWBELL", "compta_db", 13, 0)
-    assert first.window_minutes == 45  # from defaults
+    assert first.key == ("SIRPACAM_DOUALA_NEWBELL", "compta_db", "1300")  # a daily-UTC backup's name: HHMM
+    assert (first.early_minutes, first.grace_minutes) == (45, 45)  # from defaults
     assert first.timezone == "UTC"
     assert first.staged_file_name is None
     assert first.content_change is ContentPolicy.CHANGED
 
-    assert second.key == ("SIRPACAM_BAFOUSSAM_CAMPUS_1", "X_2025", 2, 30)
-    assert second.window_minutes == 90  # the job's own value wins
+    assert second.key == ("SIRPACAM_BAFOUSSAM_CAMPUS_1", "X_2025", "0230")
+    assert (second.early_minutes, second.grace_minutes) == (90, 90)  # the job's own value wins
     assert second.timezone == "Africa/Douala"
     assert second.staged_file_name == "X_2025.zst"
     assert second.content_change is ContentPolicy.UNCHANGED
@@ -71,24 +72,27 @@ def test_example_file_resolves(tmp_path: Path) -> None:
     assert first.to_domain() == ExpectedBackup(
         agent_id="SIRPACAM_DOUALA_NEWBELL",
         database_name="compta_db",
-        expected_hour_utc=13,
-        expected_minute_utc=0,
-        window_minutes=45,
+        schedule=Schedule.daily_utc(13, 0),
+        name="1300",
+        early_minutes=45,
+        grace_minutes=45,
         timezone=ZoneInfo("UTC"),
         staged_file_name=None,
         content_change=ContentPolicy.CHANGED,
     )
     domain = second.to_domain()
     assert domain.timezone == ZoneInfo("Africa/Douala")
-    assert domain.window_minutes == 90
+    assert (domain.early_minutes, domain.grace_minutes) == (90, 90)
+    assert domain.schedule == Schedule.daily_utc(2, 30)  # UTC, whatever the agent's zone
+    assert domain.schedule.text == "daily at 02:30 (UTC)"
     assert domain.staged_file_name == "X_2025.zst"
     assert domain.content_change is ContentPolicy.UNCHANGED
-    assert domain.label == "SIRPACAM_BAFOUSSAM_CAMPUS_1/X_2025@02:30"
+    assert domain.label == "SIRPACAM_BAFOUSSAM_CAMPUS_1/X_2025@0230"
 
 
 def test_environment_window_when_neither_job_nor_defaults_set_it(tmp_path: Path) -> None:
     (job,) = load_jobs_file(write(tmp_path, "jobs:\n" + JOB), default_window=75)
-    assert job.window_minutes == 75
+    assert (job.early_minutes, job.grace_minutes) == (75, 75)
     assert job.timezone == "UTC"
     assert job.content_change is ContentPolicy.CHANGED
     assert job.to_domain().timezone.utcoffset(None) == UTC.utcoffset(None)
@@ -97,7 +101,7 @@ def test_environment_window_when_neither_job_nor_defaults_set_it(tmp_path: Path)
 def test_defaults_zone_and_policy_apply_to_every_job(tmp_path: Path) -> None:
     text = "defaults:\n  timezone: Africa/Douala\n  content_change: 'off'\njobs:\n" + JOB
     (job,) = load_jobs_file(write(tmp_path, text), default_window=60)
-    assert job.window_minutes == 60
+    assert (job.early_minutes, job.grace_minutes) == (60, 60)
     assert job.timezone == "Africa/Douala"
     assert job.content_change is ContentPolicy.OFF
 

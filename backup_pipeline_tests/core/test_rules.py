@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backup_pipeline.core.cycles import cycle_on
+from backup_pipeline.core.cycles import Cycle, cycles_on
 from backup_pipeline.core.domain import (
     BackupStatus,
     ContentPolicy,
@@ -33,6 +33,7 @@ from backup_pipeline.core.rules import (
     staged_file_name,
     unlisted_reports,
 )
+from backup_pipeline.core.schedules import Schedule
 
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 DB = "compta_db"
@@ -46,14 +47,24 @@ FILE = "compta_db.sql.gz"
 
 
 def job(**overrides: Any) -> ExpectedBackup:
+    """A daily-UTC expected backup (13:00, a 60-minute window unless told)."""
+    hour, minute = overrides.pop("expected_hour_utc", 13), overrides.pop("expected_minute_utc", 0)
+    window = overrides.pop("window_minutes", 60)
     fields: dict[str, Any] = {
         "agent_id": AGENT,
         "database_name": DB,
-        "expected_hour_utc": 13,
-        "expected_minute_utc": 0,
+        "schedule": Schedule.daily_utc(hour, minute),
+        "early_minutes": window,
+        "grace_minutes": window,
     }
     fields.update(overrides)
     return ExpectedBackup(**fields)
+
+
+def cycle_on(backup: ExpectedBackup, day: date) -> Cycle:
+    """The daily backup's one cycle of the day."""
+    (cycle,) = cycles_on(backup, day)
+    return cycle
 
 
 def section(**overrides: Any) -> dict[str, Any]:

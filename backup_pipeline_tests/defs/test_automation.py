@@ -31,6 +31,8 @@ from dagster import (
 from backup_pipeline.config.jobs_file import DeclaredBackup
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import days_with_open_cycles
+from backup_pipeline.core.domain import ExpectedBackup
+from backup_pipeline.core.schedules import Schedule
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.automation import DEPOSIT_SENSOR, SCAN_SCHEDULE
 from backup_pipeline.defs.fleet import FleetAssets
@@ -52,9 +54,11 @@ def resolved(hour: int, minute: int, window: int = 60, database: str = "compta_d
     return DeclaredBackup(
         agent_id=AGENT,
         database_name=database,
+        name=f"{hour:02d}{minute:02d}",
         expected_hour_utc=hour,
         expected_minute_utc=minute,
-        window_minutes=window,
+        early_minutes=window,
+        grace_minutes=window,
         timezone="UTC",
         staged_file_name=None,
         content_change="changed",
@@ -123,6 +127,14 @@ def test_shipped_schedule_runs_every_15_minutes_utc_by_default() -> None:
     assert schedule.job_name == SCAN_JOB
 
 
+def daily(plan: list[tuple[int, int, int]]) -> list[ExpectedBackup]:
+    """Daily-UTC backups from (hour, minute, window)."""
+    return [
+        ExpectedBackup(AGENT, "compta_db", Schedule.daily_utc(h, m), early_minutes=w, grace_minutes=w)
+        for h, m, w in plan
+    ]
+
+
 @pytest.mark.parametrize(
     ("plan", "now", "expected"),
     [
@@ -147,13 +159,13 @@ def test_shipped_schedule_runs_every_15_minutes_utc_by_default() -> None:
     ],
 )
 def test_days_with_open_cycles(plan: list[tuple[int, int, int]], now: str, expected: list[str]) -> None:
-    days = days_with_open_cycles(plan, utc(now), QUARTER)
+    days = days_with_open_cycles(daily(plan), utc(now), QUARTER)
 
     assert [d.isoformat() for d in days] == expected
 
 
 def test_days_with_open_cycles_across_a_month_and_year_end() -> None:
-    assert days_with_open_cycles([(23, 50, 60)], utc("2026-01-01T00:15:00Z"), QUARTER) == [
+    assert days_with_open_cycles(daily([(23, 50, 60)]), utc("2026-01-01T00:15:00Z"), QUARTER) == [
         date(2025, 12, 31),
         date(2026, 1, 1),
     ]

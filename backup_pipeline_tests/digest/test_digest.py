@@ -144,9 +144,11 @@ def _resolved(hour: int, minute: int, window: int) -> DeclaredBackup:
     return DeclaredBackup(
         agent_id=DOUALA,
         database_name="compta_db",
+        name=f"{hour:02d}{minute:02d}",
         expected_hour_utc=hour,
         expected_minute_utc=minute,
-        window_minutes=window,
+        early_minutes=window,
+        grace_minutes=window,
         timezone="UTC",
         staged_file_name=None,
         content_change=ContentPolicy.CHANGED,

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from backup_pipeline_tests.support.dagster_servers import (
     ARTIFACTS,
     BIN,
@@ -47,16 +48,6 @@ from backup_pipeline_tests.support.deposit_builder import Agent, gz, sha
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 OTHER = "SIRPACAM_BAFOUSSAM_CAMPUS_1"
 WINDOW = 90
@@ -94,9 +85,13 @@ def dagster_servers(
     }
     started: list[Servers] = []
 
-    def start() -> Servers:
+    def start(*stopped: tuple[str, str]) -> Servers:
+        """`stopped`: (kind, name) of schedules and sensors stopped before the daemon exists, so that
+        none of their ticks can run before the test's own scans."""
         servers = Servers(port=free_port(), home=home, env=env)
         started.append(servers)
+        for kind, name in stopped:
+            stop_automation(servers, kind, name)
         servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
         servers.start("dagster-daemon", "run")
         wait_ready(servers)
@@ -255,6 +250,10 @@ def entries_by_cycle(workspace: Workspace) -> dict[tuple[str, str, str], dict[st
     return {(e["agent_id"], e["database_name"], e["cycle_expected_at"][:10]): e for e in workspace.entries()}
 
 
+SCHEDULE = ("schedule", "scan_every_15_minutes")
+SENSOR = ("sensor", "deposit_sensor")
+
+
 # ---------------------------------------------------------------- the test
 
 
@@ -262,11 +261,10 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     cycle = now - timedelta(minutes=60)  # window 90 min: the report is in, the deadline still ahead
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
-    servers = dagster_servers()
-    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
     # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
-    # inside the test: stop it, so the scans below are the deposit sensor's.
-    stop_automation(servers, "schedule", "scan_every_15_minutes")
+    # inside the test: it is stopped before the daemon starts, so the scans below are the sensor's.
+    servers = dagster_servers(SCHEDULE)
+    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
 
     # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear.
     scenario = build_deposit(tmp_path / "incoming", cycle)
@@ -611,9 +609,7 @@ def test_a_failed_scan_run_is_re_executed_by_the_daemon(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     cycle = now - timedelta(minutes=60)
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
-    servers = dagster_servers()
-    stop_automation(servers, "sensor", "deposit_sensor")
-    stop_automation(servers, "schedule", "scan_every_15_minutes")
+    servers = dagster_servers(SENSOR, SCHEDULE)
     workspace.root.rmdir()  # not mounted
 
     launched = servers.graphql(LAUNCH_RUN, partition=cycle.date().isoformat())["launchRun"]

@@ -118,12 +118,16 @@ def test_an_unchanged_jobs_file_is_not_synced_again_but_a_changed_default_window
     # The environment's default window is part of what the file resolves to.
     monkeypatch.setenv("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES", "90")
     workspace.cli("jobs", "sync")
-    assert {row["window_minutes"] for row in workspace.json("jobs", "list")} == {90}
+    assert {(row["early_minutes"], row["grace_minutes"]) for row in workspace.json("jobs", "list")} == {
+        (90, 90)
+    }
 
     # Back to the first file's resolution: synced again, not mistaken for the last digest.
     monkeypatch.delenv("SCANNER_REPORT_COLLECTION_WINDOW_MINUTES")
     workspace.cli("jobs", "sync")
-    assert {row["window_minutes"] for row in workspace.json("jobs", "list")} == {60}
+    assert {(row["early_minutes"], row["grace_minutes"]) for row in workspace.json("jobs", "list")} == {
+        (60, 60)
+    }
 
 
 def scan_at(at: str, day: str) -> ExecuteInProcessResult:

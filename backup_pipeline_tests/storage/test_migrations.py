@@ -42,3 +42,25 @@ def test_every_migration_downgrades_and_upgrades_again(database_url: str) -> Non
         assert differences(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_database_at_the_newest_migration_is_recognised_without_alembic(database_url: str) -> None:
+    """`migrate` skips Alembic when the version table names the head read from the scripts."""
+    from alembic.script import ScriptDirectory
+
+    from backup_pipeline.storage.database import at_head, head_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+    engine = sa.create_engine(database_url)
+    try:
+        assert at_head(engine)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "-1")
+        assert not at_head(engine)
+        migrate(engine)
+        assert at_head(engine) and differences(engine) == []
+    finally:
+        engine.dispose()

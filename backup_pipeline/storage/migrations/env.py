@@ -2,10 +2,8 @@
 
 from alembic import context
 
+from backup_pipeline.storage.database import VERSION_TABLE
 from backup_pipeline.storage.orm import Base
-
-# Dagster may share the server (or even the database): keep our version table apart from its own.
-VERSION_TABLE = "backup_pipeline_alembic_version"
 
 
 def run_migrations_online() -> None:

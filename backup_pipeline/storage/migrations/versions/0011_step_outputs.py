@@ -5,7 +5,7 @@ summaries) are kept in PostgreSQL rather than under one machine's DAGSTER_HOME, 
 measured by their own steps, in batches sized by bytes, before the evaluation that reuses them.
 
 Revision ID: 0011
-Revises: 0006
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0006"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -41,11 +41,12 @@ def upgrade() -> None:
         sa.Column("staged_file_name", sa.Text(), primary_key=True),
         sa.Column("sha256", sa.String(64)),
         sa.Column("size", sa.BigInteger()),
-        sa.Column("content_fingerprint", sa.String(64)),
+        sa.Column("content_fingerprint", sa.Text()),
         sa.Column("problem", sa.Text()),
         sa.Column("archive_problem", sa.Text()),
         sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(64)),
+        sa.Column("also", sa.Text(), nullable=False),
     )
 
 

@@ -1,0 +1,161 @@
+"""Tables and progress for people: on a terminal (a real pseudo-terminal, 120 columns) statuses are
+coloured, rows fit the width and long work shows progress; elsewhere the output is plain, whole rows,
+with nothing added. Hashes are shortened unless `--wide`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backup_pipeline.config.settings import load_settings
+from backup_pipeline.defs import SCAN_JOB, build_definitions
+from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.support.metrics_fleet import DAY, DOUALA, build_fleet
+
+CLI = Path(sys.executable).parent / "backup-pipeline"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def on_terminal(*args: str, columns: int = 120, timeout: float = 240) -> str:
+    """What `backup-pipeline ARGS` writes to a pseudo-terminal `columns` wide (escape codes kept)."""
+    master, slave = pty.openpty()
+    env = os.environ | {"COLUMNS": str(columns), "LINES": "50", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [str(CLI), *args], stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            elif process.poll() is not None:
+                break
+        else:
+            pytest.fail(f"backup-pipeline {' '.join(args)} did not finish within {timeout} s")
+        assert process.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+        os.close(master)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def visible(text: str) -> list[str]:
+    return [ANSI.sub("", line) for line in text.splitlines()]
+
+
+def test_status_on_a_terminal_is_coloured_and_fits_120_columns(workspace: Workspace) -> None:
+    build_fleet(workspace)
+    full_hash = next(r for r in workspace.json("status") if r["previous_successful_hash_global"])[
+        "previous_successful_hash_global"
+    ]
+    shown = on_terminal("status")
+    assert "\x1b[" in shown  # colours
+    lines = visible(shown)
+    assert max(len(line) for line in lines) <= 120, "\n".join(lines)
+    text = "\n".join(lines)
+    assert DOUALA in text and "TRANSFER_INTEGRITY_FAILED" in text and "MISSING" in text
+    assert f"{full_hash[:12]}…" in text and full_hash not in text
+    entries = visible(on_terminal("entries"))
+    assert max(len(line) for line in entries) <= 120
+    wide = "\n".join(visible(on_terminal("status", "--wide", columns=250)))
+    assert full_hash in wide
+
+
+def test_elsewhere_tables_are_plain_whole_rows(workspace: Workspace) -> None:
+    build_fleet(workspace)
+    rows = workspace.json("status")
+    table = workspace.cli("status").stdout
+    assert "\x1b" not in table
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(rows)  # header, rule, one line per row however long
+    for row in rows:
+        (line,) = [
+            line
+            for line in lines
+            if row["agent_id"] in line and f" {row['database_name']} " in line and f" {row['name']} " in line
+        ]
+        assert row["current_status"] in line
+        if row["previous_successful_hash_global"]:
+            assert f"{row['previous_successful_hash_global'][:12]}…" in line
+    wide = workspace.cli("status", "--wide").stdout
+    assert all(
+        r["previous_successful_hash_global"] in wide for r in rows if r["previous_successful_hash_global"]
+    )
+    entries = workspace.json("entries")
+    assert len(workspace.cli("entries").stdout.splitlines()) == 2 + len(entries)
+    run_id = entries[0]["dagster_run_id"]
+    assert run_id not in workspace.cli("entries").stdout  # not a column of the narrow table
+    assert run_id in workspace.cli("entries", "--wide").stdout
+
+
+def test_progress_shows_on_a_terminal_only(workspace: Workspace, tmp_path: Path) -> None:
+    args = [
+        "simulate",
+        "--root",
+        str(tmp_path / "sim"),
+        "--agents",
+        "40",
+        "--databases",
+        "2",
+        "--size",
+        "128",
+    ]
+    args += ["--at", f"{DAY}T23:00:00Z"]
+    plain = workspace.cli(*args).stdout
+    assert plain.startswith("simulated 40 agent(s)") and plain.count("\n") == 1
+    shown = on_terminal(*args)
+    assert "simulating agents" in shown and "40/40" in ANSI.sub("", shown)
+    # A scan shows each run's steps as they end, then leaves only its tables.
+    workspace.write_jobs(
+        [
+            {
+                "agent_id": DOUALA,
+                "database_name": "compta_db",
+                "expected_hour_utc": 13,
+                "expected_minute_utc": 0,
+            }
+        ]
+    )
+    scanned = on_terminal("scan", "--at", f"{DAY}T23:00:00Z", "--partition", DAY)
+    steps = ANSI.sub("", scanned)
+    assert re.search(rf"scan {DAY}\S* .*\b\d+/\d+\b", steps), steps  # the run's steps done / known
+    again = workspace.cli("scan", "--at", f"{DAY}T23:00:00Z", "--partition", DAY).stdout
+    assert f"scan {DAY}" not in again and "ingest_reports" not in again
+
+
+@pytest.mark.slow
+def test_the_demo_partitions_start_at_the_simulated_fleets_first_day(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo exports its settings into this process's environment: the test's come back afterwards.
+    for variable in [*load_settings().environment(), "DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL"]:
+        monkeypatch.setenv(variable, os.environ.get(variable, ""))  # recorded: restored or removed after
+        if not os.environ[variable]:
+            monkeypatch.delenv(variable)
+    out = workspace.cli("demo", "--no-ui").stdout
+    assert "simulated 4 agents" in out
+    exported = load_settings()  # what `dagster dev` and every process it starts would read
+    first = datetime.now(UTC).date() - timedelta(days=2)
+    assert exported.start_date == first
+    partitions = build_definitions(exported).resolve_job_def(SCAN_JOB).partitions_def
+    assert partitions is not None and partitions.get_first_partition_key() == first.isoformat()
