@@ -146,11 +146,19 @@ def _config_differs(row: Any, backup: DeclaredBackup) -> bool:
         "staged_file_name": backup.staged_file_name,
         "content_change": backup.content_change.value,
         "alerting": backup.alerting.stored(),
+        "restore_drill": backup.restore_drill.stored(),
     }
     return any(getattr(row, field) != value for field, value in wanted.items())
 
 
-_CONFIG_FIELDS = ("window_minutes", "timezone", "staged_file_name", "content_change", "alerting")
+_CONFIG_FIELDS = (
+    "window_minutes",
+    "timezone",
+    "staged_file_name",
+    "content_change",
+    "alerting",
+    "restore_drill",
+)
 
 
 def _backup_values(backup: DeclaredBackup, as_of: datetime) -> dict[str, Any]:
@@ -165,6 +173,7 @@ def _backup_values(backup: DeclaredBackup, as_of: datetime) -> dict[str, Any]:
         "staged_file_name": backup.staged_file_name,
         "content_change": backup.content_change.value,
         "alerting": backup.alerting.stored(),
+        "restore_drill": backup.restore_drill.stored(),
         "company_name": parts[0],
         "city": parts[1],
         "neighborhood": "_".join(parts[2:]),
