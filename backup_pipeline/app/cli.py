@@ -309,6 +309,23 @@ def _cycle(value: str | None) -> datetime | None:
     "--style", type=click.Choice(["canonical", "field", "mixed"]), default="mixed", show_default=True
 )
 @click.option("--faults", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--dumps",
+    type=click.Choice(["synthetic", "real"]),
+    default="synthetic",
+    show_default=True,
+    help="real: pg_dump of small real PostgreSQL databases (for restore drills).",
+)
+@click.option(
+    "--dump-format", type=click.Choice(["plain", "custom", "mixed"]), default="mixed", show_default=True
+)
+@click.option(
+    "--drill-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Real dumps: fraction of good cycles given a restore-drill failure kind.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--at", help="The simulated 'now' (ISO-8601, default the real clock).")
 @click.option(
@@ -323,7 +340,15 @@ def simulate(**options: Any) -> None:
     from backup_pipeline.app.simulator import simulate as run
 
     options["at"] = _as_of(options.pop("at"))
-    result = run(SimulationSpec(**options))
+    environment = None
+    if options["dumps"] == "real":
+        from backup_pipeline.drill.run import DrillUnavailable, prepare_environment
+
+        try:
+            environment = prepare_environment(_settings())
+        except DrillUnavailable as exc:
+            raise click.ClickException(f"real dumps need PostgreSQL's binaries: {exc}") from None
+    result = run(SimulationSpec(**options), environment)
     click.echo(
         f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
         f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"

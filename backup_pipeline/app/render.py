@@ -13,7 +13,7 @@ from backup_pipeline.digest.render import AGENT_COLUMNS, agent_rows, anomaly_row
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     if not rows:
         return "(no rows)"
-    frame = pd.DataFrame(rows, columns=columns or list(rows[0]))
+    frame = pd.DataFrame(rows, columns=columns or list(rows[0]), dtype=object)  # ints stay ints beside None
     with pd.option_context("display.max_colwidth", 90, "display.width", 250):
         return frame.fillna("").to_string(index=False)
 

@@ -11,6 +11,7 @@ pg_dump. Content is deterministic for a (name, rows, version): plain dumps are w
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,27 +35,32 @@ def _ident(name: str) -> str:
 
 
 def _schema_sql(db: SampleDatabase) -> str:
+    """Two tables named after the database (each database has its own schema, as in real life), an
+    index, a view, a comment, and rows made by the server."""
     if db.empty:
         return "SELECT 1;\n"
+    p = re.sub(r"[^a-z0-9_]", "_", db.name.lower())[:40]
     customers = max(1, db.rows // 20)
     v = db.version
     return f"""
-CREATE TABLE customers (id integer PRIMARY KEY, name text NOT NULL, city text NOT NULL, since date NOT NULL);
-CREATE TABLE invoices (
+CREATE TABLE {p}_customers (
+    id integer PRIMARY KEY, name text NOT NULL, city text NOT NULL, since date NOT NULL
+);
+CREATE TABLE {p}_invoices (
     id bigint PRIMARY KEY,
-    customer_id integer NOT NULL REFERENCES customers,
+    customer_id integer NOT NULL REFERENCES {p}_customers,
     issued date NOT NULL,
     amount numeric(12, 2) NOT NULL,
     note text
 );
-CREATE INDEX invoices_by_customer ON invoices (customer_id, issued);
-CREATE VIEW customer_totals AS SELECT customer_id, sum(amount) AS total FROM invoices GROUP BY customer_id;
-COMMENT ON TABLE invoices IS 'one row per invoice issued';
-INSERT INTO customers
+CREATE INDEX {p}_invoices_by_customer ON {p}_invoices (customer_id, issued);
+CREATE VIEW {p}_totals AS SELECT customer_id, sum(amount) AS total FROM {p}_invoices GROUP BY customer_id;
+COMMENT ON TABLE {p}_invoices IS 'one row per invoice issued';
+INSERT INTO {p}_customers
     SELECT g, 'customer ' || g, (ARRAY['Douala', 'Yaounde', 'Bafoussam', 'Garoua'])[1 + g % 4],
            date '2020-01-01' + (g % 1500)
     FROM generate_series(1, {customers}) g;
-INSERT INTO invoices
+INSERT INTO {p}_invoices
     SELECT g, 1 + (g * 7919) % {customers}, date '2024-01-01' + (g % 700),
            round(((g * 104729 + {v}) % 1000000) / 100.0, 2), md5(g::text || ':{v}')
     FROM generate_series(1, {db.rows}) g;
@@ -118,7 +124,8 @@ class SampleServer:
 
     def _pg_dump(self, db: SampleDatabase, fmt: str, stdout: int) -> subprocess.Popen[bytes]:
         key = hashlib.sha256(repr(db).encode()).hexdigest()[:32]
-        args = ["-d", db.name, "-Fc"] if fmt == "custom" else ["-d", db.name, "-Fp", f"--restrict-key={key}"]
+        formats = {"custom": ["-Fc"], "tar": ["-Ft"], "plain": ["-Fp", f"--restrict-key={key}"]}
+        args = ["-d", db.name, *formats[fmt]]
         return self.cluster.client("pg_dump", args, stdout=stdout, admin=True)
 
     def _finish(self, process: subprocess.Popen[bytes], errors: StderrTail, db: SampleDatabase) -> None:
@@ -127,7 +134,7 @@ class SampleServer:
             raise RuntimeError(f"pg_dump of the sample database {db.name} failed: {errors.text.strip()}")
 
     def dump(self, db: SampleDatabase, fmt: str = "plain") -> bytes:
-        """pg_dump of the database: plain SQL, or a custom-format archive (`fmt="custom"`)."""
+        """pg_dump of the database: `plain` SQL, or a `custom` or `tar` archive."""
         with self._named(db):
             process = self._pg_dump(db, fmt, subprocess.PIPE)
             errors = StderrTail(process.stderr)

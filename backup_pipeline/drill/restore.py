@@ -443,7 +443,7 @@ def pg_restore_failure(stderr: str) -> tuple[str, str | None]:
                     break
                 if lines[position].startswith(("DETAIL:", "CONTEXT:", "LINE ")):
                     message += f" ({lines[position].split(':', 1)[-1].strip()})"
-            return message, statement
+            return f"pg_restore: {message}", statement
     tail = " ".join(stderr.split())[-300:]
     return f"pg_restore failed: {tail or 'no message'}", None
 
