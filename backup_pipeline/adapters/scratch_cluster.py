@@ -234,9 +234,26 @@ def spawn(
 
 
 def kill_group(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
+    """SIGKILL the child and whatever of its process group remains (a postmaster's backends outlive
+    it for a moment)."""
+    if process is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Until no process of the child's group is left (the kernel keeps the id while one is)."""
+    if process is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
 
 
 def base_environment(socket_dir: Path) -> dict[str, str]:
@@ -454,17 +471,14 @@ class ScratchCluster:
         """Stop the server (immediate shutdown, then SIGKILL) and remove the drill's folder."""
         for child in self.children:
             kill_group(child)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=10)
+            wait_group_gone(child)
         if self.server is not None and self.server.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.server.send_signal(signal.SIGQUIT)
-            try:
+                self.server.send_signal(signal.SIGQUIT)  # immediate shutdown: it stops its backends
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                kill_group(self.server)
-                self.server.wait(timeout=10)
-        kill_group(self.server)  # backends the postmaster left behind
+        kill_group(self.server)  # whatever did not stop in time
+        wait_group_gone(self.server)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -254,7 +254,7 @@ class RestoreDrillSpec(BaseModel):
 
     enabled: bool | None = None
     every_days: int | None = Field(default=None, ge=1, le=366)
-    max_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    max_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
     max_bytes: int | None = Field(default=None, ge=64 * 1024**2)
     shrink_below: float | None = Field(default=None, gt=0, lt=1)
 

@@ -111,8 +111,8 @@ class Settings(BaseSettings):
     drill_every_days: int = Field(
         default=7, ge=1, le=366, validation_alias="BACKUP_PIPELINE_DRILL_EVERY_DAYS"
     )
-    drill_max_minutes: int = Field(
-        default=30, ge=1, le=24 * 60, validation_alias="BACKUP_PIPELINE_DRILL_MAX_MINUTES"
+    drill_max_minutes: float = Field(
+        default=30, gt=0, le=24 * 60, validation_alias="BACKUP_PIPELINE_DRILL_MAX_MINUTES"
     )
     drill_max_bytes: int = Field(
         default=16 * 1024**3, ge=64 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MAX_BYTES"

@@ -29,7 +29,7 @@ class DrillPolicy:
 
     enabled: bool = True
     every_days: int = 7
-    max_minutes: int = 30  # wall-clock limit of one drill, cluster start and checks included
+    max_minutes: float = 30  # wall-clock limit of one drill, cluster start and checks included
     max_bytes: int = 16 * GIB  # disk the scratch cluster may use; also the decompressed dump's cap
     shrink_below: float = 0.5  # rows or restored size below this ratio of the previous drill: shrank
 

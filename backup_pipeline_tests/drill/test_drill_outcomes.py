@@ -40,7 +40,7 @@ JSON_FIELDS = {
     "bytes",
     "duration_seconds",
 }
-MYSQL = b"-- MySQL dump 10.13  Distrib 8.0.36\n--\n-- Host: localhost    Database: x\n/*!40101 SET NAMES utf8mb4 */;\n"
+MYSQL = b"-- MySQL dump 10.13  Distrib 8.0.36\n--\n-- Host: localhost\n/*!40101 SET NAMES utf8mb4 */;\n"
 
 
 @pytest.fixture(scope="module")

@@ -196,12 +196,13 @@ def leftovers(drill_dir: Path) -> list[str]:
 
 
 def drill_processes(drill_dir: Path) -> list[int]:
-    """Processes whose working directory is under the drill folder."""
+    """Processes whose working directory is under the drill folder (the session's sample server aside)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if os.readlink(f"/proc/{entry.name}/cwd").startswith(str(drill_dir)):
+                cwd = os.readlink(f"/proc/{entry.name}/cwd")
+                if cwd.startswith(str(drill_dir)) and "/run-sample-" not in cwd:
                     found.append(int(entry.name))
             except OSError:
                 continue
