@@ -130,8 +130,8 @@ class Settings(BaseSettings):
     )
     # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
     # drills are grouped into steps (staged bytes per step) and how many steps run at once.
-    drill_budget_minutes: int = Field(
-        default=120, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
+    drill_budget_minutes: float = Field(
+        default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
     )
     drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
     drill_batch_bytes: int = Field(
