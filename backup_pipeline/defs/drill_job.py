@@ -225,6 +225,8 @@ def build_drill_job(partitions: PartitionsDefinition, settings: Settings) -> Job
 
 
 def build_drill_schedule(job: JobDefinition, settings: Settings) -> ScheduleDefinition:
+    start = settings.start_date
+
     @schedule(
         name=DRILL_SCHEDULE,
         cron_schedule=settings.drill_cron,
@@ -233,9 +235,9 @@ def build_drill_schedule(job: JobDefinition, settings: Settings) -> ScheduleDefi
         default_status=DefaultScheduleStatus.RUNNING,
         description="Drill the backups whose restore drill is due (BACKUP_PIPELINE_DRILL_CRON, UTC).",
     )
-    def _schedule(context: ScheduleEvaluationContext, settings: ResourceParam[Settings]) -> list[RunRequest]:
+    def _schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
         now = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
-        if now.date() < settings.start_date:
+        if now.date() < start:
             return []
         day = now.date().isoformat()
         return [RunRequest(run_key=f"drills-{day}", partition_key=day)]

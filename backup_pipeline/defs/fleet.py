@@ -219,7 +219,7 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
                     yield on_demand_result(check_key.asset_key, drilled, per_database=fleet.per_database)
                     continue
                 latest = [
-                    entry
+                    (entry, backup.database_name)
                     for entry, backup in entries.latest_entries_of_agent(session, agent)
                     if (backup.database_name, backup.expected_hour_utc, backup.expected_minute_utc) in wanted
                 ]
@@ -231,29 +231,30 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
     return _check
 
 
-def _integrity_result(key: AssetKey, latest: list[BackupEntryRow]) -> AssetCheckResult:
-    failing = [e for e in latest if e.status not in SUCCESS_STATUSES]
+def _integrity_result(key: AssetKey, latest: list[tuple[BackupEntryRow, str]]) -> AssetCheckResult:
+    """`latest`: each backup's latest entry with its database's name (the entry row has none)."""
+    failing = [(e, name) for e, name in latest if e.status not in SUCCESS_STATUSES]
     return AssetCheckResult(
         asset_key=key,
         check_name=INTEGRITY_CHECK,
-        passed=integrity_passes(e.status for e in latest),
+        passed=integrity_passes(e.status for e, _ in latest),
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "evaluated": len(latest),
-            "problems": "\n".join(f"{e.database_name}: {e.status}: {e.message}" for e in failing)
+            "problems": "\n".join(f"{name}: {e.status}: {e.message}" for e, name in failing)
             or ("none" if latest else NOT_EVALUATED),
         },
     )
 
 
-def _size_result(key: AssetKey, latest: list[BackupEntryRow]) -> AssetCheckResult:
-    anomalous = [e for e in latest if e.size_anomaly]
+def _size_result(key: AssetKey, latest: list[tuple[BackupEntryRow, str]]) -> AssetCheckResult:
+    anomalous = [(e, name) for e, name in latest if e.size_anomaly]
     return AssetCheckResult(
         asset_key=key,
         check_name=SIZE_CHECK,
         passed=not anomalous,
         severity=AssetCheckSeverity.WARN,
-        metadata={"anomalies": "\n".join(f"{e.database_name}: {e.message}" for e in anomalous) or "none"},
+        metadata={"anomalies": "\n".join(f"{name}: {e.message}" for e, name in anomalous) or "none"},
     )
 
 
