@@ -7,7 +7,14 @@ from typing import Any
 import pandas as pd
 
 from backup_pipeline.digest.build import FleetDigest
-from backup_pipeline.digest.render import AGENT_COLUMNS, agent_rows, anomaly_rows, problem_rows
+from backup_pipeline.digest.render import (
+    AGENT_COLUMNS,
+    agent_rows,
+    anomaly_rows,
+    drill_counts,
+    drill_rows,
+    problem_rows,
+)
 
 
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -24,4 +31,8 @@ def digest_text(digest: FleetDigest) -> str:
         parts += ["", "Problems", table(problem_rows(digest))]
     if digest.anomalies:
         parts += ["", "Size anomalies", table(anomaly_rows(digest))]
+    if digest.drills.drills:
+        parts += ["", f"Restore drills: {drill_counts(digest)}"]
+    if digest.drill_problems:
+        parts += [table(drill_rows(digest))]
     return "\n".join(parts)

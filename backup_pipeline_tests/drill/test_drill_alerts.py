@@ -4,6 +4,7 @@ and followed by a recovery notice when a later drill restores again."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -79,3 +80,22 @@ def test_failed_and_shrunk_drills_alert_once_and_recover(
     assert recovered.type == "success" and "restore recovered" in recovered.title
     assert "RESTORE_RECOVERED" in recovered.body
     assert "restores again after RESTORE_FAILED (cycle 2025-11-20T13:00Z)" in recovered.body
+
+    # The day's digest counts the drills and lists those that failed or shrank.
+    digest = json.loads(site.ws.cli("digest", "--format", "json").stdout)
+    assert digest["drills"] == {
+        "drills": 7,
+        "restored": 4,
+        "restore_failed": 3,
+        "not_drillable": 0,
+        "shrank": 1,
+    }
+    listed = [(p["database_name"], p["outcome"]) for p in digest["drill_problems"]]
+    assert sorted(listed) == [
+        ("quiet", "RESTORE_FAILED"),
+        ("sales", "RESTORE_FAILED"),
+        ("sales", "RESTORE_FAILED"),
+        ("stock", "RESTORE_SHRANK"),
+    ]
+    text = site.ws.cli("digest").stdout
+    assert "7 restore drill(s), 3 failed" in text and "Restore drills: 7 restore drill(s)" in text
