@@ -80,6 +80,8 @@ _HOLD_WORDS |= {b"select"}  # set_config('standard_conforming_strings', …)
 
 # What is left out, and why (the head is lower-case words and punctuation separated by spaces).
 _LEFT_OUT = [
+    (re.compile(r"^(?:create|alter) database "), "database (pg_dump --create)"),
+    (re.compile(r"^comment on database "), "database (pg_dump --create)"),
     (re.compile(r"^alter (?!default privileges ).* owner to "), "ownership"),
     (re.compile(r"^(?:grant|revoke) "), "privileges"),
     (re.compile(r"^alter default privileges "), "privileges"),
@@ -87,8 +89,6 @@ _LEFT_OUT = [
     (re.compile(r"^(?:create|alter) subscription "), "subscriptions"),
     (re.compile(r"^comment on subscription "), "subscriptions"),
     (re.compile(r"^security label "), "security labels"),
-    (re.compile(r"^(?:create|alter) database "), "database (pg_dump --create)"),
-    (re.compile(r"^comment on database "), "database (pg_dump --create)"),
 ]
 _CREATE_DATABASE = re.compile(r'^create database (?:"([^"]*)"|(\S+))')
 _SCS_ON = re.compile(r"^set standard_conforming_strings (?:=|to) (?:on|'on'|true) ;?$")
