@@ -1,4 +1,4 @@
-"""Run every benchmark: `python -m benchmarks [fleet bytes history sensor code_location]`.
+"""Run every benchmark: `python -m benchmarks [fleet bytes history sensor code_location drills]`.
 
 Prints each benchmark's table and writes all figures, with the machine's description, to
 benchmarks/out/results.json. Scratch data goes to benchmarks/out/ (or BENCH_SCRATCH); it is
@@ -13,7 +13,7 @@ import sys
 
 from benchmarks.common import SCRATCH, machine, write_results
 
-ALL = ["fleet", "bytes", "history", "sensor", "code_location"]
+ALL = ["fleet", "bytes", "history", "sensor", "code_location", "drills"]
 
 
 def main(argv: list[str]) -> None:
