@@ -108,6 +108,10 @@ def policy_of(stored: dict[str, Any] | None, settings: Settings) -> DrillPolicy:
 
 def prepare_environment(settings: Settings) -> DrillEnvironment:
     """Binaries, user, folder and template, checked; leftovers of killed drills removed first."""
+    if not settings.storage_root.is_dir():  # an unmounted share: no dump is judged gone for it
+        raise DrillUnavailable(
+            f"the deposit area {settings.storage_root} is not a folder (BACKUP_STORAGE_ROOT)"
+        )
     tools = find_tools(settings.drill_pg_bin)
     user = drill_user(settings.drill_user, forbidden_uids=_database_owners(settings))
     root = prepare_root(settings.drill_root, user)
