@@ -59,6 +59,15 @@ def _check_notify_url(value: str) -> str:
 NotifyUrl = Annotated[str, AfterValidator(_check_notify_url)]
 
 
+def on_off(value: Any) -> Any:
+    """A settings block written `off` or `on` (or false/true): only its `enabled` field."""
+    if value is False or (isinstance(value, str) and value.lower() == "off"):
+        return {"enabled": False}
+    if value is True or (isinstance(value, str) and value.lower() == "on"):
+        return {"enabled": True}
+    return value
+
+
 class SizeAnomalySpec(BaseModel):
     """Size-anomaly settings of a job or of the defaults; unset fields fall back (job → defaults →
     environment). `size_anomaly: off` disables the check."""
@@ -74,11 +83,7 @@ class SizeAnomalySpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
-        if value is False or (isinstance(value, str) and value.lower() == "off"):
-            return {"enabled": False}
-        if value is True or (isinstance(value, str) and value.lower() == "on"):
-            return {"enabled": True}
-        return value
+        return on_off(value)
 
     def over(self, base: SizeAnomalySpec | None) -> SizeAnomalySpec:
         """These settings, completed by `base`."""
@@ -261,11 +266,7 @@ class RestoreDrillSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
-        if value is False or (isinstance(value, str) and value.lower() == "off"):
-            return {"enabled": False}
-        if value is True or (isinstance(value, str) and value.lower() == "on"):
-            return {"enabled": True}
-        return value
+        return on_off(value)
 
     @field_validator("max_bytes", mode="before")
     @classmethod

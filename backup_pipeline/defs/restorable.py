@@ -74,14 +74,20 @@ def drill_metadata(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def database_evaluation(key: AssetKey, d: Mapping[str, Any]) -> AssetCheckEvaluation:
-    passed, severity = verdict([d])
+    return _evaluation(key, [d], drill_metadata(d), d["cycle_expected_at"].date().isoformat())
+
+
+def _evaluation(
+    key: AssetKey, drills: list[Mapping[str, Any]], metadata: dict[str, Any], partition: str
+) -> AssetCheckEvaluation:
+    passed, severity = verdict(drills)
     return AssetCheckEvaluation(
         asset_key=key,
         check_name=RESTORABLE_CHECK,
         passed=passed,
         severity=severity,
-        metadata=drill_metadata(d),
-        partition=d["cycle_expected_at"].date().isoformat(),
+        metadata=metadata,
+        partition=partition,
     )
 
 
@@ -104,15 +110,7 @@ def agent_summary(drills: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def agent_evaluation(key: AssetKey, drills: list[Mapping[str, Any]], partition: str) -> AssetCheckEvaluation:
-    passed, severity = verdict(drills)
-    return AssetCheckEvaluation(
-        asset_key=key,
-        check_name=RESTORABLE_CHECK,
-        passed=passed,
-        severity=severity,
-        metadata=agent_summary(drills),
-        partition=partition,
-    )
+    return _evaluation(key, drills, agent_summary(drills), partition)
 
 
 def on_demand_result(
