@@ -53,6 +53,7 @@ from backup_pipeline.core.dump_formats import (
 )
 from backup_pipeline.core.psql_guard import PsqlScriptGuard, ScriptRefused
 from backup_pipeline.drill.watch import Watch
+from backup_pipeline.storage.database import DatabaseFailure, db_error_line
 from backup_pipeline.storage.drills import DrillTarget
 from backup_pipeline.storage.scratch import Inspection, inspect_restore, server_version
 
@@ -192,10 +193,13 @@ class _Restore:
             return report
         try:
             report.inspection = inspect_restore(cluster, self.env.statement_timeout)
-        except Exception as exc:  # the checks' own failure (a statement timeout on a huge table…)
+        except DatabaseFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
             if watch.stopped_it:
                 return report
-            report.outcome, report.reason = DrillOutcome.RESTORE_FAILED, f"the checks failed: {exc}"
+            report.outcome, report.reason = (
+                DrillOutcome.RESTORE_FAILED,
+                f"the checks failed: {db_error_line(exc)}",
+            )
             return report
         return sanity(report, self.target.database_name)
 

@@ -108,10 +108,6 @@ def policy_of(stored: dict[str, Any] | None, settings: Settings) -> DrillPolicy:
 
 def prepare_environment(settings: Settings) -> DrillEnvironment:
     """Binaries, user, folder and template, checked; leftovers of killed drills removed first."""
-    if not settings.storage_root.is_dir():  # an unmounted share: no dump is judged gone for it
-        raise DrillUnavailable(
-            f"the deposit area {settings.storage_root} is not a folder (BACKUP_STORAGE_ROOT)"
-        )
     tools = find_tools(settings.drill_pg_bin)
     user = drill_user(settings.drill_user, forbidden_uids=_database_owners(settings))
     root = prepare_root(settings.drill_root, user)
@@ -153,6 +149,10 @@ def drill_entries(
     environment: DrillEnvironment | None = None,
 ) -> list[DrillResult]:
     """Drill these entries one after the other; DrillUnavailable when the machine cannot."""
+    if entry_ids and not settings.storage_root.is_dir():  # an unmounted share: no dump is judged gone
+        raise DrillUnavailable(
+            f"the deposit area {settings.storage_root} is not a folder (BACKUP_STORAGE_ROOT)"
+        )
     with database.sessions() as session:
         targets = stored_drills.drill_targets(session, entry_ids)
     results: list[DrillResult] = []
