@@ -66,7 +66,8 @@ def build_dumps(deposit: Path, env, rows: int) -> dict[str, Path]:  # type: igno
 
 def reference(env, dump: Path, fmt: str) -> float:  # type: ignore[no-untyped-def]
     """Seconds of a bare psql -f / pg_restore of `dump` into a fresh cluster (as its superuser)."""
-    from backup_pipeline.adapters.scratch_cluster import Limits, ScratchCluster
+    from backup_pipeline.adapters.drill_host import Limits
+    from backup_pipeline.adapters.scratch_cluster import ScratchCluster
     from backup_pipeline.core.drills import DrillPolicy
     from backup_pipeline.drill.restore import StderrTail, server_settings
 

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-from backup_pipeline.adapters.scratch_cluster import Limits, ScratchCluster
+from backup_pipeline.adapters.drill_host import Limits
+from backup_pipeline.adapters.scratch_cluster import ScratchCluster
 from backup_pipeline.drill.restore import DrillEnvironment, StderrTail
 
 
@@ -61,8 +62,8 @@ INSERT INTO {p}_customers
            date '2020-01-01' + (g % 1500)
     FROM generate_series(1, {customers}) g;
 INSERT INTO {p}_invoices
-    SELECT g, 1 + (g * 7919) % {customers}, date '2024-01-01' + (g % 700),
-           round(((g * 104729 + {v}) % 1000000) / 100.0, 2), md5(g::text || ':{v}')
+    SELECT g, 1 + (g::bigint * 7919) % {customers}, date '2024-01-01' + (g % 700),
+           round(((g::bigint * 104729 + {v}) % 1000000) / 100.0, 2), md5(g::text || ':{v}')
     FROM generate_series(1, {db.rows}) g;
 """
 

@@ -23,6 +23,14 @@ from pathlib import Path
 from typing import IO
 
 from backup_pipeline.adapters.deposit import UnsafeFile, open_staged_file
+from backup_pipeline.adapters.drill_host import (
+    DrillUnavailable,
+    Limits,
+    OsUser,
+    Tools,
+    free_bytes,
+    kill_group,
+)
 from backup_pipeline.adapters.dump_files import (
     DumpUnreadable,
     HashingReader,
@@ -31,17 +39,7 @@ from backup_pipeline.adapters.dump_files import (
     head,
     write_decompressed,
 )
-from backup_pipeline.adapters.scratch_cluster import (
-    DATABASE,
-    DrillUnavailable,
-    Limits,
-    OsUser,
-    ScratchCluster,
-    Template,
-    Tools,
-    free_bytes,
-    kill_group,
-)
+from backup_pipeline.adapters.scratch_cluster import DATABASE, ScratchCluster, Template
 from backup_pipeline.core.drills import DrillOutcome, DrillPolicy
 from backup_pipeline.core.dump_formats import (
     Compression,

@@ -23,15 +23,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backup_pipeline.adapters.scratch_cluster import (
+from backup_pipeline.adapters.drill_host import (
     DrillUnavailable,
     Limits,
     clean_leftovers,
     drill_user,
-    ensure_template,
     find_tools,
     prepare_root,
 )
+from backup_pipeline.adapters.scratch_cluster import ensure_template
 from backup_pipeline.config.jobs_file import RestoreDrillSpec
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.domain import SUCCESS_STATUSES

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from backup_pipeline.adapters.scratch_cluster import Limits, ScratchCluster
+from backup_pipeline.adapters.drill_host import Limits
+from backup_pipeline.adapters.scratch_cluster import ScratchCluster
 from backup_pipeline.drill.restore import DrillEnvironment
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.drill_fixtures import (
