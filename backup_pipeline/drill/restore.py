@@ -32,6 +32,7 @@ from backup_pipeline.adapters.drill_host import (
     kill_group,
 )
 from backup_pipeline.adapters.dump_files import (
+    READ_BLOCK,
     DumpUnreadable,
     HashingReader,
     decompressed,
@@ -56,6 +57,10 @@ from backup_pipeline.storage.drills import DrillTarget
 from backup_pipeline.storage.scratch import Inspection, inspect_restore, server_version
 
 STDERR_CAP = 64 * 1024
+CHANGED = (
+    "the staged file no longer holds this cycle's dump (it changed since the cycle was evaluated: "
+    "replaced by a later upload?)"
+)
 LISTING_CAP = 4 * 1024 * 1024
 DISK_RESERVE = 256 * 1024 * 1024  # left free on the drill folder's file system
 
@@ -113,20 +118,23 @@ class _Restore:
         self.size = os.fstat(fd).st_size
 
     def run(self) -> RestoreReport:
-        sha = file_sha256(self.fd)
-        known = {"staged_sha256": sha, "staged_size": self.size}
-        if sha != self.target.staged_sha256:
-            return not_drillable(
-                "the staged file no longer holds this cycle's dump (its SHA-256 changed since the cycle was "
-                "evaluated: replaced by a later upload?)",
-                **known,
-            )
+        """The file must still hold the entry's dump: a size that differs says it at once; its SHA-256
+        is checked as the restore reads it (a plain dump, a compressed archive), or first (a bare
+        archive, which pg_restore reads itself, and what is not drillable)."""
+        if self.size != self.target.staged_size:
+            return not_drillable(CHANGED, staged_size=self.size)
         compression = compression_of(os.pread(self.fd, 8, 0))
-        if not isinstance(compression, Compression):
-            return not_drillable(compression, unsupported(compression), **known)
-        detected = detect(head(self.fd, compression), compression)
+        detected = (
+            detect(head(self.fd, compression), compression)
+            if isinstance(compression, Compression)
+            else unsupported(compression)
+        )
+        streamed = detected.format is DumpFormat.PLAIN or detected.compression not in (None, Compression.NONE)
+        sha = None if streamed and detected.drillable else file_sha256(self.fd)
+        if sha is not None and sha != self.target.staged_sha256:
+            return not_drillable(CHANGED, staged_sha256=sha, staged_size=self.size)
         if not detected.drillable:
-            return not_drillable(detected.kind, detected, **known)
+            return not_drillable(detected.kind, detected, staged_sha256=sha, staged_size=self.size)
         if detected.format is DumpFormat.PLAIN and not self.env.tools.restrict_supported:
             raise DrillUnavailable(
                 f"psql {self.env.tools.versions.get('psql')} in {self.env.tools.bin_dir} lacks \\restrict "
@@ -134,7 +142,19 @@ class _Restore:
                 "restored with it (BACKUP_PIPELINE_DRILL_PG_BIN)"
             )
         report = self._in_cluster(detected)
-        report.detected, report.staged_sha256, report.staged_size = detected, sha, self.size
+        report.detected, report.staged_size = detected, self.size
+        report.staged_sha256 = report.staged_sha256 or sha
+        return report
+
+    def _verified(self, reader: HashingReader, report: RestoreReport) -> RestoreReport:
+        """The report of a restore that read the file through `reader`, once the whole file is hashed
+        (what the restore did not read is read now): a file that changed is not this cycle's dump."""
+        while reader.read(READ_BLOCK):
+            pass
+        sha = reader.sha256.hexdigest()
+        if sha != self.target.staged_sha256:
+            return not_drillable(CHANGED, staged_sha256=sha)
+        report.staged_sha256 = sha
         return report
 
     # ------------------------------------------------------------ the cluster
@@ -234,18 +254,20 @@ class _Restore:
         errors.join()
         left_out = dict(guard.left_out)
         if refused:
-            return RestoreReport(DrillOutcome.RESTORE_FAILED, refused, excerpt, left_out=left_out)
-        if code != 0:
+            report = RestoreReport(DrillOutcome.RESTORE_FAILED, refused, excerpt, left_out=left_out)
+        elif code != 0:
             reason, statement = psql_failure(errors.text, line_offset=1)
-            return RestoreReport(DrillOutcome.RESTORE_FAILED, reason, statement, left_out=left_out)
-        if reader.sha256.hexdigest() != self.target.staged_sha256:
-            return not_drillable("the staged file changed while it was being drilled")
-        return RestoreReport(DrillOutcome.RESTORED, left_out=left_out, dumped_database=guard.created_database)
+            report = RestoreReport(DrillOutcome.RESTORE_FAILED, reason, statement, left_out=left_out)
+        else:
+            report = RestoreReport(
+                DrillOutcome.RESTORED, left_out=left_out, dumped_database=guard.created_database
+            )
+        return self._verified(reader, report)
 
     # ------------------------------------------------------------ archives
 
     def _archive(self, cluster: ScratchCluster, compression: Compression, watch: Watch) -> RestoreReport:
-        fd, copy = self.fd, None
+        fd, copy, sha = self.fd, None, None
         if compression is not Compression.NONE:
             copy = os.open(
                 cluster.directory / "archive", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
@@ -255,13 +277,16 @@ class _Restore:
                 write_decompressed(reader, compression, copy, cap=self.policy.max_bytes)
             except (DumpUnreadable, OSError) as exc:
                 os.close(copy)
-                return RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc))
-            if reader.sha256.hexdigest() != self.target.staged_sha256:
+                return self._verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc)))
+            checked = self._verified(reader, RestoreReport(DrillOutcome.RESTORED))
+            if checked.outcome is DrillOutcome.NOT_DRILLABLE:
                 os.close(copy)
-                return not_drillable("the staged file changed while it was being drilled")
-            fd = copy
+                return checked
+            fd, sha = copy, checked.staged_sha256
         try:
-            return self._pg_restore(cluster, fd)
+            report = self._pg_restore(cluster, fd)
+            report.staged_sha256 = sha
+            return report
         finally:
             if copy is not None:
                 os.close(copy)

@@ -65,6 +65,8 @@ def site(module_workspace: Workspace, sample_dumps: SampleDumps) -> Site:
         "sqlserver": staged("sqlserver", DAY2, b"TAPE" + bytes(range(256)) * 8, ".bak"),
         "unknown": staged("unknown", DAY2, bytes(range(256)) * 8, ".bin"),
         "redrill_me": staged("redrill_me", DAY2, gz(d.get("redrill_me")), ".sql.gz"),
+        "replaced": staged("replaced", DAY2, gz(d.get("replaced")), ".sql.gz"),
+        "replaced_custom": staged("replaced_custom", DAY2, d.get("replaced_custom", "custom"), ".dump"),
     }
     dumps = {db: {DAY2: files} for db, files in one_day.items()}
     dumps["shrunk"] = {
@@ -142,6 +144,19 @@ def test_what_is_not_a_postgresql_dump_is_not_drillable_with_its_kind(
     assert row["outcome"] == "NOT_DRILLABLE"
     assert row["reason"] == kind == row["detected_kind"]
     assert row["tables"] is None and row["rows"] is None
+
+
+@pytest.mark.parametrize("database", ["replaced", "replaced_custom"])
+def test_a_staged_file_replaced_since_the_scan_is_not_drilled_as_this_cycles(
+    site: Site, database: str
+) -> None:
+    """Same size, other bytes: told while the dump streams (plain), or first (a bare archive)."""
+    name, data = site.dumps[database][DAY2]
+    path = site.agent.folder / "database" / name
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    row = drill_rows(site, database)
+    assert row["outcome"] == "NOT_DRILLABLE"
+    assert row["reason"].startswith("the staged file no longer holds this cycle's dump")
 
 
 def test_a_restore_far_smaller_than_the_previous_drill_shrank(site: Site) -> None:
