@@ -36,12 +36,17 @@ class HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = os.pread(self._fd, len(buffer), self._offset)
-        n = len(data)
-        buffer[:n] = data
-        self.sha256.update(data)
+        n = os.preadv(self._fd, [buffer], self._offset)
+        self.sha256.update(memoryview(buffer)[:n])
         self._offset += n
         return n
+
+    def chunks(self, block: int) -> Iterator[bytes]:
+        """The rest of the file in pieces of `block` bytes, each read once (no copy on the way)."""
+        while data := os.pread(self._fd, block, self._offset):
+            self.sha256.update(data)
+            self._offset += len(data)
+            yield data
 
     @property
     def bytes_read(self) -> int:
@@ -77,8 +82,7 @@ def decompressed(reader: HashingReader, compression: Compression, block: int = R
     elif compression is Compression.GZIP:
         yield from _gunzip(reader, block)
     else:
-        while data := reader.read(block):
-            yield data
+        yield from reader.chunks(block)
 
 
 def _unzstd(reader: HashingReader, block: int) -> Iterator[bytes]:
