@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=SCRATCH / "drills")
     parser.add_argument("--rows", type=int, default=ROWS, help="invoices in the sample database")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each, interleaved (the best counts)")
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of runs, interleaved in both orders")
     args = parser.parse_args(argv)
     root = args.dir.resolve()
     before = load()
@@ -206,8 +207,9 @@ def main(argv: list[str] | None = None) -> Report:
             walls.append(wall)
             inner.append(row["duration_seconds"])
             rss = max(rss, peak)
+        # Each drill against the reference run beside it; the median of those pairs is the figure.
+        ratio = statistics.median(w / b for b, w in zip(bares, walls, strict=True))
         bare, wall = min(bares), min(walls)
-        ratio = wall / bare
         runs = ", ".join(f"{b:.1f}/{w:.1f}" for b, w in zip(bares, walls, strict=True))
         report.add(f"{fmt}: bare {tool} (reference)", bare, "s", note=f"runs reference/drill: {runs} s")
         report.add(
@@ -216,7 +218,14 @@ def main(argv: list[str] | None = None) -> Report:
         report.add(
             f"{fmt}: of which the drill itself", min(inner), "s", note="cluster, restore, checks (recorded)"
         )
-        report.add(f"{fmt}: drill / reference", ratio, "x", target="<= 1.2", met=ratio <= 1.2)
+        report.add(
+            f"{fmt}: drill / reference",
+            ratio,
+            "x",
+            target="<= 1.2",
+            met=ratio <= 1.2,
+            note="median of the pairs",
+        )
         report.add(f"{fmt}: peak RSS of the drill's process", rss, "MiB", target="< 300", met=rss < 300)
     report.add(
         "machine load before / after", 0, "", note=f"{before} / {load()} at {datetime.now(UTC):%H:%M}Z"
