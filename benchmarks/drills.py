@@ -1,12 +1,14 @@
 """Drills: restore-drill throughput on a 1 GiB plain dump and a custom-format dump of the same
 database, vs a bare `psql -f` / `pg_restore` of the same file into a fresh cluster, in the same run.
 
-The dumps are pg_dump output of a sample database of about 1 GiB of COPY text (built once with the
-drills' own sample server, then kept under benchmarks/out/drills/). The references run in a fresh
-scratch cluster started exactly as drills start theirs (same binaries, same settings), and only the
-restore command is timed. The drill is timed end to end: `backup-pipeline drill` in its own process
-(start-up, cluster copy and start, streaming through the guard, the checks, the bookkeeping), its
-peak RSS measured for that process alone (the PostgreSQL processes are not the product's).
+The dumps are pg_dump output of a sample database of a little over 1 GiB of COPY text (built once
+with the drills' own sample server, then kept under benchmarks/out/drills/). The references run in a
+fresh scratch cluster started exactly as drills start theirs (same binaries, same settings), and only
+the restore command is timed. The drill is timed end to end: `backup-pipeline drill` in its own
+process (start-up, cluster copy and start, streaming through the guard, the checks, the bookkeeping),
+its peak RSS measured for that process alone (the PostgreSQL processes are not the product's). Each
+drill runs beside a reference, in both orders, three times: the figure is the median of the pairs'
+ratios, which a shared machine's changing load moves least.
 """
 
 from __future__ import annotations
