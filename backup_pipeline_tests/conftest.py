@@ -26,6 +26,9 @@ from sqlalchemy.engine import make_url
 from backup_pipeline.app.cli import main
 from backup_pipeline.storage import database as db_module
 
+# Restore drills' shared fixtures (drill folder, environment, sample dumps, sites).
+pytest_plugins = ["backup_pipeline_tests.support.drill_fixtures"]
+
 TEMPLATE = "bp_test_template"
 _counter = itertools.count()
 

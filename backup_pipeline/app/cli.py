@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -33,7 +33,7 @@ from backup_pipeline.storage.database import (
 )
 
 if TYPE_CHECKING:  # the runner imports Dagster: loaded only by the commands that run it
-    from backup_pipeline.app.runner import PartitionRun
+    from backup_pipeline.notify.deliver import NotifySummary
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -176,7 +176,7 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
     except DatabaseFailure:
         if not failed:
             raise
-    notified = _notification_line(runs)
+    notified = _notification_line([r.notified for r in runs if r.notified is not None])
     if notified:
         click.echo(notified)
     if failed:
@@ -190,9 +190,8 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
         )
 
 
-def _notification_line(runs: list[PartitionRun]) -> str | None:
-    """What the scan's notify steps did, with redacted target labels only."""
-    summaries = [r.notified for r in runs if r.notified is not None]
+def _notification_line(summaries: list[NotifySummary]) -> str | None:
+    """What the notify steps did, with redacted target labels only."""
     sent = sum(s.sent for s in summaries)
     failed = sum(s.failed for s in summaries)
     held = sum(s.held for s in summaries)
@@ -244,6 +243,75 @@ def reports(as_json: bool, wide: bool) -> None:
     emit(views.report_rows(open_database(_settings())), as_json, wide=wide)
 
 
+# ---------------------------------------------------------------- restore drills
+
+
+@main.command()
+@click.option("--agent", help="The agent whose backups to drill.")
+@click.option("--database", help="The database to drill.")
+@click.option("--cycle", help="The cycle to drill (ISO-8601); default each backup's latest good one.")
+@click.option("--due", is_flag=True, help="Drill what is due by the policy (what the daily drill job does).")
+@click.option("--redrill", is_flag=True, help="Drill again an entry already drilled (a new attempt).")
+@click.option("--at", help="The instant the drills are as of (ISO-8601, default the real clock).")
+@click.option("--json", "as_json", is_flag=True)
+@friendly_errors
+def drill(
+    agent: str | None,
+    database: str | None,
+    cycle: str | None,
+    due: bool,
+    redrill: bool,
+    at: str | None,
+    as_json: bool,
+) -> None:
+    """Restore backups into throw-away PostgreSQL clusters and check what comes back.
+
+    Exit code 0 when the drills ran, whatever their outcomes; 1 when they could not run.
+    """
+    from backup_pipeline.drill.run import DrillUnavailable, drill_entries, plan_drills
+    from backup_pipeline.notify.deliver import notify
+    from backup_pipeline.scan.sync import sync_before_scan
+    from backup_pipeline.storage.drills import chosen_entries
+
+    if due == bool(agent or database or cycle):
+        raise click.UsageError("give either --due, or --agent/--database (and --cycle)")
+    when = _as_of(at)
+    settings = _settings()
+    db = open_database(settings)
+    sync_before_scan(settings, db, when)
+    deadline = None
+    if due:
+        entry_ids = [i for batch in plan_drills(settings, db, when) for i in batch.entry_ids]
+        deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
+    else:
+        with db.sessions() as session:
+            entry_ids = chosen_entries(session, agent, database, _cycle(cycle), when)
+        if not entry_ids:
+            raise click.ClickException("no entry to drill: no good (SUCCESS or HASH_MISMATCH) cycle matches")
+    try:
+        results = drill_entries(settings, db, entry_ids, when, redrill=redrill, deadline=deadline)
+    except DrillUnavailable as exc:
+        raise click.ClickException(f"the drills could not run: {exc}") from None
+    emit(views.drill_rows(results), as_json, [*views.DRILL_COLUMNS, "note"])
+    notified = _notification_line([notify(settings, db, None)])
+    if notified:
+        click.echo(notified, err=as_json)
+    refused = [r for r in results if r.outcome is None and r.skipped and not due]
+    if refused:
+        raise click.ClickException(f"{len(refused)} drill(s) could not run: {refused[0].skipped}")
+
+
+def _cycle(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 date and time", param_hint="--cycle"
+        ) from None
+
+
 # ---------------------------------------------------------------- simulation, UI, demo
 
 
@@ -260,6 +328,23 @@ def reports(as_json: bool, wide: bool) -> None:
     "--style", type=click.Choice(["canonical", "field", "mixed"]), default="mixed", show_default=True
 )
 @click.option("--faults", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--dumps",
+    type=click.Choice(["synthetic", "real"]),
+    default="synthetic",
+    show_default=True,
+    help="real: pg_dump of small real PostgreSQL databases (for restore drills).",
+)
+@click.option(
+    "--dump-format", type=click.Choice(["plain", "custom", "mixed"]), default="mixed", show_default=True
+)
+@click.option(
+    "--drill-faults",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Real dumps: fraction of good cycles given a restore-drill failure kind.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--at", help="The simulated 'now' (ISO-8601, default the real clock).")
 @click.option(
@@ -274,8 +359,16 @@ def simulate(**options: Any) -> None:
     from backup_pipeline.app.simulator import simulate as run
 
     options["at"] = _as_of(options.pop("at"))
+    environment = None
+    if options["dumps"] == "real":
+        from backup_pipeline.drill.run import DrillUnavailable, prepare_environment
+
+        try:
+            environment = prepare_environment(_settings())
+        except DrillUnavailable as exc:
+            raise click.ClickException(f"real dumps need PostgreSQL's binaries: {exc}") from None
     with progress("simulating agents", total=options["agents"]) as task:
-        result = run(SimulationSpec(**options), on_agent=task.advance)
+        result = run(SimulationSpec(**options), environment, on_agent=task.advance)
     click.echo(
         f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
         f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"

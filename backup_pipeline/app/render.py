@@ -19,7 +19,14 @@ from rich.table import Table
 from rich.text import Text
 
 from backup_pipeline.digest.build import FleetDigest
-from backup_pipeline.digest.render import AGENT_COLUMNS, agent_rows, anomaly_rows, problem_rows
+from backup_pipeline.digest.render import (
+    AGENT_COLUMNS,
+    agent_rows,
+    anomaly_rows,
+    drill_counts,
+    drill_rows,
+    problem_rows,
+)
 
 # SHA-256 digests (and content fingerprints) shown by their first 12 characters, Dagster run ids by 8
 # (as the Dagster UI does).
@@ -114,4 +121,8 @@ def digest_text(digest: FleetDigest, *, wide: bool = False) -> str:
         parts += ["", "Problems", table(problem_rows(digest), wide=wide)]
     if digest.anomalies:
         parts += ["", "Size anomalies", table(anomaly_rows(digest), wide=wide)]
+    if digest.drills.drills:
+        parts += ["", f"Restore drills: {drill_counts(digest)}"]
+    if digest.drill_problems:
+        parts += [table(drill_rows(digest), wide=wide)]
     return "\n".join(parts)

@@ -5,6 +5,14 @@ Each simulated agent runs one operation per day for all its databases, dumps and
 canonical v2 format or the loose format real agents write. A fraction of database-cycles gets one
 of the failure kinds of DESIGN.md §5; the intended outcome of every cycle is written to
 `expected_outcomes.json` so tests and demos can check the scanner against the simulator's intent.
+
+Dumps are SQL-like text by default (fast: what scans measure). With `dumps="real"` they are real
+PostgreSQL dumps made with pg_dump from small real databases (`sample_databases`), plain SQL or
+custom-format archives, and a fraction (`drill_faults`) of the good cycles gets one of the failure
+kinds of restore drills: a dump truncated mid-statement (yet a valid gzip/zstd stream), the dump of
+the wrong database, an empty schema, a custom archive with a damaged table of contents, a MySQL
+dump, a shrunk database. `expected_drill` then says what a restore drill of each good cycle should
+find when the cycles are drilled in order.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from zoneinfo import ZoneInfo
 
 import yaml
 import zstandard
+
+from backup_pipeline.app.sample_databases import SampleDatabase, SampleServer
+from backup_pipeline.drill.restore import DrillEnvironment
 
 COMPANIES = ["SIRPACAM", "SOCIA", "CAMTEL", "ORANGE", "EDEN", "BRASSCO", "SABC", "NEXTEL"]
 CITIES = ["DOUALA", "YAOUNDE", "BAFOUSSAM", "GAROUA", "BAMENDA", "LIMBE", "KRIBI", "EDEA"]
@@ -53,6 +64,25 @@ EXPECTED = {
     "invalid_report": "FAILED",
     "no_report": "MISSING",
 }
+# Restore-drill failure kinds (real dumps only) and what a drill of the cycle finds.
+DRILL_FAULTS = (
+    "truncated_dump",  # cut mid-statement, then compressed whole: the archive is sound
+    "wrong_database",  # the dump of another database
+    "empty_schema",  # a database without any table
+    "damaged_toc",  # a custom archive whose table of contents is zeroed (custom format only)
+    "mysql_dump",  # not PostgreSQL at all
+    "shrunk_database",  # a tenth of the rows
+)
+EXPECTED_DRILL = {
+    None: "RESTORED",
+    "truncated_dump": "RESTORE_FAILED",
+    "wrong_database": "RESTORE_FAILED",
+    "empty_schema": "RESTORE_FAILED",
+    "damaged_toc": "RESTORE_FAILED",
+    "mysql_dump": "NOT_DRILLABLE",
+    "shrunk_database": "RESTORE_SHRANK",  # restored, far smaller than the previous drill
+}
+HISTORY_FAULTS = ("wrong_database", "shrunk_database")  # told by comparison with an earlier drill
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,9 @@ class SimulationSpec:
     seed: int = 0
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     jobs_file: Path | None = None
+    dumps: str = "synthetic"  # synthetic | real (pg_dump of small real databases)
+    dump_format: str = "mixed"  # real dumps: plain | custom | mixed (by database)
+    drill_faults: float = 0.0  # real dumps: fraction of good cycles given a drill failure kind
 
 
 @dataclass
@@ -79,8 +112,10 @@ class SimulationResult:
     dumps: int = 0
     dump_bytes: int = 0
     outcomes: list[dict[str, Any]] = field(default_factory=list)
-    # content version of each (agent, database)'s last successful cycle, to predict HASH_MISMATCH
-    last_success_version: dict[tuple[str, str], int] = field(default_factory=dict)
+    # content of each (agent, database)'s last successful cycle, to predict HASH_MISMATCH
+    last_success_version: dict[tuple[str, str], object] = field(default_factory=dict)
+    # (agent, database) that have a cycle a drill restores: later drills are compared with it
+    restorable: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -111,9 +146,25 @@ def database_names(count: int) -> list[str]:
     return [DATABASES[i] if i < len(DATABASES) else f"base_{i + 1:03d}_db" for i in range(count)]
 
 
-def simulate(spec: SimulationSpec, on_agent: Callable[[], object] | None = None) -> SimulationResult:
-    """Write the deposit tree, the jobs file and the intended outcomes; `on_agent` is called as each
-    agent's cycles are written (progress)."""
+def simulate(
+    spec: SimulationSpec,
+    environment: DrillEnvironment | None = None,
+    on_agent: Callable[[], object] | None = None,
+) -> SimulationResult:
+    """Write the deposit tree, the jobs file and the intended outcomes; real dumps need the drills'
+    environment (binaries, user, folder); `on_agent` is called as each agent's cycles are written
+    (progress)."""
+    if spec.dumps == "real":
+        if environment is None:
+            raise ValueError("real dumps need PostgreSQL binaries: pass the drill environment")
+        with SampleServer(environment) as server:
+            return _simulate(spec, _RealDumps(spec, server), on_agent)
+    return _simulate(spec, None, on_agent)
+
+
+def _simulate(
+    spec: SimulationSpec, real: _RealDumps | None, on_agent: Callable[[], object] | None
+) -> SimulationResult:
     rng = random.Random(spec.seed)
     spec.root.mkdir(parents=True, exist_ok=True)
     agents = [
@@ -130,7 +181,7 @@ def simulate(spec: SimulationSpec, on_agent: Callable[[], object] | None = None)
     result = SimulationResult(root=spec.root, jobs_file=jobs_file, agents=[a.agent_id for a in agents])
     for agent in agents:
         for offset in range(spec.days - 1, -1, -1):
-            _simulate_cycle(spec, rng, agent, spec.at.date() - timedelta(days=offset), result)
+            _simulate_cycle(spec, rng, agent, spec.at.date() - timedelta(days=offset), result, real)
         if on_agent is not None:
             on_agent()
     _write_jobs_file(jobs_file, agents)
@@ -147,7 +198,12 @@ def _cycle_at(agent: _Agent, day: date) -> datetime:
 
 
 def _simulate_cycle(
-    spec: SimulationSpec, rng: random.Random, agent: _Agent, day: date, result: SimulationResult
+    spec: SimulationSpec,
+    rng: random.Random,
+    agent: _Agent,
+    day: date,
+    result: SimulationResult,
+    real: _RealDumps | None = None,
 ) -> None:
     expected_at = _cycle_at(agent, day)
     end = expected_at + timedelta(minutes=rng.randint(-20, 25), seconds=rng.randint(0, 59))
@@ -158,18 +214,24 @@ def _simulate_cycle(
     start = end - timedelta(minutes=30)
     for db in agent.databases:
         fault = None if agent_fault else _db_fault(rng, spec.faults)
-        section = _simulate_database(spec, agent, db, day, start, end, fault, result)
+        drill_fault = (
+            real.fault(agent, db, result) if real is not None and not (agent_fault or fault) else None
+        )
+        dump = real.dump(agent, db, day, fault, drill_fault) if real is not None else None
+        section = _simulate_database(spec, agent, db, day, start, end, fault, result, dump)
         if section is not None:
             databases[db] = section
-        result.outcomes.append(
-            {
-                "agent_id": agent.agent_id,
-                "database_name": db,
-                "cycle_expected_at": expected_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "fault": agent_fault or fault,
-                "expected_status": _expected(result, agent, db, day, agent_fault or fault),
-            }
-        )
+        content = hashlib.sha256(dump.raw).hexdigest() if dump is not None else _content_version(day, fault)
+        outcome = {
+            "agent_id": agent.agent_id,
+            "database_name": db,
+            "cycle_expected_at": expected_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "fault": agent_fault or fault,
+            "expected_status": _expected(result, agent, db, agent_fault or fault, content),
+        }
+        if real is not None:
+            outcome |= real.expectation(agent, db, outcome["expected_status"], drill_fault, result)
+        result.outcomes.append(outcome)
     if agent_fault == "no_report":
         return
     _write_report(agent, start, end, databases, agent_fault == "invalid_report", spec.root)
@@ -180,12 +242,11 @@ def _content_version(day: date, fault: str | None) -> int:
     return (day - date(2000, 1, 1)).days if fault == "content_changed" else 0
 
 
-def _expected(result: SimulationResult, agent: _Agent, db: str, day: date, fault: str | None) -> str:
+def _expected(result: SimulationResult, agent: _Agent, db: str, fault: str | None, version: object) -> str:
     """The status the scanner should give, following the default `changed` content policy."""
     status = EXPECTED[fault]
     if status not in ("SUCCESS", "HASH_MISMATCH"):
         return status
-    version = _content_version(day, fault)
     previous = result.last_success_version.get((agent.agent_id, db))
     result.last_success_version[(agent.agent_id, db)] = version
     return "SUCCESS" if previous is None or previous == version else "HASH_MISMATCH"
@@ -227,9 +288,13 @@ def compress(data: bytes, kind: str, mtime: float) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=int(mtime))
 
 
-def _staged_name(spec: SimulationSpec, db: str, day: date) -> str:
+def _staged_name(spec: SimulationSpec, db: str, day: date, dump: _Dump | None = None) -> str:
     """One file per day when several days are simulated, so every cycle stays verifiable."""
     ext = ".zst" if spec.compression == "zst" else ".sql.gz"
+    if dump is not None:
+        ext = (".dump" if dump.format == "custom" else ".sql") + (
+            ".zst" if spec.compression == "zst" else ".gz"
+        )
     return f"{db}_{day:%Y%m%d}{ext}" if spec.days > 1 else f"{db}{ext}"
 
 
@@ -242,12 +307,16 @@ def _simulate_database(
     end: datetime,
     fault: str | None,
     result: SimulationResult,
+    dump: _Dump | None = None,
 ) -> dict[str, Any] | None:
     if fault == "missing_database":
         return None
-    raw = dump_content(agent.agent_id, db, spec.size, _content_version(day, fault))
+    if dump is not None:
+        raw = dump.raw
+    else:
+        raw = dump_content(agent.agent_id, db, spec.size, _content_version(day, fault))
     packed = compress(raw, spec.compression, end.timestamp())
-    name = _staged_name(spec, db, day)
+    name = _staged_name(spec, db, day, dump)
     steps_ok = fault not in ("failed_backup", "failed_transfer")
     agent_hash = hashlib.sha256(packed).hexdigest()
     agent_size = len(packed)
@@ -378,3 +447,103 @@ def _write_jobs_file(path: Path, agents: list[_Agent]) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=200))
+
+
+# ---------------------------------------------------------------- real dumps
+
+
+@dataclass(frozen=True)
+class _Dump:
+    raw: bytes  # what the agent's pg_dump wrote (compressed afterwards like any dump)
+    format: str  # plain | custom
+
+
+MYSQL_DUMP = """-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
+--
+-- Host: localhost    Database: {db}
+-- ------------------------------------------------------
+-- Server version\t8.0.36
+
+/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
+/*!40101 SET NAMES utf8mb4 */;
+DROP TABLE IF EXISTS `customers`;
+CREATE TABLE `customers` (
+  `id` int NOT NULL,
+  `name` varchar(200) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+LOCK TABLES `customers` WRITE;
+INSERT INTO `customers` VALUES (1,'customer 1'),(2,'customer 2'),(3,'customer 3');
+UNLOCK TABLES;
+-- Dump completed on {day} 13:00:00
+"""
+
+
+class _RealDumps:
+    """pg_dump output for each simulated database cycle, built once per distinct content."""
+
+    def __init__(self, spec: SimulationSpec, server: SampleServer) -> None:
+        self.spec, self.server = spec, server
+        self.rng = random.Random(f"{spec.seed}/drills")  # apart: the scan's faults stay as they were
+        self.rows = max(20, spec.size // 60)
+        self._dumps: dict[tuple[Any, ...], bytes] = {}
+
+    def format_of(self, agent: _Agent, db: str) -> str:
+        if self.spec.dump_format != "mixed":
+            return self.spec.dump_format
+        return "custom" if agent.databases.index(db) % 2 else "plain"
+
+    def fault(self, agent: _Agent, db: str, result: SimulationResult) -> str | None:
+        if self.spec.drill_faults <= 0 or self.rng.random() >= self.spec.drill_faults:
+            return None
+        kinds = [k for k in DRILL_FAULTS if k != "damaged_toc" or self.format_of(agent, db) == "custom"]
+        if (agent.agent_id, db) not in result.restorable:
+            kinds = [k for k in kinds if k not in HISTORY_FAULTS]
+        return self.rng.choice(kinds)
+
+    def dump(self, agent: _Agent, db: str, day: date, fault: str | None, drill_fault: str | None) -> _Dump:
+        fmt = self.format_of(agent, db)
+        if drill_fault == "mysql_dump":
+            return _Dump(MYSQL_DUMP.format(db=db, day=day).encode(), "plain")
+        sample = SampleDatabase(db, rows=self.rows, version=_content_version(day, fault))
+        if drill_fault == "wrong_database":
+            sample = SampleDatabase(f"{db}_other", rows=self.rows, version=sample.version)
+        elif drill_fault == "empty_schema":
+            sample = SampleDatabase(db, empty=True)
+        elif drill_fault == "shrunk_database":
+            sample = SampleDatabase(db, rows=max(2, self.rows // 10), version=sample.version)
+        raw = self._dump(sample, fmt)
+        if drill_fault == "truncated_dump":
+            raw = raw[: len(raw) * 6 // 10]
+        elif drill_fault == "damaged_toc":
+            raw = damage_table_of_contents(raw)
+        return _Dump(raw, fmt)
+
+    def _dump(self, sample: SampleDatabase, fmt: str) -> bytes:
+        key = (sample, fmt)
+        if key not in self._dumps:
+            self._dumps[key] = self.server.dump(sample, fmt)
+        return self._dumps[key]
+
+    def expectation(
+        self, agent: _Agent, db: str, status: str, drill_fault: str | None, result: SimulationResult
+    ) -> dict[str, Any]:
+        """What a drill of this cycle finds, the cycles being drilled in order."""
+        if status not in ("SUCCESS", "HASH_MISMATCH"):
+            return {"drill_fault": None, "expected_drill": None}
+        expected = EXPECTED_DRILL[drill_fault]
+        if expected in ("RESTORED", "RESTORE_SHRANK"):
+            result.restorable.add((agent.agent_id, db))
+        return {
+            "drill_fault": drill_fault,
+            "expected_drill": expected,
+            "dump_format": self.format_of(agent, db),
+        }
+
+
+def damage_table_of_contents(archive: bytes) -> bytes:
+    """A custom archive whose table of contents is zeroed past its header: pg_restore cannot read it."""
+    start = archive.find(b"SCHEMA")
+    start = archive.find(b"TABLE") if start < 0 else start
+    start = max(start - 40, 64)
+    return archive[:start] + b"\x00" * 64 + archive[start + 64 :]

@@ -11,12 +11,13 @@ from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import EntryStatus
 from backup_pipeline.storage import alerts as stored_alerts
-from backup_pipeline.storage import entries, expected_backups, reports
+from backup_pipeline.storage import drills, entries, expected_backups, reports
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 if TYPE_CHECKING:
     from backup_pipeline.app.runner import PartitionRun
+    from backup_pipeline.drill.run import DrillResult
 
 STATUS_COLUMNS = [
     "agent_id",
@@ -40,7 +41,15 @@ BACKUP_COLUMNS = [
     "is_active",
     "current_status",
 ]
-ENTRY_COLUMNS = ["agent_id", "database_name", "cycle_expected_at", "status", "message", "superseded_at"]
+ENTRY_COLUMNS = [
+    "agent_id",
+    "database_name",
+    "cycle_expected_at",
+    "status",
+    "restore_drill",
+    "message",
+    "superseded_at",
+]
 _STATUSES = [status.value for status in reversed(EntryStatus)]
 
 
@@ -104,7 +113,18 @@ def entry_rows(
 ) -> list[dict[str, Any]]:
     with database.sessions() as session:
         pairs = entries.list_entries(session, entries.EntryFilter(agent, db, since))
-    return [_entry_row(entry, backup) for entry, backup in pairs]
+        drilled = drills.latest_drills_of_entries(session, [entry.id for entry, _ in pairs])
+    return [_entry_row(entry, backup) | _entry_drill(drilled.get(entry.id)) for entry, backup in pairs]
+
+
+def _entry_drill(drill: Any) -> dict[str, Any]:
+    """The entry's latest restore drill, if it was drilled."""
+    return {
+        "restore_drill": drill.outcome if drill else None,
+        "restore_drill_reason": (drill.comparison or drill.reason) if drill else None,
+        "restore_drill_at": iso(drill.finished_at) if drill else None,
+        "restore_drill_id": drill.id if drill else None,
+    }
 
 
 def _entry_row(entry: BackupEntryRow, backup: ExpectedBackupRow) -> dict[str, Any]:
@@ -212,3 +232,46 @@ def alert_rows(database: Database, limit: int) -> list[dict[str, Any]]:
         }
         for alert, backup in pairs
     ]
+
+
+DRILL_COLUMNS = [
+    "agent_id",
+    "database_name",
+    "cycle_expected_at",
+    "outcome",
+    "tables",
+    "rows",
+    "bytes",
+    "duration_seconds",
+    "reason",
+]
+
+
+def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:
+    """One row per drill asked for: what ran, or why nothing did (`note`)."""
+    rows = []
+    for r in results:
+        note = r.skipped
+        rows.append(
+            {
+                "agent_id": r.agent_id,
+                "database_name": r.database_name,
+                "cycle_expected_at": iso(r.cycle_expected_at),
+                "outcome": r.outcome,
+                "reason": r.comparison if r.shrank else r.reason,
+                "tables": r.tables,
+                "rows": r.rows,
+                "bytes": r.bytes,
+                "duration_seconds": round(r.duration_seconds, 3) if r.duration_seconds is not None else None,
+                "shrank": r.shrank,
+                "detected_kind": r.detected_kind,
+                "failing_statement": r.failing_statement,
+                "amcheck": r.amcheck,
+                "attempt": r.attempt,
+                "drill_id": r.drill_id,
+                "tool_versions": r.tool_versions,
+                "alerts": r.alerts,
+                "note": note,
+            }
+        )
+    return rows

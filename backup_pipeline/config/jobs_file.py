@@ -27,6 +27,7 @@ from pydantic import (
 from backup_pipeline.config.schedules import check_cron, cron_schedule, overlap
 from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
+from backup_pipeline.core.drills import DrillPolicy
 from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
 from backup_pipeline.core.schedules import Schedule
 
@@ -60,6 +61,15 @@ def _check_notify_url(value: str) -> str:
 NotifyUrl = Annotated[str, AfterValidator(_check_notify_url)]
 
 
+def on_off(value: Any) -> Any:
+    """A settings block written `off` or `on` (or false/true): only its `enabled` field."""
+    if value is False or (isinstance(value, str) and value.lower() == "off"):
+        return {"enabled": False}
+    if value is True or (isinstance(value, str) and value.lower() == "on"):
+        return {"enabled": True}
+    return value
+
+
 class SizeAnomalySpec(BaseModel):
     """Size-anomaly settings of a job or of the defaults; unset fields fall back (job → defaults →
     environment). `size_anomaly: off` disables the check."""
@@ -75,11 +85,7 @@ class SizeAnomalySpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
-        if value is False or (isinstance(value, str) and value.lower() == "off"):
-            return {"enabled": False}
-        if value is True or (isinstance(value, str) and value.lower() == "on"):
-            return {"enabled": True}
-        return value
+        return on_off(value)
 
     def over(self, base: SizeAnomalySpec | None) -> SizeAnomalySpec:
         """These settings, completed by `base`."""
@@ -230,6 +236,67 @@ class _AlertingFields(BaseModel):
         return _instant(value)
 
 
+# ---------------------------------------------------------------- restore drills (issue 11)
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def _byte_size(value: Any) -> Any:
+    """A size as a number of bytes or with a unit: 20GiB, 512 MB, 1.5TiB."""
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if not match:
+            raise ValueError("must be a number of bytes or a size such as 512MiB or 20GiB")
+        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+    return value
+
+
+class RestoreDrillSpec(BaseModel):
+    """`restore_drill:` of a job or of the defaults; unset fields fall back (job → defaults →
+    environment). `restore_drill: off` never drills the backup."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    every_days: int | None = Field(default=None, ge=1, le=366)
+    max_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
+    max_bytes: int | None = Field(default=None, ge=64 * 1024**2)
+    shrink_below: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return on_off(value)
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return _byte_size(value)
+
+    def over(self, base: RestoreDrillSpec | None) -> RestoreDrillSpec:
+        inherited = base.model_dump(exclude_none=True) if base else {}
+        return RestoreDrillSpec(**(inherited | self.model_dump(exclude_none=True)))
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON kept in expected_jobs.restore_drill: only what the file sets."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_stored(cls, value: dict[str, Any] | None) -> RestoreDrillSpec:
+        return cls.model_validate(value or {})
+
+    def policy(self, environment: DrillPolicy) -> DrillPolicy:
+        return DrillPolicy(
+            enabled=environment.enabled if self.enabled is None else self.enabled,
+            every_days=self.every_days or environment.every_days,
+            max_minutes=self.max_minutes or environment.max_minutes,
+            max_bytes=self.max_bytes or environment.max_bytes,
+            shrink_below=self.shrink_below or environment.shrink_below,
+        )
+
+
 # ---------------------------------------------------------------- expected backups
 
 
@@ -255,6 +322,7 @@ class BackupDefaults(_AlertingFields, _WindowFields):
 
     timezone: str = "UTC"
     content_change: ContentPolicy = ContentPolicy.CHANGED
+    restore_drill: RestoreDrillSpec | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -282,6 +350,7 @@ class BackupSpec(_AlertingFields, _WindowFields):
     staged_file_name: str | None = None
     content_change: ContentPolicy | None = None
     notify: list[NotifyUrl] = []  # Apprise URLs, in addition to BACKUP_PIPELINE_NOTIFY_URLS
+    restore_drill: RestoreDrillSpec | None = None
 
     @field_validator("agent_id")
     @classmethod
@@ -364,6 +433,7 @@ class DeclaredBackup(BaseModel):
     staged_file_name: str | None
     content_change: ContentPolicy
     alerting: BackupAlerting = BackupAlerting()
+    restore_drill: RestoreDrillSpec = RestoreDrillSpec()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -484,7 +554,7 @@ _LOADER = _Loader
 
 
 _cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
-CACHE_VERSION = 3  # bump when DeclaredBackup or the resolution rules change (3: schedules, early/grace)
+CACHE_VERSION = 4  # bump when DeclaredBackup or the resolution rules change (4: restore_drill)
 DISK_CACHE_MIN_BACKUPS = 1000
 
 
@@ -691,6 +761,7 @@ def _apply_defaults(spec: BackupSpec, defaults: BackupDefaults, default_window: 
         staged_file_name=spec.staged_file_name,
         content_change=spec.content_change or defaults.content_change,
         alerting=_alerting(spec, defaults),
+        restore_drill=(spec.restore_drill or RestoreDrillSpec()).over(defaults.restore_drill),
     )
 
 

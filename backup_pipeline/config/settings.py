@@ -95,6 +95,57 @@ class Settings(BaseSettings):
         validation_alias="BACKUP_PIPELINE_SIZE_ABOVE_RATIO",
     )
 
+    # ---- restore drills (issue 11)
+    # PostgreSQL binaries the scratch clusters use (initdb, postgres, psql, pg_restore); unset: the
+    # embedded PostgreSQL's.
+    drill_pg_bin: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_PG_BIN")
+    # Where scratch clusters live while a drill runs (unset: BACKUP_PIPELINE_HOME/drills).
+    drill_dir: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_DIR")
+    # The unprivileged OS user scratch clusters run as when the product runs as root (created as a
+    # system user when missing).
+    drill_user: str = Field(
+        default="backup-pipeline-drill",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        validation_alias="BACKUP_PIPELINE_DRILL_USER",
+    )
+    # The policy's defaults (the jobs file's `restore_drill:` overrides them per backup).
+    drill_every_days: int = Field(
+        default=7, ge=1, le=366, validation_alias="BACKUP_PIPELINE_DRILL_EVERY_DAYS"
+    )
+    drill_max_minutes: float = Field(
+        default=30, gt=0, le=24 * 60, validation_alias="BACKUP_PIPELINE_DRILL_MAX_MINUTES"
+    )
+    drill_max_bytes: int = Field(
+        default=16 * 1024**3, ge=64 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MAX_BYTES"
+    )
+    drill_shrink_below: float = Field(
+        default=0.5, gt=0, lt=1, validation_alias="BACKUP_PIPELINE_DRILL_SHRINK_BELOW"
+    )
+    # A restore statement running longer is cancelled (COPY of the data excepted): an endless loop.
+    drill_statement_timeout_seconds: int = Field(
+        default=600, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_STATEMENT_TIMEOUT_SECONDS"
+    )
+    # Address space of each process of a scratch cluster (server, backends, psql, pg_restore).
+    drill_memory_bytes: int = Field(
+        default=2 * 1024**3, ge=512 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MEMORY_BYTES"
+    )
+    # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
+    # drills are grouped into steps (staged bytes per step) and how many steps run at once.
+    drill_budget_minutes: float = Field(
+        default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
+    )
+    drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
+    drill_batch_bytes: int = Field(
+        default=2 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_BYTES"
+    )
+    drill_concurrency: int = Field(
+        default=1, ge=1, le=64, validation_alias="BACKUP_PIPELINE_DRILL_CONCURRENCY"
+    )
+
+    @property
+    def drill_root(self) -> Path:
+        return self.drill_dir or self.home / "drills"
+
     # ---- scaling out (issue 14): where the steps of scan runs execute, and the limits of a run.
     # `multiprocess`: in subprocesses of the run's own process; `celery`: on Celery workers
     # (`backup-pipeline worker`) reached through a broker, with the same settings everywhere.

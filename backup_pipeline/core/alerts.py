@@ -31,18 +31,24 @@ class AlertEvent(enum.StrEnum):
     MISSING = "MISSING"
     FAILED = "FAILED"
     TRANSFER_INTEGRITY_FAILED = "TRANSFER_INTEGRITY_FAILED"
+    RESTORE_FAILED = "RESTORE_FAILED"  # a restore drill: the dump does not restore
     SIZE_ANOMALY = "SIZE_ANOMALY"
+    RESTORE_SHRANK = "RESTORE_SHRANK"  # a restore drill: far less came back than last time
     HASH_MISMATCH = "HASH_MISMATCH"
     RECOVERED = "RECOVERED"
+    RESTORE_RECOVERED = "RESTORE_RECOVERED"  # a drill restores again after a notified failure
 
     @property
     def level(self) -> Level:
         if self in PROBLEM_EVENTS:
             return Level.FAILURE
         return {
+            AlertEvent.RESTORE_FAILED: Level.FAILURE,
             AlertEvent.SIZE_ANOMALY: Level.WARNING,
+            AlertEvent.RESTORE_SHRANK: Level.WARNING,
             AlertEvent.HASH_MISMATCH: Level.INFO,
             AlertEvent.RECOVERED: Level.SUCCESS,
+            AlertEvent.RESTORE_RECOVERED: Level.SUCCESS,
         }[self]
 
 
@@ -70,6 +76,14 @@ def cycle_events(
     if size_anomaly is not None and status in SUCCESS_STATUSES:
         events.append(AlertEvent.SIZE_ANOMALY)
     return events
+
+
+def drill_events(outcome: str, *, shrank: bool) -> list[AlertEvent]:
+    """The events a restore drill raises (its recovery aside): a failed restore is a problem, a
+    restore far smaller than the previous one a warning; a dump that is not PostgreSQL's is neither."""
+    if outcome == "RESTORE_FAILED":
+        return [AlertEvent.RESTORE_FAILED]
+    return [AlertEvent.RESTORE_SHRANK] if shrank and outcome == "RESTORED" else []
 
 
 def recovers(
@@ -251,9 +265,12 @@ class Notice:
 MAX_LINES = 50
 MAX_REASON = 500
 _NOUNS = {
+    AlertEvent.RESTORE_FAILED: ("failed restore drill", "failed restore drills"),
     AlertEvent.SIZE_ANOMALY: ("size anomaly", "size anomalies"),
+    AlertEvent.RESTORE_SHRANK: ("shrunk restore", "shrunk restores"),
     AlertEvent.HASH_MISMATCH: ("content change", "content changes"),
     AlertEvent.RECOVERED: ("recovered", "recovered"),
+    AlertEvent.RESTORE_RECOVERED: ("restore recovered", "restores recovered"),
 }
 
 

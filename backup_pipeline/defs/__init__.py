@@ -2,7 +2,8 @@
 
 `build_definitions(settings)` assembles the scan job (`scan_job`), the monitored databases as
 assets with their checks (`fleet`), the schedule and sensor that start scans (`automation`), and the
-daily digest's asset, job and schedule (`digest`), with the settings and the database as resources
+daily digest's asset, job and schedule (`digest`), the restore drills' job and schedule
+(`drill_job`, with the `restorable` checks of `restorable`), with the settings and the database as resources
 (`resources`). Nothing is read at import time: the code location's entry point
 (`backup_pipeline.definitions`) calls it with the settings of the environment, the CLI with its own.
 """
@@ -14,6 +15,7 @@ from dagster import BetaWarning, Definitions
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs.automation import build_deposit_sensor, build_scan_schedule
 from backup_pipeline.defs.digest import build_digest_asset, build_digest_job, build_digest_schedule
+from backup_pipeline.defs.drill_job import DRILL_JOB, build_drill_job, build_drill_schedule
 from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.partitions import daily_partitions
 from backup_pipeline.defs.resources import DatabaseResource, product_resources
@@ -24,7 +26,7 @@ from backup_pipeline.defs.step_outputs import StepOutputs
 # these definitions (every CLI scan) that nobody can act on.
 warnings.filterwarnings("ignore", message=".*`owners`.*", category=BetaWarning)
 
-__all__ = ["SCAN_JOB", "build_definitions"]
+__all__ = ["DRILL_JOB", "SCAN_JOB", "build_definitions"]
 
 
 def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> Definitions:
@@ -34,13 +36,15 @@ def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> D
     partitions = daily_partitions(settings)
     scan_job = build_scan_job(partitions, settings)
     digest_job = build_digest_job(partitions)
+    drill_job = build_drill_job(partitions, settings)
     return Definitions(
-        jobs=[scan_job, digest_job],
+        jobs=[scan_job, digest_job, drill_job],
         assets=[*fleet.specs(partitions), build_digest_asset(partitions)],
         asset_checks=fleet.checks(),
         schedules=[
             build_scan_schedule(scan_job, fleet.backups),
             build_digest_schedule(digest_job, fleet.backups),
+            build_drill_schedule(drill_job, settings),
         ],
         sensors=[build_deposit_sensor(scan_job, fleet.backups)],
         resources={

@@ -89,6 +89,8 @@ def build_digest_asset(partitions: PartitionsDefinition) -> AssetsDefinition:
                 "problems": MetadataValue.int(len(digest.problems)),
                 "size_anomalies": MetadataValue.int(len(digest.anomalies)),
                 "pending": MetadataValue.int(digest.total.pending),
+                "restore_drills": MetadataValue.int(digest.drills.drills),
+                "restore_drills_failed": MetadataValue.int(digest.drills.restore_failed),
             }
         )
 

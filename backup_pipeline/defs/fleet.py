@@ -37,8 +37,9 @@ from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.core.domain import SUCCESS_STATUSES, integrity_passes
 from backup_pipeline.core.names import agent_asset_path, backup_asset_path, dagster_name
 from backup_pipeline.defs.resources import DatabaseResource
+from backup_pipeline.defs.restorable import RESTORABLE_CHECK, on_demand_result, restorable_spec, stored_drill
 from backup_pipeline.scan.outcomes import AgentDay, EntryOutcome
-from backup_pipeline.storage import entries
+from backup_pipeline.storage import drills, entries
 from backup_pipeline.storage.orm import BackupEntryRow
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class FleetAssets:
         return [reports, *specs(self.backups, partitions)]
 
     def checks(self) -> list[AssetsDefinition]:
-        """On-demand integrity and size checks, grouped in a few multi-asset checks (validation of
+        """On-demand integrity, size and restorable checks, grouped in a few multi-asset checks (validation of
         one holding thousands of specs is slow)."""
         if self.per_database:
             per_agent: dict[str, list[AssetKey]] = defaultdict(list)
@@ -123,6 +124,9 @@ class FleetAssets:
                 for n, c in enumerate(chunks)
             ]
         return [_check_definition(name, keys, self) for name, keys in groups]
+
+    def knows(self, key: AssetKey) -> bool:
+        return key in self._owners
 
     def owner(self, key: AssetKey) -> tuple[str, list[DeclaredBackup]]:
         """The agent and the expected backups an asset stands for."""
@@ -194,6 +198,7 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
         )
         for key in keys
     ]
+    specs += [restorable_spec(key) for key in keys]
 
     @multi_asset_check(specs=specs, name=name, can_subset=True)
     def _check(context: AssetCheckExecutionContext, database: DatabaseResource) -> Iterator[AssetCheckResult]:
@@ -202,8 +207,16 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
             for check_key in context.selected_asset_check_keys:
                 agent, backups = fleet.owner(check_key.asset_key)
                 wanted = {(b.database_name, b.name) for b in backups}
+                if check_key.name == RESTORABLE_CHECK:
+                    drilled = [
+                        stored_drill(drill, backup.database_name)
+                        for drill, backup in drills.latest_drills_of_agent(session, agent)
+                        if (backup.database_name, backup.name) in wanted
+                    ]
+                    yield on_demand_result(check_key.asset_key, drilled, per_database=fleet.per_database)
+                    continue
                 latest = [
-                    entry
+                    (entry, backup.database_name)
                     for entry, backup in entries.latest_entries_of_agent(session, agent)
                     if (backup.database_name, backup.name) in wanted
                 ]
@@ -215,29 +228,30 @@ def _check_definition(name: str, keys: list[AssetKey], fleet: FleetAssets) -> As
     return _check
 
 
-def _integrity_result(key: AssetKey, latest: list[BackupEntryRow]) -> AssetCheckResult:
-    failing = [e for e in latest if e.status not in SUCCESS_STATUSES]
+def _integrity_result(key: AssetKey, latest: list[tuple[BackupEntryRow, str]]) -> AssetCheckResult:
+    """`latest`: each backup's latest entry with its database's name (the entry row has none)."""
+    failing = [(e, name) for e, name in latest if e.status not in SUCCESS_STATUSES]
     return AssetCheckResult(
         asset_key=key,
         check_name=INTEGRITY_CHECK,
-        passed=integrity_passes(e.status for e in latest),
+        passed=integrity_passes(e.status for e, _ in latest),
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "evaluated": len(latest),
-            "problems": "\n".join(f"{e.database_name}: {e.status}: {e.message}" for e in failing)
+            "problems": "\n".join(f"{name}: {e.status}: {e.message}" for e, name in failing)
             or ("none" if latest else NOT_EVALUATED),
         },
     )
 
 
-def _size_result(key: AssetKey, latest: list[BackupEntryRow]) -> AssetCheckResult:
-    anomalous = [e for e in latest if e.size_anomaly]
+def _size_result(key: AssetKey, latest: list[tuple[BackupEntryRow, str]]) -> AssetCheckResult:
+    anomalous = [(e, name) for e, name in latest if e.size_anomaly]
     return AssetCheckResult(
         asset_key=key,
         check_name=SIZE_CHECK,
         passed=not anomalous,
         severity=AssetCheckSeverity.WARN,
-        metadata={"anomalies": "\n".join(f"{e.database_name}: {e.message}" for e in anomalous) or "none"},
+        metadata={"anomalies": "\n".join(f"{name}: {e.message}" for e, name in anomalous) or "none"},
     )
 
 

@@ -20,6 +20,7 @@ from backup_pipeline.core.cycles import day_bounds
 from backup_pipeline.core.domain import PROBLEM_STATUSES, EntryStatus
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.digest import digest_rows
+from backup_pipeline.storage.drills import drills_finished_between
 
 if TYPE_CHECKING:  # pandas is imported when a digest is built: every process loading the
     import pandas as pd  # definitions (CLI scans included) would pay for it otherwise
@@ -63,6 +64,24 @@ class Anomaly(BaseModel):
     ratio: float | None
 
 
+class DrillTally(BaseModel):
+    """The restore drills that ran on the day (as of an instant of that day)."""
+
+    drills: int = 0
+    restored: int = 0
+    restore_failed: int = 0
+    not_drillable: int = 0
+    shrank: int = 0
+
+
+class DrillProblem(BaseModel):
+    agent_id: str
+    database_name: str
+    cycle_expected_at: datetime
+    outcome: str  # RESTORE_FAILED, or RESTORE_SHRANK for a restore that shrank
+    reason: str
+
+
 class FleetDigest(BaseModel):
     day: date
     generated_at: datetime
@@ -70,15 +89,20 @@ class FleetDigest(BaseModel):
     total: AgentHealth
     problems: list[Problem]
     anomalies: list[Anomaly]
+    drills: DrillTally = DrillTally()
+    drill_problems: list[DrillProblem] = []
 
     @property
     def headline(self) -> str:
         t = self.total
-        return (
+        line = (
             f"Fleet health on {self.day}: {len(self.agents)} agent(s), {t.jobs} job(s), "
             f"{t.evaluated} evaluated, {len(self.problems)} problem(s), "
             f"{len(self.anomalies)} size anomaly(ies), {t.pending} pending"
         )
+        if self.drills.drills:
+            line += f"; {self.drills.drills} restore drill(s), {self.drills.restore_failed} failed"
+        return line
 
 
 # ---------------------------------------------------------------- building
@@ -88,7 +112,36 @@ def build_digest(database: Database, day: date) -> FleetDigest:
     start, end = day_bounds(day)
     with database.sessions() as session:
         rows = digest_rows(session, start, end)
-    return summarise(day, rows.backups, expected_cycles(rows.backups, day), rows.entries, rows.last_successes)
+        drilled = [
+            (drill, backup.agent_id_responsible, backup.database_name)
+            for drill, backup in drills_finished_between(session, start, end)
+        ]
+    digest = summarise(
+        day, rows.backups, expected_cycles(rows.backups, day), rows.entries, rows.last_successes
+    )
+    digest.drills, digest.drill_problems = tally_drills(drilled)
+    return digest
+
+
+def tally_drills(drilled: list[tuple[Any, str, str]]) -> tuple[DrillTally, list[DrillProblem]]:
+    """The day's drills counted by outcome, and the ones that failed or shrank."""
+    tally = DrillTally(drills=len(drilled))
+    problems = []
+    for drill, agent, database in drilled:
+        outcome = drill.outcome.lower()
+        setattr(tally, outcome, getattr(tally, outcome) + 1)
+        tally.shrank += bool(drill.shrank)
+        if drill.outcome == "RESTORE_FAILED" or drill.shrank:
+            problems.append(
+                DrillProblem(
+                    agent_id=agent,
+                    database_name=database,
+                    cycle_expected_at=drill.cycle_expected_at,
+                    outcome="RESTORE_SHRANK" if drill.outcome != "RESTORE_FAILED" else drill.outcome,
+                    reason=(drill.reason if drill.outcome == "RESTORE_FAILED" else drill.comparison) or "",
+                )
+            )
+    return tally, sorted(problems, key=lambda p: (p.agent_id, p.database_name, p.cycle_expected_at))
 
 
 def expected_cycles(backups: list[Any], day: date) -> list[tuple[int, datetime]]:

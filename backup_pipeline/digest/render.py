@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup_pipeline.core.alerts import escape_markdown
-from backup_pipeline.digest.build import AgentHealth, Anomaly, FleetDigest, Problem
+from backup_pipeline.digest.build import AgentHealth, Anomaly, DrillProblem, FleetDigest, Problem
 
 AGENT_COLUMNS = list(AgentHealth.model_fields)
 
@@ -36,6 +36,19 @@ def anomaly_rows(digest: FleetDigest) -> list[dict[str, str]]:
     return [{k: _cell(v) for k, v in a} for a in digest.anomalies]
 
 
+def drill_rows(digest: FleetDigest) -> list[dict[str, str]]:
+    """The day's restore drills that failed or shrank."""
+    return [{k: _cell(v) for k, v in p} for p in digest.drill_problems]
+
+
+def drill_counts(digest: FleetDigest) -> str:
+    d = digest.drills
+    return (
+        f"{d.drills} restore drill(s): {d.restored} restored ({d.shrank} shrank), "
+        f"{d.restore_failed} failed, {d.not_drillable} not drillable"
+    )
+
+
 def to_csv(digest: FleetDigest) -> str:
     """One row per agent and a TOTAL row (the problems and anomalies are in the JSON and markdown)."""
     out = io.StringIO()
@@ -55,6 +68,10 @@ def to_markdown(digest: FleetDigest) -> str:
         parts += ["", "**Problems**", "", _md_table(problem_rows(digest), list(Problem.model_fields))]
     if digest.anomalies:
         parts += ["", "**Size anomalies**", "", _md_table(anomaly_rows(digest), list(Anomaly.model_fields))]
+    if digest.drills.drills:
+        parts += ["", f"**Restore drills**: {drill_counts(digest)}"]
+    if digest.drill_problems:
+        parts += ["", _md_table(drill_rows(digest), list(DrillProblem.model_fields))]
     return "\n".join(parts)
 
 

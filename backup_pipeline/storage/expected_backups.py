@@ -166,6 +166,7 @@ def _config_values(backup: DeclaredBackup) -> dict[str, Any]:
         "staged_file_name": backup.staged_file_name,
         "content_change": backup.content_change.value,
         "alerting": backup.alerting.stored(),
+        "restore_drill": backup.restore_drill.stored(),
     }
 
 
@@ -179,6 +180,7 @@ _CONFIG_FIELDS = (
     "staged_file_name",
     "content_change",
     "alerting",
+    "restore_drill",
 )
 
 

@@ -86,6 +86,10 @@ class ExpectedBackupRow(Base):
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     # Notification targets, silences and size-anomaly overrides (jobs_file.BackupAlerting.stored()).
     alerting: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # Restore drill policy overrides (jobs_file.RestoreDrillSpec.stored()): what the file sets.
+    restore_drill: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb")
+    )
 
     # Read by jobs_file.to_expected_backup, which expects the jobs-file spelling.
     @property
@@ -343,3 +347,46 @@ class StagedFileMeasurementRow(Base):
     # The fingerprint algorithms asked for besides the current one (space-separated): reused only by
     # an evaluation that would ask for the same.
     also: Mapped[str] = mapped_column(Text)
+
+
+class RestoreDrillRow(Base):
+    """One restore drill of one entry: its dump restored into a throw-away cluster and checked. One
+    per entry, unless someone asks for a re-drill (the next `attempt`)."""
+
+    __tablename__ = "restore_drills"
+    __table_args__ = (
+        UniqueConstraint("entry_id", "attempt", name="uq_drill_attempt"),
+        Index("ix_drill_job_as_of", "job_id", "as_of"),
+        Index("ix_drill_finished", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("expected_jobs.id"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("backup_entries.id"))
+    cycle_expected_at: Mapped[datetime] = mapped_column(TZ)
+    attempt: Mapped[int] = mapped_column(SmallInteger, default=1)
+    as_of: Mapped[datetime] = mapped_column(TZ)  # the instant the drill ran as of (the due policy's clock)
+    started_at: Mapped[datetime] = mapped_column(TZ)
+    finished_at: Mapped[datetime] = mapped_column(TZ)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))  # core.drills.DrillOutcome
+    reason: Mapped[str | None] = mapped_column(Text)
+    failing_statement: Mapped[str | None] = mapped_column(Text)
+    detected_kind: Mapped[str | None] = mapped_column(Text)
+    dump_format: Mapped[str | None] = mapped_column(String(16))
+    compression: Mapped[str | None] = mapped_column(String(16))
+    staged_file_name: Mapped[str | None] = mapped_column(String(255))
+    staged_sha256: Mapped[str | None] = mapped_column(String(64))
+    staged_size: Mapped[int | None] = mapped_column(BigInteger)
+    tables: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(BigInteger)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)  # the restored database's size
+    table_figures: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    amcheck: Mapped[str | None] = mapped_column(Text)
+    left_out: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)  # statements not restored, by kind
+    shrank: Mapped[bool] = mapped_column(Boolean, default=False)
+    comparison: Mapped[str | None] = mapped_column(Text)
+    previous_drill_id: Mapped[int | None] = mapped_column(BigInteger)
+    tool_versions: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

@@ -444,7 +444,7 @@ def test_definitions_declare_one_partitioned_asset_and_check_per_expected_backup
     assert OTHER in (node.description or "")
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     databases = keys - {"backup_reports", "fleet_digest"}
-    assert checks == {(k, name) for k in databases for name in ("integrity", "size")}  # size: issue 4
+    assert checks == {(k, name) for k in databases for name in ("integrity", "size", "restorable")}
     assert loaded.resolve_job_def(SCAN_JOB).partitions_def is not None
     assert loaded.resolve_sensor_def(DEPOSIT_SENSOR)
     assert loaded.resolve_schedule_def(SCAN_SCHEDULE)
@@ -462,7 +462,7 @@ def test_definitions_of_a_large_fleet_declare_one_asset_and_check_per_agent(tmp_
     assert "3 expected backup(s)" in (node.description or "")
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     agents = {f"backups/{AGENT}", f"backups/{OTHER}"}
-    assert checks == {(k, name) for k in agents for name in ("integrity", "size")}
+    assert checks == {(k, name) for k in agents for name in ("integrity", "size", "restorable")}
 
 
 def test_definitions_load_nothing_at_import_and_follow_the_settings_given(tmp_path: Path) -> None:

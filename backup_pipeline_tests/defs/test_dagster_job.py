@@ -66,7 +66,7 @@ def test_definitions_for_a_simulated_fleet_are_loadable(workspace: Workspace) ->
     Definitions.validate_loadable(defs)
     assert defs.resolve_job_def(SCAN_JOB).name == SCAN_JOB
     assert len(defs.resolve_asset_graph().get_all_asset_keys()) == 3 * 2 + 2  # + reports and digest
-    assert len(defs.resolve_asset_graph().asset_check_keys) == 3 * 2 * 2
+    assert len(defs.resolve_asset_graph().asset_check_keys) == 3 * 2 * 3  # integrity, size, restorable
 
 
 def test_the_scan_job_of_a_large_fleet_reports_one_asset_per_agent(

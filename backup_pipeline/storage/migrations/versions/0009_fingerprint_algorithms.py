@@ -9,7 +9,7 @@ re-measured here (the dumps are overwritten every cycle): the first cycle a scan
 this revision is fingerprinted in both algorithms, and the comparison chain carries on in BLAKE3.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 from collections.abc import Sequence
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

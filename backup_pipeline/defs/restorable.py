@@ -1,0 +1,139 @@
+"""Restore drills as Dagster shows them: the `restorable` asset check of each monitored database (or
+agent, in large fleets), with the drill's figures as metadata.
+
+Passed when the latest drill restored; a warning when the restore shrank since the previous drill
+or the dump is not PostgreSQL's (not drillable: never shown as a failure); an error when it does
+not restore. The drill job reports an evaluation per drill; the check can also be run on demand
+from the UI, which re-publishes the latest recorded drills.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+)
+
+from backup_pipeline.core.alerts import escape_markdown
+from backup_pipeline.core.drills import DrillOutcome
+
+RESTORABLE_CHECK = "restorable"
+NOT_DRILLED = "no restore drill yet"
+
+
+def restorable_spec(key: AssetKey) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        name=RESTORABLE_CHECK,
+        asset=key,
+        description=(
+            "Passes when the latest restore drill restored the backup into a scratch PostgreSQL; warns "
+            "when it shrank since the previous drill or is not a PostgreSQL dump; fails when it does "
+            "not restore."
+        ),
+    )
+
+
+def verdict(drills: Iterable[Mapping[str, Any]]) -> tuple[bool, AssetCheckSeverity]:
+    """Over one or several backups' latest drills: the worst one decides."""
+    outcomes = [(d["outcome"], bool(d.get("shrank"))) for d in drills]
+    if not outcomes:
+        return False, AssetCheckSeverity.WARN
+    if any(outcome == DrillOutcome.RESTORE_FAILED for outcome, _ in outcomes):
+        return False, AssetCheckSeverity.ERROR
+    if all(outcome == DrillOutcome.RESTORED and not shrank for outcome, shrank in outcomes):
+        return True, AssetCheckSeverity.WARN
+    return False, AssetCheckSeverity.WARN
+
+
+def drill_metadata(d: Mapping[str, Any]) -> dict[str, Any]:
+    """One drill's figures (agents' and dumps' texts are plain text metadata, never markdown)."""
+    cycle = d["cycle_expected_at"]
+    metadata: dict[str, Any] = {
+        "outcome": d["outcome"],
+        "cycle_expected_at": cycle.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tables": _int(d.get("tables")),
+        "rows": _int(d.get("rows")),
+        "restored_bytes": _int(d.get("bytes")),
+        "duration_seconds": MetadataValue.float(float(d.get("duration_seconds") or 0.0)),
+        "detected": d.get("detected_kind") or "",
+        "amcheck": d.get("amcheck") or "",
+        "tool_versions": MetadataValue.json(dict(d.get("tool_versions") or {})),
+    }
+    if d.get("reason"):
+        metadata["reason"] = d["reason"]
+    if d.get("shrank"):
+        metadata["shrank"] = d.get("comparison") or "shrank"
+    if d.get("drill_id") or d.get("id"):
+        metadata["drill_id"] = MetadataValue.int(int(d.get("drill_id") or d.get("id")))
+    return metadata
+
+
+def database_evaluation(key: AssetKey, d: Mapping[str, Any]) -> AssetCheckEvaluation:
+    return _evaluation(key, [d], drill_metadata(d), d["cycle_expected_at"].date().isoformat())
+
+
+def _evaluation(
+    key: AssetKey, drills: list[Mapping[str, Any]], metadata: dict[str, Any], partition: str
+) -> AssetCheckEvaluation:
+    passed, severity = verdict(drills)
+    return AssetCheckEvaluation(
+        asset_key=key,
+        check_name=RESTORABLE_CHECK,
+        passed=passed,
+        severity=severity,
+        metadata=metadata,
+        partition=partition,
+    )
+
+
+def agent_summary(drills: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """An agent's backups' latest drills in one metadata set (large fleets: one asset per agent)."""
+    lines = [
+        f"- {escape_markdown(d['database_name'])}: {d['outcome']}"
+        + (
+            f" ({escape_markdown(d.get('comparison') or d.get('reason') or '')})"
+            if d["outcome"] != "RESTORED" or d.get("shrank")
+            else ""
+        )
+        for d in drills
+    ]
+    return {
+        "drilled": MetadataValue.int(len(drills)),
+        "restored": MetadataValue.int(sum(d["outcome"] == DrillOutcome.RESTORED for d in drills)),
+        "drills": MetadataValue.md("\n".join(lines) or NOT_DRILLED),
+    }
+
+
+def agent_evaluation(key: AssetKey, drills: list[Mapping[str, Any]], partition: str) -> AssetCheckEvaluation:
+    return _evaluation(key, drills, agent_summary(drills), partition)
+
+
+def on_demand_result(
+    key: AssetKey, drills: list[Mapping[str, Any]], *, per_database: bool
+) -> AssetCheckResult:
+    passed, severity = verdict(drills)
+    if not drills:
+        metadata: dict[str, Any] = {"note": NOT_DRILLED}
+    elif per_database and len(drills) == 1:
+        metadata = drill_metadata(drills[0])
+    else:
+        metadata = agent_summary(drills)
+    return AssetCheckResult(
+        asset_key=key, check_name=RESTORABLE_CHECK, passed=passed, severity=severity, metadata=metadata
+    )
+
+
+def stored_drill(drill: Any, database_name: str) -> dict[str, Any]:
+    """A recorded drill (storage row) as the mapping the functions above read."""
+    fields = ("id", "outcome", "cycle_expected_at", "tables", "rows", "bytes", "duration_seconds", "reason")
+    fields += ("detected_kind", "amcheck", "tool_versions", "shrank", "comparison")
+    return {name: getattr(drill, name) for name in fields} | {"database_name": database_name}
+
+
+def _int(value: int | None) -> MetadataValue:
+    return MetadataValue.int(value) if value is not None else MetadataValue.null()
