@@ -1,5 +1,6 @@
-"""The executor comes from the settings, the same in every process that builds the definitions;
-the workers' Celery application agrees with the orchestrator's; step outputs live in PostgreSQL.
+"""The executor comes from the settings, the same in every process that builds the definitions, for
+the scan job and the drill job alike; the workers' Celery application agrees with the orchestrator's;
+step outputs live in PostgreSQL; one agent's many large dumps are drilled in as many steps.
 
 The distributed behaviour itself (two worker hosts, a killed worker, a stopped broker) is proven in
 `e2e/test_celery_workers.py`."""
@@ -11,14 +12,15 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from dagster import Failure, build_input_context, build_output_context
+from dagster import DynamicOutput, Failure, build_input_context, build_op_context, build_output_context
 from dagster._core.snap import JobSnap
 from dagster._core.types.dagster_type import resolve_dagster_type
 from dagster._serdes import serialize_value
 from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
-from backup_pipeline.defs import SCAN_JOB, build_definitions
+from backup_pipeline.defs import DRILL_JOB, SCAN_JOB, build_definitions
+from backup_pipeline.defs.drill_job import DrillConfig, DrillStep, plan_drills_op
 from backup_pipeline.defs.executors import MAX_RUNTIME_TAG, celery_app_args
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.defs.step_outputs import StepOutputs
@@ -45,6 +47,67 @@ def test_the_scan_job_runs_on_the_executor_the_settings_name(workspace: Workspac
     assert job.tags[MAX_RUNTIME_TAG] == "900"
     # What Dagster stores of the job (its snapshot, shown in the UI) holds no broker password.
     assert "broker-password" not in serialize_value(JobSnap.from_job_def(job))
+
+
+def test_the_drill_job_runs_on_the_same_executor_with_room_for_its_budget(workspace: Workspace) -> None:
+    default = build_definitions(Settings(drill_concurrency=3)).resolve_job_def(DRILL_JOB)
+    assert default.executor_def.name == "multiprocess"
+    assert default.tags[MAX_RUNTIME_TAG] == str(6 * 3600)  # 2 h of budget fit in the settings' limit
+
+    job = build_definitions(celery_settings(drill_budget_minutes=480)).resolve_job_def(DRILL_JOB)
+    assert job.executor_def.name == "celery"
+    assert job.tags[MAX_RUNTIME_TAG] == str((480 + 30) * 60 + 900)  # the budget, a last drill, a margin
+    assert job.tags["backup_pipeline/drill"] == "exclusive"
+    assert "broker-password" not in serialize_value(JobSnap.from_job_def(job))
+
+
+GIB = 1 << 30
+DUMPS = {"erp": 3 * GIB, "crm": 3 * GIB, "dwh": 3 * GIB, "wiki": GIB // 2, "mail": GIB // 2, "hr": GIB // 4}
+
+
+def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspace: Workspace) -> None:
+    """Due drills and drills a person chose alike: one step per 2 GiB of staged files, whoever's."""
+    workspace.write_jobs(
+        [
+            {
+                "agent_id": "ACME_LYON_DATACENTER",
+                "database_name": name,
+                "expected_hour_utc": 2,
+                "expected_minute_utc": 0,
+            }
+            for name in DUMPS
+        ]
+    )
+    workspace.cli("backups", "sync", "--at", "2025-11-20T00:00:00Z")
+    engine = sa.create_engine(workspace.database_url)
+    try:
+        with engine.begin() as conn:
+            jobs = dict(conn.execute(sa.text("SELECT database_name, id FROM expected_jobs")).all())
+            for name, size in DUMPS.items():
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO backup_entries (job_id, cycle_expected_at, status, message, evaluated_at, "
+                        "staged_file_name, server_calculated_staged_hash, server_calculated_staged_size) "
+                        "VALUES (:job, '2025-11-20T02:00Z', 'SUCCESS', 'ok', now(), :file, :hash, :size)"
+                    ),
+                    {"job": jobs[name], "file": f"{name}.dump", "hash": "ab" * 32, "size": size},
+                )
+            entries = dict(conn.execute(sa.text("SELECT job_id, id FROM backup_entries")).all())
+    finally:
+        engine.dispose()
+    settings = Settings(drill_batch_bytes=2 * GIB, drill_budget_minutes=24 * 60)
+    resources = {"settings": settings, "database": DatabaseResource(settings=settings)}
+
+    def steps(**config: object) -> list[DrillStep]:
+        with build_op_context(resources=resources, partition_key="2025-11-20") as context:
+            outputs = plan_drills_op(context, DrillConfig(as_of="2025-11-20T12:00:00Z", **config))
+            return [o.value for o in outputs if isinstance(o, DynamicOutput)]
+
+    due = steps()
+    assert sorted(s.staged_bytes for s in due) == sorted([3 * GIB] * 3 + [GIB + GIB // 4])
+    assert sorted(i for s in due for i in s.entry_ids) == sorted(entries.values())
+    chosen = steps(entry_ids=[entries[job] for job in sorted(entries)], redrill=True)
+    assert [len(s.entry_ids) for s in chosen] == [1, 1, 1, 3] and all(s.redrill for s in chosen)
 
 
 def test_workers_and_orchestrator_share_broker_backend_and_queue() -> None:

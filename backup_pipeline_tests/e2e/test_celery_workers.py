@@ -1,17 +1,23 @@
-"""Scans on Celery workers of two hosts, through a real broker, the daemon and the shipped dagster.yaml.
+"""Scans and restore drills on Celery workers of two hosts, through a real broker, the daemon and the
+shipped dagster.yaml.
 
 One module-wide cluster: Redis (Debian's `redis-server`, with a password) on a free loopback port,
 the Dagster webserver and daemon with `BACKUP_PIPELINE_EXECUTOR=celery`, and two `backup-pipeline
 worker` processes, each in its own UTS namespace with its own hostname (node1, node2), its own
-working directory, jobs file copy, product home and DAGSTER_HOME, and its own mount namespace in
-which the orchestrator's DAGSTER_HOME is an empty tmpfs: all a worker shares with the rest is
-PostgreSQL and the deposit area, so a step that needed a file from the orchestrator's disk fails.
+working directory, jobs file copy, product home, drill folder and DAGSTER_HOME, and its own mount
+namespace in which the orchestrator's DAGSTER_HOME is an empty tmpfs: all a worker shares with the
+rest is PostgreSQL and the deposit area, so a step that needed a file from the orchestrator's disk
+fails.
 
 The fleet is the robustness tests' stage (3 agents, 7 expected backups, two days: successes, failed
 steps, a tampered dump, a broken report, a late report). Every scenario runs the same two automatic
 runs (day 1, then day 2, as of the same instant) as a control made with the multiprocess executor
 (`dagster job execute`), and must end in its exact state. Staged files are measured one per step
-(`BACKUP_PIPELINE_MEASURE_BATCH_BYTES=1`) so that measurement fans out too.
+(`BACKUP_PIPELINE_MEASURE_BATCH_BYTES=1`) so that measurement fans out too; drills likewise one per
+step (`BACKUP_PIPELINE_DRILL_BATCH_BYTES=1`), of the fleet's good entries and of one more agent's
+real pg_dump output, against an in-process `backup-pipeline drill --due` of the same entries.
+
+The tests run in file order on one cluster: the last two kill a worker and then the broker.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +52,18 @@ from backup_pipeline_tests.support.dagster_servers import (
     stop_automation,
     wait_ready,
 )
-from backup_pipeline_tests.support.fleet import AT, D1, D2, EXPECTED, Stage, prepared_stage, statuses
+from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
+from backup_pipeline_tests.support.drill_fixtures import SampleDumps, leftovers
+from backup_pipeline_tests.support.fleet import (
+    AT,
+    D1,
+    D2,
+    EXPECTED,
+    SYNC_AT,
+    Stage,
+    prepared_stage,
+    statuses,
+)
 from backup_pipeline_tests.support.scan_harness import (
     ScanEnv,
     cli_command,
@@ -53,6 +71,8 @@ from backup_pipeline_tests.support.scan_harness import (
     database_name,
     drop_database,
     finish,
+    ok,
+    run_cli,
     snapshot,
 )
 
@@ -79,16 +99,19 @@ def _paused(*args, **kwargs):
         _time.sleep(1)
 _measure.measure_batch = _paused
 """
-LAUNCH = """mutation Launch($config: RunConfigData, $tags: [ExecutionTag!]) {
+LAUNCH = """mutation Launch($job: String!, $config: RunConfigData, $tags: [ExecutionTag!]) {
   launchRun(executionParams: {
     selector: {repositoryLocationName: "backup_pipeline", repositoryName: "__repository__",
-               jobName: "backup_scan"},
+               jobName: $job},
     runConfigData: $config, executionMetadata: {tags: $tags}}) {
     __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
     ... on RunConfigValidationInvalid { errors { message } } } }"""
 
 
 SCAN_CONFIG = {"ops": {"ingest_reports": {"config": {"as_of": AT, "automatic": True}}}}
+DRILL_CONFIG = {"ops": {"plan_drills": {"config": {"as_of": AT}}}}
+DRILL_SITE = "ACME_DOUALA_PORT"
+GOOD = {"SUCCESS", "HASH_MISMATCH"}  # the entries drills restore
 TEST_SECONDS = 420  # each test's hard limit
 
 
@@ -147,6 +170,7 @@ class Worker:
     host: str
     folder: Path
     process: subprocess.Popen[bytes]
+    drills: Path  # its drill folder: local to the host (under /tmp, where the drill user reaches it)
 
     @property
     def log(self) -> Path:
@@ -177,12 +201,15 @@ class Cluster:
 
     def launch(self, day: str, **tags: str) -> str:
         tags = {"dagster/partition": day, "backup_pipeline/automatic": "true"} | tags
+        return self.launch_job("backup_scan", SCAN_CONFIG, tags)
+
+    def launch_job(self, job: str, config: dict[str, Any], tags: dict[str, str]) -> str:
         launched = self.servers.graphql(
-            LAUNCH, config=SCAN_CONFIG, tags=[{"key": k, "value": v} for k, v in tags.items()]
+            LAUNCH, job=job, config=config, tags=[{"key": k, "value": v} for k, v in tags.items()]
         )["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
-        assert self.run(run_id).run_config == SCAN_CONFIG, self.run(run_id).run_config
+        assert self.run(run_id).run_config == config, self.run(run_id).run_config
         return run_id
 
     def run(self, run_id: str) -> Any:
@@ -243,8 +270,11 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def start_worker(host: str, folder: Path, env: dict[str, str], masked: Path, jobs_file: Path) -> Worker:
-    """`backup-pipeline worker` on its own "host": UTS and mount namespaces, folder, home, DAGSTER_HOME."""
+def start_worker(
+    host: str, folder: Path, env: dict[str, str], masked: Path, jobs_file: Path, drills: Path
+) -> Worker:
+    """`backup-pipeline worker` on its own "host": UTS and mount namespaces, folder, home, drill
+    folder, DAGSTER_HOME."""
     if os.geteuid() != 0:
         pytest.fail("the worker hosts need `unshare --uts --mount`: run as root (CI does)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -252,6 +282,7 @@ def start_worker(host: str, folder: Path, env: dict[str, str], masked: Path, job
     own = env | {
         "BACKUP_PIPELINE_JOBS_FILE": str(folder / "jobs.yaml"),
         "BACKUP_PIPELINE_HOME": str(folder / "home"),
+        "BACKUP_PIPELINE_DRILL_DIR": str(drills),
         "DAGSTER_HOME": str(dagster_home(folder / "dagster_home")),
         "MASKED": str(masked),
         "WORKDIR": str(folder),
@@ -263,7 +294,7 @@ def start_worker(host: str, folder: Path, env: dict[str, str], masked: Path, job
         own,
         folder,
     )
-    worker = Worker(host, folder, process)
+    worker = Worker(host, folder, process, drills)
     wait_for(
         f"worker {host}",
         lambda: (
@@ -386,12 +417,17 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     dagster_db = create_database(pg_server, template="template0")
     servers: Servers | None = None
     instance: DagsterInstance | None = None
+    drill_dirs: list[Path] = []
     with prepared_stage(pg_server, base / "stage") as stage:
         live: ScanEnv | None = None
         try:
             redis, port = start_redis(base)
             processes.append(redis)
-            shared = {"BACKUP_PIPELINE_MEASURE_BATCH_BYTES": "1", DAGSTER_URL_ENV: dagster_db}
+            shared = {
+                "BACKUP_PIPELINE_MEASURE_BATCH_BYTES": "1",
+                "BACKUP_PIPELINE_DRILL_BATCH_BYTES": "1",
+                DAGSTER_URL_ENV: dagster_db,
+            }
             control = run_control(stage, base / "control", shared)
             live = stage.restore()
             settings = (
@@ -412,11 +448,15 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             # Only the runs the tests launch: the sensor and the schedule are off before the daemon starts.
             stop_automation(servers, "sensor", "deposit_sensor")
             stop_automation(servers, "schedule", "scan_every_15_minutes")
+            stop_automation(servers, "schedule", "daily_restore_drills")
             servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
             servers.start("dagster-daemon", "run")
             workers = {}
             for host in HOSTS:
-                workers[host] = start_worker(host, base / host, settings, home, live.jobs_file)
+                drills = Path(tempfile.mkdtemp(prefix=f"bp-drills-{host}-", dir="/tmp"))
+                drill_dirs.append(drills)
+                os.chmod(drills, 0o711)
+                workers[host] = start_worker(host, base / host, settings, home, live.jobs_file, drills)
                 processes.append(workers[host].process)
             wait_ready(servers)
             os.environ[DAGSTER_URL_ENV] = dagster_db  # read while the instance is built, then no more
@@ -440,6 +480,8 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if live is not None:
                 stage.discard(live)
             drop_database(pg_server, dagster_db)
+            for drills in drill_dirs:
+                shutil.rmtree(drills, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the tests
@@ -464,6 +506,100 @@ def test_a_scan_runs_its_steps_on_both_worker_hosts_and_decides_as_the_multiproc
     assert hosts("measure_staged_files[") == set(HOSTS), placed
     assert snapshot(cluster.env) == cluster.control
     assert secret_rows(cluster.servers.env[DAGSTER_URL_ENV]) == []
+
+
+# ---------------------------------------------------------------- drills
+
+DRILL_ROWS = sa.text(
+    """
+    SELECT j.agent_id_responsible, j.database_name, d.cycle_expected_at, d.attempt, d.as_of, d.outcome,
+           d.reason, d.failing_statement, d.detected_kind, d.dump_format, d.compression, d.staged_file_name,
+           d.staged_sha256, d.staged_size, d.tables, d.rows, d.bytes, d.table_figures, d.amcheck,
+           d.left_out, d.shrank, d.comparison, d.previous_drill_id IS NULL AS first, d.tool_versions
+    FROM restore_drills d JOIN expected_jobs j ON j.id = d.job_id
+    ORDER BY 1, 2, 3
+    """
+)
+
+
+def drills_recorded(database_url: str) -> tuple[list[tuple[Any, ...]], set[str | None]]:
+    """The restore_drills rows, free of ids, instants of the clock and durations; the runs named."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(DRILL_ROWS)]
+            runs = set(conn.execute(sa.text("SELECT dagster_run_id FROM restore_drills")).scalars())
+    finally:
+        engine.dispose()
+    return rows, runs
+
+
+def scanned_with_real_dumps(cluster: Cluster, dumps: SampleDumps, drill_dir: Path) -> ScanEnv:
+    """The pristine stage, one more agent staging real pg_dump output on D2 (a plain gzip dump, a
+    custom-format one, a truncated one), its jobs synced as of the stage's, and the scan at AT:
+    entries to drill, from the stage's fake dumps and the real ones."""
+    cluster.reset()
+    agent = Agent(cluster.env.root, DRILL_SITE)
+    staged = {
+        "sales": ("sales.sql.gz", gz(dumps.get("sales"))),
+        "ledger": ("ledger.dump", dumps.get("ledger", "custom")),
+        "broken": ("broken.sql.gz", gz(dumps.get("broken")[:-500])),
+    }
+    sections = {}
+    for database, (name, data) in staged.items():
+        agent.stage(name, data)
+        sections[database] = agent.database_section(name, data)
+    agent.report(utc(f"{D2}T13:05:00Z"), sections)
+    jobs = yaml.safe_load(cluster.env.jobs_file.read_text())["jobs"]
+    jobs += [
+        {"agent_id": DRILL_SITE, "database_name": d, "expected_hour_utc": 13, "expected_minute_utc": 0}
+        for d in staged
+    ]
+    env = ScanEnv(
+        cluster.env.root,
+        cluster.env.root.parent / "drill_jobs.yaml",
+        cluster.env.home,
+        cluster.env.database_url,
+        {"BACKUP_PIPELINE_DRILL_DIR": str(drill_dir)},
+    )
+    env.write_jobs(jobs)
+    ok(run_cli(env, "jobs", "sync", "--at", SYNC_AT))
+    ok(run_cli(env, "scan", "--at", AT))
+    return env
+
+
+def test_drills_run_on_both_worker_hosts_and_record_what_an_in_process_drill_records(
+    cluster: Cluster, sample_dumps: SampleDumps, drill_dir: Path
+) -> None:
+    env = scanned_with_real_dumps(cluster, sample_dumps, drill_dir)
+    ok(run_cli(env, "drill", "--due", "--at", AT))
+    control, runs = drills_recorded(env.database_url)
+    assert runs == {None}
+    outcomes = {(r[0], r[1]): r[5] for r in control}
+    assert {d: outcomes[(DRILL_SITE, d)] for d in ("sales", "ledger", "broken")} == {
+        "sales": "RESTORED",
+        "ledger": "RESTORED",
+        "broken": "RESTORE_FAILED",
+    }
+    good = {(a, d, cycle[11:]) for (a, d, cycle), status in EXPECTED.items() if status in GOOD}
+    assert len(control) == len(good) + 3  # each backup's latest good entry: the stage's are text, not dumps
+
+    env = scanned_with_real_dumps(cluster, sample_dumps, drill_dir)
+    run_id = cluster.launch_job("restore_drills", DRILL_CONFIG, {"dagster/partition": D2})
+    run = cluster.finished(run_id)
+    assert run.status == DagsterRunStatus.SUCCESS, failure_messages(cluster.instance, run_id)
+    _, steps = step_runs(cluster.instance, run_id)  # every step in a worker process
+    drilled_on = {where.host for step, where in steps.items() if step.startswith("drill_batch[")}
+    assert drilled_on == set(HOSTS), steps
+    assert len([s for s in steps if s.startswith("drill_batch[")]) == len(control)  # a step per drill
+
+    recorded, runs = drills_recorded(env.database_url)
+    assert recorded == control
+    assert runs == {run_id}
+    for worker in cluster.workers.values():  # each host drilled in its own folder, and cleaned up
+        assert list((worker.drills / "templates").iterdir()), worker.host
+        assert leftovers(worker.drills) == []
+    assert not (cluster.env.home / "drills").exists()  # nothing on the orchestrator's side
 
 
 def test_a_worker_killed_in_the_middle_of_a_step_leaves_the_state_of_an_uninterrupted_scan(
