@@ -1,4 +1,5 @@
-"""Celery: a bytes-heavy fleet scanned by one worker, by two workers, and by the multiprocess executor.
+"""Celery: a bytes-heavy fleet scanned by one worker, by two workers, and by the multiprocess executor;
+restore drills on one worker and on two.
 
 8 agents × 4 staged dumps of 256 MiB (8 GiB of zstd, built once under benchmarks/out/celery/ and
 reused; page cache warmed before each scan) are scanned in one run of this benchmark three ways,
@@ -9,12 +10,19 @@ time, the measurement throughput (staged bytes per second), and the per-step ove
 an idle re-scan of the same day (six trivial steps one after the other: run time minus the steps'
 own time, per step). The speed-up of two workers over one is the figure of interest; the machine's
 load average is printed with the figures, since other work on a shared machine takes cores away.
+
+Drills: 8 gzip plain dumps of one sample database (1,000,000 invoices, built once with the drills'
+sample server), staged for 4 agents × 2 databases and scanned, then drilled by one run of the drill
+job (one drill per step: `BACKUP_PIPELINE_DRILL_BATCH_BYTES` is one dump's size) on one pinned
+worker, then again from a fresh database on two: drills per hour per worker (each drill's scratch
+PostgreSQL runs on its worker's core: it inherits the pinning). `--parts` runs only some parts.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -23,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -226,12 +235,12 @@ def scan(env: dict[str, str], work: Path, at: str) -> dict[str, float]:
     return run_figures(env)
 
 
-def run_figures(env: dict[str, str]) -> dict[str, float]:
+def run_figures(env: dict[str, str], job: str = "backup_scan") -> dict[str, float]:
     """Wall time of the latest run, its steps, their own time, and the time between them per step."""
     from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
     with DagsterInstance.get() as instance:
-        record = instance.get_run_records(RunsFilter(job_name="backup_scan"), limit=1)[0]
+        record = instance.get_run_records(RunsFilter(job_name=job), limit=1)[0]
         stats = instance.get_run_stats(record.dagster_run.run_id)
         starts, in_steps, measuring = {}, 0.0, 0.0
         for entry in instance.all_logs(record.dagster_run.run_id):
@@ -288,6 +297,125 @@ def rows_per_worker(work: Path, celery: dict[str, str]) -> float:
     return ROW_JOBS / wall * 3600
 
 
+# ---------------------------------------------------------------- drills
+
+
+DRILL_AGENTS, DRILL_DATABASES, DRILL_ROWS = 4, 2, 1_000_000
+DRILLS = DRILL_AGENTS * DRILL_DATABASES
+
+
+def drill_fleet(folder: Path, drill_dir: Path) -> tuple[Path, Path, int, int]:
+    """The sample dump (built once), staged for every agent's databases; the pristine reports and the
+    jobs file; the staged and the plain bytes of one dump. The drill folder's template is made here,
+    before anything is timed."""
+    from backup_pipeline.app.sample_databases import SampleDatabase, SampleServer
+    from backup_pipeline.config.settings import Settings
+    from backup_pipeline.drill.run import prepare_environment
+
+    prepared = prepare_environment(Settings(drill_dir=drill_dir, home=folder / "home"))
+    dump, plain = folder / "sample.sql.gz", folder / "sample.plain_bytes"
+    if not dump.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with SampleServer(prepared) as server:
+            data = server.dump(SampleDatabase("bench_db", rows=DRILL_ROWS), "plain")
+        (folder / "sample.partial").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+        plain.write_text(str(len(data)))
+        (folder / "sample.partial").replace(dump)
+    size, digest = _hash(dump)
+    root, reports, jobs = folder / "deposit", folder / "reports", []
+    for a in range(DRILL_AGENTS):
+        agent, sections = f"BENCH_DRILLS_{a:02d}", {}
+        for d in range(DRILL_DATABASES):
+            staged = root / agent / "database" / f"db_{d}.sql.gz"
+            if not staged.exists():
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(dump, staged)  # a copy: the scan refuses hard links
+            sections[f"db_{d}"] = _section(staged.name, size, digest)
+            jobs.append({"agent_id": agent, "database_name": f"db_{d}", "expected_hour_utc": CYCLE.hour})
+        end = CYCLE + timedelta(minutes=5)
+        report = {"operation_end_time": end.strftime("%Y-%m-%dT%H:%M:%SZ"), "agent_id": agent}
+        (reports / agent).mkdir(parents=True, exist_ok=True)
+        (reports / agent / f"{end:%Y%m%d_%H%M%S}_{agent}.json").write_text(
+            json.dumps(report | {"databases": sections})
+        )
+    (folder / "jobs.yaml").write_text(json.dumps({"jobs": [j | {"expected_minute_utc": 0} for j in jobs]}))
+    return root, reports, size, int(plain.read_text())
+
+
+def drill_run(env: dict[str, str], work: Path) -> dict[str, float]:
+    """One run of the drill job for DAY through `dagster job execute`: its figures, all drills restored."""
+    import sqlalchemy as sa
+
+    config = work / "drill_run.yaml"
+    config.write_text(json.dumps({"ops": {"plan_drills": {"config": {"as_of": AT}}}}))
+    command = [
+        str(BIN / "dagster"), "job", "execute", "-m", "backup_pipeline.definitions", "-a", "defs",
+        "-j", "restore_drills", "--tags", json.dumps({"dagster/partition": DAY}), "-c", str(config),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+    if done.returncode != 0 or "RUN_SUCCESS" not in done.stdout + done.stderr:
+        raise RuntimeError(f"the drill run failed:\n{(done.stdout + done.stderr)[-5000:]}")
+    engine = sa.create_engine(env["BACKUP_PIPELINE_DATABASE_URL"])
+    with engine.connect() as conn:
+        outcomes = conn.execute(sa.text("SELECT outcome, duration_seconds FROM restore_drills")).all()
+    engine.dispose()
+    if [o for o, _ in outcomes] != ["RESTORED"] * DRILLS:
+        raise RuntimeError(f"expected {DRILLS} restored drills, got {outcomes}")
+    return run_figures(env, "restore_drills") | {"drilling": sum(d for _, d in outcomes)}
+
+
+def drills_per_worker(work: Path, celery: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The drill job on one pinned worker, then on two, each from a freshly scanned database."""
+    folder = work / "drills"
+    # Short, and reachable by the drill user: a scratch cluster's socket path must fit in 107 bytes.
+    drill_dir = Path(tempfile.mkdtemp(prefix="bp-bench-drills-", dir="/tmp"))
+    os.chmod(drill_dir, 0o711)
+    try:
+        return _drill_runs(work, folder, drill_dir, celery)
+    finally:
+        shutil.rmtree(drill_dir, ignore_errors=True)
+
+
+def _drill_runs(
+    work: Path, folder: Path, drill_dir: Path, celery: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    from backup_pipeline.storage.database import ensure_database
+    from backup_pipeline.storage.embedded import embedded_server_url
+
+    root, reports, staged, plain = drill_fleet(folder, drill_dir)
+    env = celery | {
+        "BACKUP_STORAGE_ROOT": str(root),
+        "BACKUP_PIPELINE_JOBS_FILE": str(folder / "jobs.yaml"),
+        "BACKUP_PIPELINE_DATABASE_URL": ensure_database(
+            embedded_server_url((work / "pgdata").resolve()), "backup_pipeline_drills"
+        ),
+        "BACKUP_PIPELINE_DRILL_DIR": str(drill_dir),
+        "BACKUP_PIPELINE_DRILL_BATCH_BYTES": str(staged),  # one drill per step
+    }
+    figures = {}
+    for name, cores in (("1 worker", [0]), ("2 workers", [0, 1])):
+        reset(env, work, root, reports)
+        scan_now = [str(BIN / "backup-pipeline"), "scan", "--at", AT, "--partition", DAY]
+        subprocess.run(scan_now, env=env, check=True, capture_output=True)
+        with workers(env, cores, work):
+            figures[name] = drill_run(env, work) | {"staged": staged, "plain": plain}
+        print(f"drills, {name}: {json.dumps(figures[name])}", flush=True)
+    return figures
+
+
+def add_drill_figures(report: Report, figures: dict[str, dict[str, float]]) -> None:
+    one, two = figures["1 worker"], figures["2 workers"]
+    note = f"{DRILLS} drills of {one['staged'] / 2**20:.0f} MiB gzip ({one['plain'] / 2**20:.0f} MiB of SQL)"
+    report.add("drills: run on 1 worker (1 core)", one["wall"], "s", note=note)
+    report.add("drills: run on 2 workers (1 core each)", two["wall"], "s", note=f"{int(two['steps'])} steps")
+    report.add("drills: speed-up, 2 workers vs 1", one["wall"] / two["wall"], "x", note="ideal 2.0")
+    report.add("drills: one drill's own time (1 worker)", one["drilling"] / DRILLS, "s", note="recorded")
+    per_hour = DRILLS / one["wall"] * 3600
+    report.add("per-worker drills (1 worker)", per_hour, "drills/h", note="whole run, overheads included")
+    drilled = per_hour * one["staged"] / 2**30
+    report.add("per-worker drilled bytes (1 worker)", drilled, "GiB/h", note="staged (gzip)")
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -318,10 +446,14 @@ def environment(work: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=SCRATCH / "celery")
+    parser.add_argument(
+        "--parts", default="scans,rows,drills", help="comma-separated: scans (the bytes), rows, drills"
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     work = args.dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    root, reports, total = build(work)
+    root, reports, total = build(work) if "scans" in parts else (work / "deposit", work / "reports", 0)
     env = environment(work)
     gib = total / 2**30
     load_before = os.getloadavg()
@@ -343,7 +475,7 @@ def main(argv: list[str] | None = None) -> Report:
             ("celery, 1 worker (1 core)", celery, [0]),
             ("celery, 2 workers (1 core each)", celery, [0, 1]),
         ]
-        for name, way_env, cores in ways:
+        for name, way_env, cores in ways if "scans" in parts else []:
             reset(way_env, work, root, reports)
             warm(root)
             with workers(way_env, cores, work) if cores else contextlib.nullcontext():
@@ -356,12 +488,26 @@ def main(argv: list[str] | None = None) -> Report:
                 "idle_overhead": idle["overhead"],
             }
             print(f"{name}: {json.dumps(figures[name])}", flush=True)
-        rows = rows_per_worker(work, celery)
+        rows = rows_per_worker(work, celery) if "rows" in parts else None
+        drills = drills_per_worker(work, celery) if "drills" in parts else None
     finally:
         _stop(redis)
         stop_server(work / "pgdata")
     load_after = os.getloadavg()
-    report = Report("celery: a bytes-heavy fleet on Celery workers")
+    report = Report("celery: a bytes-heavy fleet and restore drills on Celery workers")
+    if figures:
+        add_scan_figures(report, figures, gib)
+    if rows is not None:
+        note = f"{ROW_JOBS} jobs of 2 KiB dumps, one scan"
+        report.add("per-worker jobs (1 worker)", rows, "jobs/h", note=note)
+    if drills is not None:
+        add_drill_figures(report, drills)
+    report.add("load average before / after", load_before[0], "", note=f"after {load_after[0]:.2f} (2 cores)")
+    report.print()
+    return report
+
+
+def add_scan_figures(report: Report, figures: dict[str, dict[str, float]], gib: float) -> None:
     report.add(
         "data", gib, "GiB", note=f"{AGENTS} agents x {DUMPS} zstd dumps of {DUMP_MIB} MiB, one step each"
     )
@@ -378,10 +524,6 @@ def main(argv: list[str] | None = None) -> Report:
     mp = figures["multiprocess executor"]["first"]
     report.add("2 workers vs multiprocess executor", mp / two, "x", note="> 1: the workers are faster")
     report.add("per-worker throughput (1 worker)", gib / one * 3600, "GiB/h")
-    report.add("per-worker jobs (1 worker)", rows, "jobs/h", note=f"{ROW_JOBS} jobs of 2 KiB dumps, one scan")
-    report.add("load average before / after", load_before[0], "", note=f"after {load_after[0]:.2f} (2 cores)")
-    report.print()
-    return report
 
 
 if __name__ == "__main__":

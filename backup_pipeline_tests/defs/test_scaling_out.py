@@ -62,6 +62,11 @@ def test_the_drill_job_runs_on_the_same_executor_with_room_for_its_budget(worksp
 
 
 GIB = 1 << 30
+INSERT_ENTRY = sa.text(
+    "INSERT INTO backup_entries (job_id, cycle_expected_at, status, message, evaluated_at, staged_file_name, "
+    "server_calculated_staged_hash, server_calculated_staged_size) "
+    "VALUES (:job, '2025-11-20T02:00Z', 'SUCCESS', 'ok', now(), :file, :hash, :size)"
+)
 DUMPS = {"erp": 3 * GIB, "crm": 3 * GIB, "dwh": 3 * GIB, "wiki": GIB // 2, "mail": GIB // 2, "hr": GIB // 4}
 
 
@@ -85,12 +90,7 @@ def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspa
             jobs = dict(conn.execute(sa.text("SELECT database_name, id FROM expected_jobs")).all())
             for name, size in DUMPS.items():
                 conn.execute(
-                    sa.text(
-                        "INSERT INTO backup_entries (job_id, cycle_expected_at, status, message, evaluated_at, "
-                        "staged_file_name, server_calculated_staged_hash, server_calculated_staged_size) "
-                        "VALUES (:job, '2025-11-20T02:00Z', 'SUCCESS', 'ok', now(), :file, :hash, :size)"
-                    ),
-                    {"job": jobs[name], "file": f"{name}.dump", "hash": "ab" * 32, "size": size},
+                    INSERT_ENTRY, {"job": jobs[name], "file": f"{name}.dump", "hash": "ab" * 32, "size": size}
                 )
             entries = dict(conn.execute(sa.text("SELECT job_id, id FROM backup_entries")).all())
     finally:
