@@ -81,6 +81,7 @@ class DrillResult(BaseModel):
     comparison: str | None = None
     amcheck: str | None = None
     duration_seconds: float | None = None
+    finished_at: datetime | None = None
     tool_versions: dict[str, str] = {}
     skipped: str | None = None  # why nothing ran: already drilled, being drilled, budget spent…
     alerts: int = 0
@@ -297,7 +298,7 @@ def _shown(
 def _recorded(drill: RestoreDrillRow | dict[str, Any]) -> dict[str, Any]:
     get = drill.get if isinstance(drill, dict) else lambda name: getattr(drill, name)
     fields = ("attempt", "outcome", "reason", "failing_statement", "detected_kind", "tables", "rows", "bytes")
-    fields += ("shrank", "comparison", "amcheck", "duration_seconds", "tool_versions")
+    fields += ("shrank", "comparison", "amcheck", "duration_seconds", "finished_at", "tool_versions")
     values = {name: get(name) for name in fields}
     values["drill_id"] = get("id")
     return values
