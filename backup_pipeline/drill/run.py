@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,8 +147,10 @@ def drill_entries(
     redrill: bool = False,
     deadline: datetime | None = None,
     environment: DrillEnvironment | None = None,
+    on_drill: Callable[[DrillResult], object] | None = None,
 ) -> list[DrillResult]:
-    """Drill these entries one after the other; DrillUnavailable when the machine cannot."""
+    """Drill these entries one after the other; DrillUnavailable when the machine cannot. `on_drill`
+    hears of each entry as it is done with (progress)."""
     if entry_ids and not settings.storage_root.is_dir():  # an unmounted share: no dump is judged gone
         raise DrillUnavailable(
             f"the deposit area {settings.storage_root} is not a folder (BACKUP_STORAGE_ROOT)"
@@ -158,15 +160,30 @@ def drill_entries(
     results: list[DrillResult] = []
     for target in targets:
         if deadline is not None and datetime.now(UTC) >= deadline:
-            results.append(_shown(target, skipped="the run's time budget is spent: drilled by a later run"))
-            continue
-        with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
-            if not held:
-                results.append(_shown(target, skipped="being drilled by another process"))
-                continue
+            result = _shown(target, skipped="the run's time budget is spent: drilled by a later run")
+        else:
             environment = environment or prepare_environment(settings)
-            results.append(_drill_one(settings, database, environment, target, as_of, run_id, redrill))
+            result = _drill_locked(settings, database, environment, target, as_of, run_id, redrill)
+        results.append(result)
+        if on_drill is not None:
+            on_drill(result)
     return results
+
+
+def _drill_locked(
+    settings: Settings,
+    database: Database,
+    environment: DrillEnvironment,
+    target: DrillTarget,
+    as_of: datetime,
+    run_id: str | None,
+    redrill: bool,
+) -> DrillResult:
+    """One drill, unless another process holds its entry."""
+    with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
+        if not held:
+            return _shown(target, skipped="being drilled by another process")
+        return _drill_one(settings, database, environment, target, as_of, run_id, redrill)
 
 
 def _drill_one(
