@@ -163,27 +163,16 @@ def drill_entries(
             result = _shown(target, skipped="the run's time budget is spent: drilled by a later run")
         else:
             environment = environment or prepare_environment(settings)
-            result = _drill_locked(settings, database, environment, target, as_of, run_id, redrill)
+            with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
+                result = (
+                    _drill_one(settings, database, environment, target, as_of, run_id, redrill)
+                    if held
+                    else _shown(target, skipped="being drilled by another process")
+                )
         results.append(result)
         if on_drill is not None:
             on_drill(result)
     return results
-
-
-def _drill_locked(
-    settings: Settings,
-    database: Database,
-    environment: DrillEnvironment,
-    target: DrillTarget,
-    as_of: datetime,
-    run_id: str | None,
-    redrill: bool,
-) -> DrillResult:
-    """One drill, unless another process holds its entry."""
-    with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
-        if not held:
-            return _shown(target, skipped="being drilled by another process")
-        return _drill_one(settings, database, environment, target, as_of, run_id, redrill)
 
 
 def _drill_one(

@@ -41,6 +41,10 @@ def _per_backup(name: str, help_text: str, unit: str = "", extra: tuple[str, ...
     return Family(name, "gauge", help_text, (*BACKUP_LABELS, *extra), unit)
 
 
+def _backup_labels(of: BackupState | DrillState) -> LabelSet:
+    return LabelSet.of(agent_id=of.agent_id, database=of.database_name, schedule=schedule_label(of))
+
+
 def _timestamp(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
@@ -104,9 +108,7 @@ def _backup_families(backups: Iterable[BackupState]) -> list[Family]:
         ),
     }
     for backup in backups:
-        key = LabelSet.of(
-            agent_id=backup.agent_id, database=backup.database_name, schedule=schedule_label(backup)
-        )
+        key = _backup_labels(backup)
         with_status = {value: key.extended("status", value) for value in ALL_STATUSES}
         current, cycle = backup.current_status, backup.latest_cycle_status
         status.samples += [(with_status[v], 1.0 if current == v else 0.0) for v in BACKUP_STATUSES]
@@ -168,9 +170,7 @@ def _drill_families(drills: list[DrillState]) -> list[Family]:
         ),
     }
     for drill in drills:
-        key = LabelSet.of(
-            agent_id=drill.agent_id, database=drill.database_name, schedule=schedule_label(drill)
-        )
+        key = _backup_labels(drill)
         outcome.samples += [
             (key.extended("outcome", value), 1.0 if drill.outcome == value else 0.0)
             for value in DRILL_OUTCOMES
