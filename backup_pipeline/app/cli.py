@@ -32,7 +32,8 @@ from backup_pipeline.storage.database import (
     open_database,
 )
 
-if TYPE_CHECKING:  # the runner imports Dagster: loaded only by the commands that run it
+if TYPE_CHECKING:  # loaded only by the commands that use them
+    from backup_pipeline.drill.restore import DrillEnvironment
     from backup_pipeline.notify.deliver import NotifySummary
 
 P = ParamSpec("P")
@@ -289,7 +290,16 @@ def drill(
         if not entry_ids:
             raise click.ClickException("no entry to drill: no good (SUCCESS or HASH_MISMATCH) cycle matches")
     try:
-        results = drill_entries(settings, db, entry_ids, when, redrill=redrill, deadline=deadline)
+        with progress("restore drills", total=len(entry_ids)) as task:
+            results = drill_entries(
+                settings,
+                db,
+                entry_ids,
+                when,
+                redrill=redrill,
+                deadline=deadline,
+                on_drill=lambda _: task.advance(),
+            )
     except DrillUnavailable as exc:
         raise click.ClickException(f"the drills could not run: {exc}") from None
     emit(views.drill_rows(results), as_json, [*views.DRILL_COLUMNS, "note"])
@@ -436,10 +446,21 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
 
     as_of = datetime.now(UTC)
     jobs_file = root.parent / "jobs.yaml"
+    environment = _demo_drill_environment()
     sim = run(
         SimulationSpec(
-            root=root, agents=4, databases=5, days=3, faults=0.25, seed=7, at=as_of, jobs_file=jobs_file
-        )
+            root=root,
+            agents=4,
+            databases=5,
+            days=3,
+            faults=0.25,
+            seed=7,
+            at=as_of,
+            jobs_file=jobs_file,
+            dumps="real" if environment is not None else "synthetic",
+            drill_faults=0.15,
+        ),
+        environment,
     )
     click.echo(f"simulated {len(sim.agents)} agents, {sim.reports} reports, {sim.dumps} dumps under {root}")
     days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
@@ -450,8 +471,40 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
     runs = run_scan(settings, as_of, partitions=days)
     click.echo(render.table(views.run_rows(runs)))
     emit(views.backup_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)
+    if environment is not None:
+        _demo_drills(settings, environment, as_of)
     if not no_ui:
         sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
+
+
+def _demo_drill_environment() -> DrillEnvironment | None:
+    """The drills' environment when this machine can drill (the demo then writes real dumps); else
+    the demo says why and goes on with synthetic dumps."""
+    from backup_pipeline.drill.run import DrillUnavailable, prepare_environment
+
+    try:
+        return prepare_environment(_settings())
+    except DrillUnavailable as exc:
+        click.echo(f"restore drills left out of the demo: {exc}")
+        return None
+
+
+def _demo_drills(settings: Settings, environment: DrillEnvironment, as_of: datetime) -> None:
+    """The restore drills that are due, as the daily drill job would run them."""
+    from backup_pipeline.drill.run import DrillUnavailable, drill_entries, plan_drills
+
+    db = open_database(settings)
+    entry_ids = [i for batch in plan_drills(settings, db, as_of) for i in batch.entry_ids]
+    try:
+        with progress("restore drills", total=len(entry_ids)) as task:
+            results = drill_entries(
+                settings, db, entry_ids, as_of, environment=environment, on_drill=lambda _: task.advance()
+            )
+    except DrillUnavailable as exc:
+        click.echo(f"restore drills could not run: {exc}")
+        return
+    click.echo("\nRestore drills of each database's latest good backup:")
+    emit(views.drill_rows(results), False, views.DRILL_COLUMNS)
 
 
 # ---------------------------------------------------------------- notifications and the digest

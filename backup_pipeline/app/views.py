@@ -263,6 +263,7 @@ def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:
                 "rows": r.rows,
                 "bytes": r.bytes,
                 "duration_seconds": round(r.duration_seconds, 3) if r.duration_seconds is not None else None,
+                "finished_at": iso(r.finished_at) if r.finished_at is not None else None,
                 "shrank": r.shrank,
                 "detected_kind": r.detected_kind,
                 "failing_statement": r.failing_statement,

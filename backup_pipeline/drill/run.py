@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +82,7 @@ class DrillResult(BaseModel):
     comparison: str | None = None
     amcheck: str | None = None
     duration_seconds: float | None = None
+    finished_at: datetime | None = None
     tool_versions: dict[str, str] = {}
     skipped: str | None = None  # why nothing ran: already drilled, being drilled, budget spent…
     alerts: int = 0
@@ -147,8 +148,10 @@ def drill_entries(
     redrill: bool = False,
     deadline: datetime | None = None,
     environment: DrillEnvironment | None = None,
+    on_drill: Callable[[DrillResult], object] | None = None,
 ) -> list[DrillResult]:
-    """Drill these entries one after the other; DrillUnavailable when the machine cannot."""
+    """Drill these entries one after the other; DrillUnavailable when the machine cannot. `on_drill`
+    hears of each entry as it is done with (progress)."""
     if entry_ids and not settings.storage_root.is_dir():  # an unmounted share: no dump is judged gone
         raise DrillUnavailable(
             f"the deposit area {settings.storage_root} is not a folder (BACKUP_STORAGE_ROOT)"
@@ -158,14 +161,18 @@ def drill_entries(
     results: list[DrillResult] = []
     for target in targets:
         if deadline is not None and datetime.now(UTC) >= deadline:
-            results.append(_shown(target, skipped="the run's time budget is spent: drilled by a later run"))
-            continue
-        with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
-            if not held:
-                results.append(_shown(target, skipped="being drilled by another process"))
-                continue
+            result = _shown(target, skipped="the run's time budget is spent: drilled by a later run")
+        else:
             environment = environment or prepare_environment(settings)
-            results.append(_drill_one(settings, database, environment, target, as_of, run_id, redrill))
+            with advisory_lock(database, Lock.DRILL, wait=False, item=target.entry_id) as held:
+                result = (
+                    _drill_one(settings, database, environment, target, as_of, run_id, redrill)
+                    if held
+                    else _shown(target, skipped="being drilled by another process")
+                )
+        results.append(result)
+        if on_drill is not None:
+            on_drill(result)
     return results
 
 
@@ -298,7 +305,7 @@ def _shown(
 def _recorded(drill: RestoreDrillRow | dict[str, Any]) -> dict[str, Any]:
     get = drill.get if isinstance(drill, dict) else lambda name: getattr(drill, name)
     fields = ("attempt", "outcome", "reason", "failing_statement", "detected_kind", "tables", "rows", "bytes")
-    fields += ("shrank", "comparison", "amcheck", "duration_seconds", "tool_versions")
+    fields += ("shrank", "comparison", "amcheck", "duration_seconds", "finished_at", "tool_versions")
     values = {name: get(name) for name in fields}
     values["drill_id"] = get("id")
     return values

@@ -2,9 +2,10 @@
 
 Names, types, units and labels follow Prometheus' conventions (`promtool check metrics` passes): per
 active expected backup, series labelled `agent_id`, `database` and `schedule` (e.g. `13:00 UTC`, which
-tells apart the several expected backups of one database); fleet totals; the last scan; recorded
-reports; notification deliveries. Inactive expected backups are not exported. A timestamp that never
-happened (no success yet) is an absent series, not a zero.
+tells apart the several expected backups of one database); the latest restore drill of each drilled
+one; fleet totals; the last scan; recorded reports; notification deliveries. Inactive expected
+backups are not exported. A timestamp that never happened (no success yet) is an absent series, not a
+zero.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from backup_pipeline.core.domain import BackupStatus, EntryStatus
+from backup_pipeline.core.drills import DrillOutcome
 from backup_pipeline.metrics.families import NO_LABELS, Family, LabelSet
 from backup_pipeline.metrics.schedule import period_seconds, schedule_label
-from backup_pipeline.storage.metrics import BackupState, FleetSnapshot, ScanTotals
+from backup_pipeline.storage.metrics import BackupState, DrillState, FleetSnapshot, ScanTotals
 from backup_pipeline.storage.scan_records import ScanOutcome
 
 BACKUP_LABELS = ("agent_id", "database", "schedule")
@@ -24,14 +26,23 @@ DELIVERY_STATES = ("pending", "sent", "failed", "abandoned")  # NotificationDeli
 BACKUP_STATUSES = [s.value for s in BackupStatus]
 ENTRY_STATUSES = [s.value for s in EntryStatus]
 ALL_STATUSES = sorted(set(BACKUP_STATUSES) | set(ENTRY_STATUSES))
+DRILL_OUTCOMES = [o.value for o in DrillOutcome]
 
 
 def fleet_families(snapshot: FleetSnapshot) -> list[Family]:
-    return [*_backup_families(snapshot.backups), *_fleet_families(snapshot)]
+    return [
+        *_backup_families(snapshot.backups),
+        *_drill_families(snapshot.drills),
+        *_fleet_families(snapshot),
+    ]
 
 
 def _per_backup(name: str, help_text: str, unit: str = "", extra: tuple[str, ...] = ()) -> Family:
     return Family(name, "gauge", help_text, (*BACKUP_LABELS, *extra), unit)
+
+
+def _backup_labels(of: BackupState | DrillState) -> LabelSet:
+    return LabelSet.of(agent_id=of.agent_id, database=of.database_name, schedule=schedule_label(of))
 
 
 def _timestamp(value: datetime | None) -> float | None:
@@ -97,9 +108,7 @@ def _backup_families(backups: Iterable[BackupState]) -> list[Family]:
         ),
     }
     for backup in backups:
-        key = LabelSet.of(
-            agent_id=backup.agent_id, database=backup.database_name, schedule=schedule_label(backup)
-        )
+        key = _backup_labels(backup)
         with_status = {value: key.extended("status", value) for value in ALL_STATUSES}
         current, cycle = backup.current_status, backup.latest_cycle_status
         status.samples += [(with_status[v], 1.0 if current == v else 0.0) for v in BACKUP_STATUSES]
@@ -125,6 +134,60 @@ def _backup_values(backup: BackupState) -> dict[str, float | None]:
         "grace": float(backup.grace_minutes * 60),
         "since": _timestamp(backup.created_at),
     }
+
+
+def _drill_families(drills: list[DrillState]) -> list[Family]:
+    """Only where drills exist: an expected backup never drilled has no drill series (not zeros)."""
+    if not drills:
+        return []
+    outcome = _per_backup(
+        "backup_drill_last_outcome",
+        "1 for the outcome of the expected backup's latest restore drill, 0 for the other outcomes.",
+        extra=("outcome",),
+    )
+    gauges = {
+        "success": _per_backup(
+            "backup_drill_last_success",
+            "1 when the latest restore drill restored the dump without shrinking, else 0.",
+        ),
+        "shrank": _per_backup(
+            "backup_drill_last_shrank",
+            "1 when the latest restore drill restored far less than the previous one (RESTORE_SHRANK).",
+        ),
+        "finished": _per_backup(
+            "backup_drill_last_timestamp_seconds", "When the latest restore drill ended.", "seconds"
+        ),
+        "duration": _per_backup(
+            "backup_drill_last_duration_seconds", "How long the latest restore drill took.", "seconds"
+        ),
+        "rows": _per_backup(
+            "backup_drill_last_restored_rows", "Rows the latest restore drill restored, all tables together."
+        ),
+        "bytes": _per_backup(
+            "backup_drill_last_restored_size_bytes",
+            "The size of the database the latest restore drill restored.",
+            "bytes",
+        ),
+    }
+    for drill in drills:
+        key = _backup_labels(drill)
+        outcome.samples += [
+            (key.extended("outcome", value), 1.0 if drill.outcome == value else 0.0)
+            for value in DRILL_OUTCOMES
+        ]
+        restored = drill.outcome == DrillOutcome.RESTORED
+        values = {
+            "success": 1.0 if restored and not drill.shrank else 0.0,
+            "shrank": 1.0 if drill.shrank else 0.0,
+            "finished": drill.finished_at.timestamp(),
+            "duration": drill.duration_seconds,
+            "rows": float(drill.rows) if drill.rows is not None else None,
+            "bytes": float(drill.bytes) if drill.bytes is not None else None,
+        }
+        for name, value in values.items():
+            if value is not None:
+                gauges[name].add(key, value)
+    return [outcome, *gauges.values()]
 
 
 def _counts(name: str, kind: str, help_text: str, label: str, counts: dict[str, int]) -> Family:

@@ -11,14 +11,14 @@ from functools import lru_cache
 from itertools import pairwise
 
 from backup_pipeline.config.jobs_file import schedule_of
-from backup_pipeline.storage.metrics import BackupState
+from backup_pipeline.storage.metrics import BackupState, DrillState
 
 DAY_SECONDS = 24 * 3600
 # Long enough to see every gap of a schedule: yearly dates (a February 29th) aside, a year.
 _SPAN = timedelta(days=366)
 
 
-def schedule_label(backup: BackupState) -> str:
+def schedule_label(backup: BackupState | DrillState) -> str:
     """The schedule's identity: `13:00 UTC` for the daily-UTC form, else the backup's name, or its
     cron expression and zone when it has none (one unnamed cron backup per database at most)."""
     if backup.schedule is None:

@@ -40,6 +40,25 @@ class BackupState(NamedTuple):
 
 
 @dataclass(frozen=True)
+class DrillState:
+    """The latest restore drill of one active expected backup (one that has been drilled)."""
+
+    agent_id: str
+    database_name: str
+    name: str
+    schedule: str | None
+    timezone: str
+    expected_hour_utc: int | None
+    expected_minute_utc: int | None
+    outcome: str  # core.drills.DrillOutcome
+    shrank: bool
+    finished_at: datetime
+    duration_seconds: float
+    rows: int | None
+    bytes: int | None
+
+
+@dataclass(frozen=True)
 class LastScan:
     started_at: datetime
     ended_at: datetime
@@ -59,6 +78,7 @@ class FleetSnapshot:
     scans: ScanTotals
     reports: dict[bool, int]  # recorded report files, accepted (True) or rejected
     deliveries: dict[str, int]  # notification deliveries per state
+    drills: list[DrillState]  # the latest drill of each drilled active expected backup
 
 
 # The latest entry of every active expected backup, and (only when that one is not a success, which
@@ -88,6 +108,23 @@ _BACKUPS = sa.text(
 ).bindparams(successes())
 
 
+# The latest drill (the last attempt of the latest drilled cycle) of each active expected backup that has
+# one: one index descent per expected backup.
+_DRILLS = sa.text(
+    """
+    SELECT j.agent_id_responsible, j.database_name, j.name, j.schedule, j.timezone, j.expected_hour_utc,
+           j.expected_minute_utc, d.outcome, d.shrank, d.finished_at, d.duration_seconds, d.rows, d.bytes
+    FROM expected_jobs j
+    JOIN LATERAL (
+        SELECT * FROM restore_drills r WHERE r.job_id = j.id
+        ORDER BY r.as_of DESC, r.finished_at DESC LIMIT 1
+    ) d ON true
+    WHERE j.is_active
+    ORDER BY j.agent_id_responsible, j.database_name, j.name
+    """
+)
+
+
 def fleet_snapshot(session: Session) -> FleetSnapshot:
     """Everything a scrape exports, read in one repeatable-read transaction so that totals and
     per-backup series agree."""
@@ -95,7 +132,11 @@ def fleet_snapshot(session: Session) -> FleetSnapshot:
     fleet_checked = fleet_checked_at(session)
     backups = [_backup_state(row, fleet_checked) for row in session.execute(_BACKUPS)]
     snapshot = FleetSnapshot(
-        backups, _scan_totals(session), _report_counts(session), _delivery_counts(session)
+        backups,
+        _scan_totals(session),
+        _report_counts(session),
+        _delivery_counts(session),
+        [DrillState(*row) for row in session.execute(_DRILLS)],
     )
     session.rollback()
     return snapshot

@@ -144,16 +144,19 @@ def test_progress_shows_on_a_terminal_only(workspace: Workspace, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_the_demo_partitions_start_at_the_simulated_fleets_first_day(
-    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+def test_the_demo_partitions_start_at_the_simulated_fleets_first_day_and_it_drills_real_dumps(
+    workspace: Workspace, drill_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The demo exports its settings into this process's environment: the test's come back afterwards.
     for variable in [*load_settings().environment(), "DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL"]:
         monkeypatch.setenv(variable, os.environ.get(variable, ""))  # recorded: restored or removed after
         if not os.environ[variable]:
             monkeypatch.delenv(variable)
+    monkeypatch.setenv("BACKUP_PIPELINE_DRILL_DIR", str(drill_dir))  # reachable by the drill user
     out = workspace.cli("demo", "--no-ui").stdout
     assert "simulated 4 agents" in out
+    drills = out.split("Restore drills of each database's latest good backup:")[1]
+    assert "RESTORED" in drills  # real pg_dump output, restored (which ones fail depends on the hour)
     exported = load_settings()  # what `dagster dev` and every process it starts would read
     first = datetime.now(UTC).date() - timedelta(days=2)
     assert exported.start_date == first

@@ -7,6 +7,7 @@ rows carry their latest drill; exit codes."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from backup_pipeline_tests.support.drill_fixtures import (
     staged,
     zst,
 )
+from backup_pipeline_tests.support.metrics_fleet import parse, value, values
 
 JSON_FIELDS = {
     "agent_id",
@@ -224,3 +226,45 @@ def test_json_rows_are_a_json_array_on_stdout(site: Site) -> None:
     result = site.ws.cli("drill", "--agent", SITE, "--database", "custom", "--json")
     rows = json.loads(result.stdout)
     assert isinstance(rows, list) and rows[0]["database_name"] == "custom"
+
+
+def test_the_exporter_shows_each_backups_latest_drill(site: Site) -> None:
+    """`metrics dump` after real drills: the latest drill's outcome, figures and time per expected
+    backup, a shrunk restore flagged, and no drill series for a backup never drilled."""
+    drill_rows(site, "shrunk", DAY1)  # the drill the next one of `shrunk` is compared with
+    drilled = {db: drill_rows(site, db) for db in ("plain_raw", "truncated", "sqlserver", "shrunk")}
+    series = parse(site.ws.cli("metrics", "dump").stdout)
+
+    def of(database: str, name: str, **labels: str) -> float:
+        return value(series, name, agent_id=SITE, database=database, schedule="13:00 UTC", **labels)
+
+    for database, row in drilled.items():
+        assert of(database, "backup_drill_last_outcome", outcome=row["outcome"]) == 1
+        assert sum(values(series, "backup_drill_last_outcome", database=database)) == 1
+        assert of(database, "backup_drill_last_duration_seconds") == pytest.approx(
+            row["duration_seconds"], abs=0.001
+        )
+        finished = datetime.fromisoformat(row["finished_at"].replace("Z", "+00:00")).timestamp()
+        assert of(database, "backup_drill_last_timestamp_seconds") == pytest.approx(finished, abs=1)
+    assert of("plain_raw", "backup_drill_last_success") == 1
+    assert of("plain_raw", "backup_drill_last_restored_rows") == drilled["plain_raw"]["rows"]
+    assert of("plain_raw", "backup_drill_last_restored_size_bytes") == drilled["plain_raw"]["bytes"]
+    assert of("truncated", "backup_drill_last_success") == 0
+    assert of("sqlserver", "backup_drill_last_success") == 0
+    assert of("shrunk", "backup_drill_last_shrank") == 1 and of("shrunk", "backup_drill_last_success") == 0
+    assert of("shrunk", "backup_drill_last_restored_rows") == 105  # the latest drill, not the first
+    engine = sa.create_engine(site.ws.database_url)
+    try:
+        with engine.connect() as conn:
+            with_drills = set(
+                conn.execute(
+                    sa.text(
+                        "SELECT DISTINCT j.database_name FROM restore_drills d "
+                        "JOIN expected_jobs j ON j.id = d.job_id"
+                    )
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+    exported = {s.labels["database"] for s in series if s.name == "backup_drill_last_outcome"}
+    assert exported == with_drills <= {s.labels["database"] for s in series if s.name == "backup_job_up"}

@@ -112,7 +112,7 @@ def test_prometheus_scrapes_the_fleet_and_evaluates_the_shipped_rules(
             (YAOUNDE, "MISSING"),
         }
         rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
-        assert len(rules) == 7
+        assert len(rules) == 8
         assert {r["name"]: r["health"] for r in rules} == {r["name"]: "ok" for r in rules}
 
         # The fleet was scanned as of a day long past: by the real clock every expected backup is

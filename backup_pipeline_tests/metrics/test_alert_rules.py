@@ -11,7 +11,7 @@ import yaml
 
 from backup_pipeline.metrics.exposition import encode
 from backup_pipeline.metrics.fleet import fleet_families
-from backup_pipeline.storage.metrics import BackupState, FleetSnapshot, LastScan, ScanTotals
+from backup_pipeline.storage.metrics import BackupState, DrillState, FleetSnapshot, LastScan, ScanTotals
 from backup_pipeline_tests.support.paths import PROJECT_ROOT
 from backup_pipeline_tests.support.prometheus import PROMTOOL, RULES, require
 
@@ -26,7 +26,7 @@ def _promtool(*args: str) -> str:
 
 
 def test_the_rules_and_the_example_configuration_are_valid() -> None:
-    assert "SUCCESS: 7 rules found" in _promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 8 rules found" in _promtool("check", "rules", str(RULES))
     assert "is valid prometheus config file syntax" in _promtool("check", "config", "prometheus.yml")
 
 
@@ -55,7 +55,22 @@ def test_every_metric_the_rules_name_is_exported() -> None:
         size_anomaly=None,
     )
     scans = ScanTotals(LastScan(NOW - timedelta(seconds=30), NOW, "succeeded"), NOW, {"succeeded": 1})
-    snapshot = FleetSnapshot([backup], scans, {True: 3, False: 1}, {"sent": 2})
+    drill = DrillState(
+        agent_id="A_B_C",
+        database_name="db",
+        name="1300",
+        schedule=None,
+        timezone="UTC",
+        expected_hour_utc=13,
+        expected_minute_utc=0,
+        outcome="RESTORED",
+        shrank=False,
+        finished_at=NOW,
+        duration_seconds=12.5,
+        rows=1000,
+        bytes=8_000_000,
+    )
+    snapshot = FleetSnapshot([backup], scans, {True: 3, False: 1}, {"sent": 2}, [drill])
 
     exported = set(re.findall(r"^# TYPE (\S+) ", encode(fleet_families(snapshot)).decode(), re.MULTILINE))
     expressions = [
