@@ -245,6 +245,17 @@ def open_staged_file(agent_dir: Path, file_name: str) -> _open_regular:
     raise UnsafeFile(f"staged file {file_name} is absent from {agent_dir.name}/database(s)/")
 
 
+def staged_file_size(agent_dir: Path, file_name: str) -> int:
+    """How many bytes measuring the staged dump `file_name` will read: its size when it is a regular
+    file where `open_staged_file` looks (a link is never followed), else 0. For spreading work only."""
+    try:
+        located = open_staged_file(agent_dir, file_name)
+        st = os.stat(located.path, follow_symlinks=False)
+    except OSError:  # UnsafeFile included: absent, unsafe name
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
 def file_sha256(fd: int) -> str:
     digest = hashlib.sha256()
     while chunk := os.read(fd, 1 << 20):

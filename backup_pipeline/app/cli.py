@@ -397,6 +397,42 @@ def dev(port: int, host: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 256),
+    help="Steps run at once (default: the number of CPUs).",
+)
+@click.option(
+    "--queue", "-Q", "queues", multiple=True, help="Queue to consume (default: BACKUP_PIPELINE_CELERY_QUEUE)."
+)
+@friendly_errors
+def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
+    """Run a Celery worker that executes the steps of the product's runs (BACKUP_PIPELINE_EXECUTOR=celery)."""
+    import os
+
+    from backup_pipeline.app.launcher import ensure_dagster_storage_url
+    from backup_pipeline.defs.workers import run_worker
+
+    settings = _settings()
+    if settings.executor != "celery":
+        raise click.ClickException(
+            "a worker runs steps sent through a broker: set BACKUP_PIPELINE_EXECUTOR=celery and "
+            "BACKUP_PIPELINE_CELERY_BROKER (the same for the daemon, the webserver and every worker)"
+        )
+    open_database(settings)  # reachable and migrated before the first step arrives
+    # The steps' processes rebuild the definitions from their environment: make it these settings,
+    # and give Dagster's own storage the URL the shipped dagster.yaml reads.
+    settings.export()
+    ensure_dagster_storage_url(settings)
+    run_worker(
+        settings,
+        concurrency=concurrency or os.cpu_count() or 1,
+        queues=list(queues) or [settings.celery_queue],
+    )
+
+
+@main.command()
 @click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")

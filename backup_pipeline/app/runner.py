@@ -207,7 +207,7 @@ def _failure(result: ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
-            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+            while error.cause is not None and error.cls_name in _DAGSTER_WRAPPERS:
                 error = error.cause
             if error.cls_name in _DATABASE_ERRORS:  # the driver's first line, not SQLAlchemy's footer
                 reason = f"PostgreSQL unreachable or failing: {db_error_line(error.message)}"
@@ -216,6 +216,13 @@ def _failure(result: ExecuteInProcessResult) -> str:
     return "the run failed (see its logs in Dagster)"
 
 
+# What Dagster wraps a step's own error in: in the op, or in the IO manager storing its output (in
+# PostgreSQL) or loading its input.
+_DAGSTER_WRAPPERS = (
+    "DagsterExecutionStepExecutionError",
+    "DagsterExecutionHandleOutputError",
+    "DagsterExecutionLoadInputError",
+)
 _DATABASE_ERRORS = (
     "OperationalError",
     "InterfaceError",

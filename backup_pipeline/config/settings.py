@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -144,6 +145,50 @@ class Settings(BaseSettings):
     @property
     def drill_root(self) -> Path:
         return self.drill_dir or self.home / "drills"
+
+    # ---- scaling out (issue 14): where the steps of scan runs execute, and the limits of a run.
+    # `multiprocess`: in subprocesses of the run's own process; `celery`: on Celery workers
+    # (`backup-pipeline worker`) reached through a broker, with the same settings everywhere.
+    executor: Literal["multiprocess", "celery"] = Field(
+        default="multiprocess", validation_alias="BACKUP_PIPELINE_EXECUTOR"
+    )
+    # Broker and result backend URLs may hold passwords: secrets, never written to Dagster's storage.
+    celery_broker: SecretStr = Field(default=SecretStr(""), validation_alias="BACKUP_PIPELINE_CELERY_BROKER")
+    # Unset: the broker's URL for Redis, Celery's `rpc://` (results over the broker) for RabbitMQ.
+    celery_backend: SecretStr = Field(
+        default=SecretStr(""), validation_alias="BACKUP_PIPELINE_CELERY_BACKEND"
+    )
+    # The queue steps are sent to and workers consume (one broker can serve several deployments).
+    celery_queue: str = Field(
+        default="dagster", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias="BACKUP_PIPELINE_CELERY_QUEUE"
+    )
+    # A run still going after this long is failed by the daemon's run monitoring (`dagster/max_runtime`):
+    # a lost worker or an unreachable broker must never hold the one-scan-at-a-time slot forever.
+    run_max_seconds: int = Field(default=6 * 3600, ge=60, validation_alias="BACKUP_PIPELINE_RUN_MAX_SECONDS")
+    # Staged files are measured in steps of about this many bytes (at most `max_measure_batches`), so
+    # that one agent's many large dumps spread over every worker.
+    measure_batch_bytes: int = Field(
+        default=4 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_MEASURE_BATCH_BYTES"
+    )
+    max_measure_batches: int = Field(
+        default=32, ge=1, le=1024, validation_alias="BACKUP_PIPELINE_MAX_MEASURE_BATCHES"
+    )
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> Settings:
+        if self.executor == "celery" and not self.celery_broker.get_secret_value():
+            raise ValueError(
+                "BACKUP_PIPELINE_EXECUTOR=celery needs BACKUP_PIPELINE_CELERY_BROKER (a broker URL)"
+            )
+        return self
+
+    @property
+    def celery_backend_url(self) -> str:
+        """The result backend every process of a deployment must share with the workers."""
+        if backend := self.celery_backend.get_secret_value():
+            return backend
+        broker = self.celery_broker.get_secret_value()
+        return broker if broker.startswith(("redis://", "rediss://", "redis+socket://")) else "rpc://"
 
     @property
     def digests_dir(self) -> Path:

@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 GIB = 1 << 30
 
@@ -165,9 +166,27 @@ class DrillBatch:
     staged_bytes: int = 0
 
 
-def batch_by_bytes(planned: Sequence[DrillCandidate], max_batch_bytes: int) -> list[DrillBatch]:
+class StagedDrill(Protocol):
+    """A drill to batch: its entry and the bytes of its staged file (a planned candidate, or an
+    entry a person chose)."""
+
+    @property
+    def entry_id(self) -> int: ...
+
+    @property
+    def staged_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ChosenDrill:
+    entry_id: int
+    staged_bytes: int
+
+
+def batch_by_bytes(planned: Sequence[StagedDrill], max_batch_bytes: int) -> list[DrillBatch]:
     """Split the plan, in order, into batches of at most `max_batch_bytes` staged bytes (a drill
-    larger than that is a batch of its own)."""
+    larger than that is a batch of its own), whoever's dumps they are: one agent's many large dumps
+    are as many steps, which any worker may run."""
     batches: list[DrillBatch] = []
     for candidate in planned:
         size = max(candidate.staged_bytes, 0)

@@ -18,8 +18,9 @@ from backup_pipeline.defs.digest import build_digest_asset, build_digest_job, bu
 from backup_pipeline.defs.drill_job import DRILL_JOB, build_drill_job, build_drill_schedule
 from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.partitions import daily_partitions
-from backup_pipeline.defs.resources import product_resources
+from backup_pipeline.defs.resources import DatabaseResource, product_resources
 from backup_pipeline.defs.scan_job import SCAN_JOB, build_scan_job
+from backup_pipeline.defs.step_outputs import StepOutputs
 
 # Dagster 1.13's sensor decorator passes its own beta `owners` parameter: a warning on every load of
 # these definitions (every CLI scan) that nobody can act on.
@@ -33,7 +34,7 @@ def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> D
     `fleet` is given)."""
     fleet = fleet or FleetAssets.from_settings(settings)
     partitions = daily_partitions(settings)
-    scan_job = build_scan_job(partitions)
+    scan_job = build_scan_job(partitions, settings)
     digest_job = build_digest_job(partitions)
     drill_job = build_drill_job(partitions, settings)
     return Definitions(
@@ -46,5 +47,10 @@ def build_definitions(settings: Settings, fleet: FleetAssets | None = None) -> D
             build_drill_schedule(drill_job, settings),
         ],
         sensors=[build_deposit_sensor(scan_job, fleet.backups)],
-        resources={**product_resources(settings), "fleet": fleet},
+        resources={
+            **product_resources(settings),
+            "fleet": fleet,
+            # Steps may run on other hosts (the Celery executor): outputs go to PostgreSQL.
+            "io_manager": StepOutputs(database=DatabaseResource(settings=settings)),
+        },
     )

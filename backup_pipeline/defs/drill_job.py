@@ -1,10 +1,13 @@
 """Restore drills as a daily-partitioned Dagster job: plan → drill (one step per batch of entries,
 grouped by staged bytes) → notify; its own schedule, once a day (not the 15-minute scan).
 
-Steps pass entry ids, instants and counts only (never dumps or paths), so the job runs on any
-executor; `drill_executor` is the one place the executor is chosen. A run's drills fit in the
-budget (`BACKUP_PIPELINE_DRILL_BUDGET_MINUTES`): the plan keeps what its estimates fit, and a step
-starts no drill past the run's deadline (those stay due for the next run).
+Steps pass entry ids, instants and counts only (never dumps or paths), through the product's
+PostgreSQL (`StepOutputs`), so the job runs on the executor the settings choose, as the scan job does
+(`executors.executor_for`): subprocesses of the run, or Celery workers on other hosts, each drilling
+in its own drill folder (`BACKUP_PIPELINE_DRILL_DIR`, local to the host) from the shared deposit area.
+A run's drills fit in the budget (`BACKUP_PIPELINE_DRILL_BUDGET_MINUTES`): the plan keeps what its
+estimates fit, and a step starts no drill past the run's deadline (those stay due for the next run);
+the run's `dagster/max_runtime` leaves room for the budget and one last drill.
 """
 
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +17,6 @@ from dagster import (
     DefaultScheduleStatus,
     DynamicOut,
     DynamicOutput,
-    ExecutorDefinition,
     Failure,
     JobDefinition,
     MetadataValue,
@@ -25,7 +27,6 @@ from dagster import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
     graph,
-    multiprocess_executor,
     op,
     schedule,
 )
@@ -33,10 +34,11 @@ from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import day_bounds, parse_instant
+from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import FleetAssets, agent_asset_key, asset_key
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.defs.restorable import agent_evaluation, database_evaluation, stored_drill
-from backup_pipeline.drill.run import DrillResult, DrillUnavailable, drill_entries, plan_drills
+from backup_pipeline.drill.run import DrillResult, DrillUnavailable, batch_chosen, drill_entries, plan_drills
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.storage import drills as stored_drills
 
@@ -95,12 +97,11 @@ def plan_drills_op(
 ):
     as_of = _as_of(context, config)
     deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
-    if config.entry_ids is not None:
-        groups = [list(config.entry_ids)] if config.entry_ids else []
-        sizes = [0] * len(groups)
+    if config.entry_ids is not None:  # a person's choice, spread by bytes like the due drills
+        batches = batch_chosen(settings, database.get(), config.entry_ids)
     else:
         batches = plan_drills(settings, database.get(), as_of)
-        groups, sizes = [b.entry_ids for b in batches], [b.staged_bytes for b in batches]
+    groups, sizes = [b.entry_ids for b in batches], [b.staged_bytes for b in batches]
     context.log.info(
         f"{sum(map(len, groups))} drill(s) in {len(groups)} step(s), as of {as_of:%Y-%m-%dT%H:%M:%SZ}"
     )
@@ -204,23 +205,16 @@ def restore_drills() -> None:
     notify_drills(plan_drills_op().map(drill_batch).collect())
 
 
-def drill_executor(settings: Settings) -> ExecutorDefinition:
-    """The one place the drill job's executor is chosen (steps pass ids only: any executor works)."""
-    return multiprocess_executor.configured(
-        {
-            "max_concurrent": settings.drill_concurrency,
-            "start_method": {"forkserver": {"preload_modules": ["backup_pipeline.definitions"]}},
-        }
-    )
-
-
 def build_drill_job(partitions: PartitionsDefinition, settings: Settings) -> JobDefinition:
+    # The budget, then the longest drill a step may still have started before the deadline, and
+    # room for the plan and notify steps.
+    needed = (settings.drill_budget_minutes + settings.drill_max_minutes) * 60 + 900
     return restore_drills.to_job(
         name=DRILL_JOB,
         description="Restore the due backups into scratch PostgreSQL clusters and check what comes back.",
         partitions_def=partitions,
-        tags=EXCLUSIVE_TAG,
-        executor_def=drill_executor(settings),
+        tags=EXCLUSIVE_TAG | run_tags(settings, at_least_seconds=needed),
+        executor_def=executor_for(settings, max_concurrent=settings.drill_concurrency),
     )
 
 

@@ -1,5 +1,5 @@
-"""The scan as a daily-partitioned Dagster job: ingest → plan → evaluate (one step per batch of
-whole agents) → archive → notify.
+"""The scan as a daily-partitioned Dagster job: ingest → plan → measure (steps of staged files sized
+by bytes) → evaluate (one step per batch of whole agents) → archive → notify.
 
 Ops are thin: each builds the scan's context from its resources and its input, calls one phase of
 `backup_pipeline.scan` (or `notify`), and logs what it decided. What a run was asked (its evaluation
@@ -19,12 +19,13 @@ from dagster import (
     JobDefinition,
     MetadataValue,
     OpExecutionContext,
+    Out,
+    Output,
     PartitionsDefinition,
     ResourceParam,
     RetryPolicy,
     failure_hook,
     graph,
-    multiprocess_executor,
     op,
 )
 from pydantic import BaseModel
@@ -32,14 +33,16 @@ from pydantic import BaseModel
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.scan.archive import ArchiveSummary, archive
-from backup_pipeline.scan.context import ScanContext, ScanRequest
+from backup_pipeline.scan.context import ScanContext, ScanRequest, Summary
 from backup_pipeline.scan.days import first_day
 from backup_pipeline.scan.evaluate import evaluate_batch
 from backup_pipeline.scan.ingest import IngestSummary, ingest
+from backup_pipeline.scan.measure import MeasurementBatch, MeasurementResult, measure_batch, plan_measurements
 from backup_pipeline.scan.outcomes import BatchResult, agent_days
 from backup_pipeline.scan.plan import BatchPlan, plan_batches
 from backup_pipeline.scan.sync import sync_before_scan
@@ -151,7 +154,17 @@ def _log_ingested(context: OpExecutionContext, summary: IngestSummary) -> None:
         )
 
 
-@op(out=DynamicOut(BatchPlan), description="Split the day's owed cycles into batches of whole agents.")
+class EvaluationPlan(Summary):
+    """The day's batches of whole agents, evaluated once their staged files are measured."""
+
+    batches: list[BatchPlan]
+
+
+@op(
+    out={"evaluation": Out(EvaluationPlan), "measurements": DynamicOut(MeasurementBatch)},
+    description="Split the day's owed cycles into batches of whole agents, and the staged files they "
+    "need measured into batches sized by bytes.",
+)
 def plan_evaluation(
     context: OpExecutionContext,
     started: ScanStarted,
@@ -160,9 +173,41 @@ def plan_evaluation(
 ):
     ctx = ScanContext(settings, database.get(), started.request, context.run_id)
     plans = plan_batches(ctx, started.day)
-    context.log.info(f"{sum(len(p.backup_ids) for p in plans)} expected backup(s) in {len(plans)} batch(es)")
-    for plan in plans:
-        yield DynamicOutput(plan, mapping_key=plan.key)
+    measurements = plan_measurements(ctx, plans)
+    context.log.info(
+        f"{sum(len(p.backup_ids) for p in plans)} expected backup(s) in {len(plans)} batch(es); "
+        f"{sum(len(m.files) for m in measurements)} staged file(s) to measure "
+        f"({sum(m.bytes for m in measurements)} bytes) in {len(measurements)} step(s)"
+    )
+    for batch in measurements:
+        yield DynamicOutput(batch, mapping_key=batch.key, output_name="measurements")
+    yield Output(EvaluationPlan(batches=plans), output_name="evaluation")
+
+
+@op(description="Measure a batch of staged files (SHA-256, size, content) and store the measurements.")
+def measure_staged_files(
+    context: OpExecutionContext,
+    batch: MeasurementBatch,
+    settings: ResourceParam[Settings],
+    database: DatabaseResource,
+) -> MeasurementResult:
+    ctx = ScanContext(settings, database.get(), batch.request, context.run_id)
+    result = measure_batch(ctx, batch)
+    context.log.info(
+        f"{batch.key}: {result.files} staged file(s) measured ({result.bytes} bytes), {result.stored} "
+        f"stored, {result.settling} still being uploaded"
+    )
+    return result
+
+
+@op(out=DynamicOut(BatchPlan), description="Start the evaluation batches once every file is measured.")
+def dispatch_evaluation(context: OpExecutionContext, plan: EvaluationPlan, measured: list[MeasurementResult]):
+    context.log.info(
+        f"{sum(m.files for m in measured)} staged file(s) measured ({sum(m.bytes for m in measured)} "
+        f"bytes) by {len(measured)} step(s); evaluating {len(plan.batches)} batch(es)"
+    )
+    for batch in plan.batches:
+        yield DynamicOutput(batch, mapping_key=batch.key)
 
 
 @op(
@@ -302,21 +347,19 @@ def record_failed_scan(context: HookContext) -> None:
 @graph
 def backup_scan() -> None:
     started = ingest_reports()
-    results = plan_evaluation(started).map(evaluate).collect()
+    evaluation, measurements = plan_evaluation(started)
+    measured = measurements.map(measure_staged_files).collect()
+    results = dispatch_evaluation(evaluation, measured).map(evaluate).collect()
     notify_op(archive_reports(started, results))
 
 
-def build_scan_job(partitions: PartitionsDefinition) -> JobDefinition:
+def build_scan_job(partitions: PartitionsDefinition, settings: Settings) -> JobDefinition:
     return backup_scan.to_job(
         name=SCAN_JOB,
-        description="Scan the deposit area: ingest reports, evaluate the day's cycles, archive reports.",
+        description="Scan the deposit area: ingest reports, measure staged files, evaluate the day's "
+        "cycles, archive reports.",
         partitions_def=partitions,
-        tags=EXCLUSIVE_TAG,
+        tags=EXCLUSIVE_TAG | run_tags(settings),
         hooks={record_failed_scan},
-        executor_def=multiprocess_executor.configured(
-            {
-                "max_concurrent": 2,
-                "start_method": {"forkserver": {"preload_modules": ["backup_pipeline.definitions"]}},
-            }
-        ),
+        executor_def=executor_for(settings),
     )

@@ -9,7 +9,7 @@ DrillUnavailable, so the entry stays due.
 
 `plan_drills` picks the due drills of a run (`core.drills.plan_due`: never drilled first, then the
 oldest drill, within the run's time budget) and groups them into batches by staged bytes: one
-Dagster step each, passing entry ids only.
+Dagster step each, passing entry ids only. `batch_chosen` groups the entries a person chose the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from backup_pipeline.config.jobs_file import RestoreDrillSpec
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.domain import SUCCESS_STATUSES
 from backup_pipeline.core.drills import (
+    ChosenDrill,
     DrillBatch,
     DrillCandidate,
     DrillOutcome,
@@ -54,7 +55,7 @@ from backup_pipeline.storage.locks import Lock, advisory_lock
 from backup_pipeline.storage.orm import RestoreDrillRow
 from backup_pipeline.storage.scratch import TABLE_FIGURES_CAP, prepare_template
 
-__all__ = ["DrillResult", "DrillUnavailable", "drill_entries", "plan_drills"]
+__all__ = ["DrillResult", "DrillUnavailable", "batch_chosen", "drill_entries", "plan_drills"]
 
 log = logging.getLogger(__name__)
 
@@ -336,3 +337,12 @@ def plan_drills(settings: Settings, database: Database, as_of: datetime) -> list
     ]
     planned = plan_due(candidates, as_of, settings.drill_budget_minutes * 60.0)
     return batch_by_bytes(planned, settings.drill_batch_bytes)
+
+
+def batch_chosen(settings: Settings, database: Database, entry_ids: Sequence[int]) -> list[DrillBatch]:
+    """The entries a person chose (in their order; unknown ids left out), in batches by the staged
+    bytes the scans measured, as due drills are."""
+    with database.sessions() as session:
+        targets = stored_drills.drill_targets(session, entry_ids)
+    chosen = [ChosenDrill(t.entry_id, t.staged_size or 0) for t in targets]
+    return batch_by_bytes(chosen, settings.drill_batch_bytes)

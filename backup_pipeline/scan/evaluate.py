@@ -29,7 +29,8 @@ from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
 from backup_pipeline.scan.plan import AFTER, BEFORE, BatchPlan
-from backup_pipeline.storage import entries, expected_backups, reports
+from backup_pipeline.storage import entries, expected_backups, measurements, reports
+from backup_pipeline.storage.database import Session
 from backup_pipeline.storage.orm import BackupEntryRow, ExpectedBackupRow
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class _Pending:
     later: list[RecordedReport]
     staged_name: str | None = None
     check: StagedFileCheck | None = None
-    check_reused: bool = False
     settling: bool = False  # the staged file is still being written: judged by a later scan
+    measured_at: datetime | None = None  # when a reused measurement was taken
+    stored_key: measurements.Key | None = None  # the measurement step's measurement it uses
+    written: bool = False  # decided: its entry holds the measurement
 
 
 def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
@@ -59,25 +62,15 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         still_open=plan.still_open,
         not_owed=plan.not_owed,
     )
-    start, end = day_bounds(plan.day)
+    start, _ = day_bounds(plan.day)
     with ctx.database.sessions() as session:
         horizon = reports.snapshot_horizon(session)  # before any report is read
-        backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
-        ids = [j.id for j in backups]
-        watched = sorted({j.agent_id_responsible for j in backups})
-        existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
+        batch = _load(session, plan)
+        ids = [j.id for j in batch.backups]
+        watched = sorted({j.agent_id_responsible for j in batch.backups})
         result.backups += len(ids)
-        # Every cycle of the day, each backup's in order: a cycle's previous success and size history
-        # may be an earlier cycle of the same day, decided just before it.
-        cycles = [(j, cycle) for j in backups for cycle in cycles_on(to_expected_backup(j), plan.day)]
-        agents = sorted({j.agent_id_responsible for j, _ in cycles})
-        inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
-        previous = entries.previous_successes(session, ids, start) if cycles else {}
-        pending = [
-            _prepare(j, cycle, existing.get((j.id, cycle.expected_at)), inputs[j.agent_id_responsible])
-            for j, cycle in cycles
-        ]
-        _measure(ctx, pending, result, previous)
+        existing, cycles, pending, previous = batch.existing, batch.cycles, batch.pending, batch.previous
+        _measure(ctx, session, pending, result, previous)
         sizes = alert.SizeBaseline.load(
             session,
             ctx.settings,
@@ -109,6 +102,7 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 previous[item.backup.id] = _as_previous(values)
                 sizes.record(item.backup.id, item.cycle.expected_at, values["server_calculated_staged_size"])
             changed = _differs(item.existing, values)
+            item.written = True  # its entry holds the measurement, whether rewritten or unchanged
             if changed or not ctx.automatic:
                 rows.append(values)
                 written[(item.backup.id, item.cycle.expected_at)] = (item, values, changed)
@@ -132,6 +126,10 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
                 if changed
             ],
         )
+        # The measurements of the measurement steps are in the entries now.
+        measurements.forget(
+            session, [item.stored_key for item in pending if item.stored_key and item.written]
+        )
         session.commit()
     result.written = len(rows)
     # An explicit re-evaluation (backfill, `--partition`) reports every entry it rewrote, so the
@@ -142,6 +140,34 @@ def evaluate_batch(ctx: ScanContext, plan: BatchPlan) -> BatchResult:
         if changed or not ctx.automatic
     ]
     return result
+
+
+@dataclass
+class _Batch:
+    backups: list[ExpectedBackupRow]
+    existing: dict[tuple[int, datetime], BackupEntryRow]
+    cycles: list[tuple[ExpectedBackupRow, Cycle]]
+    pending: list[_Pending]
+    previous: dict[int, PreviousSuccess]
+
+
+def _load(session: Session, plan: BatchPlan) -> _Batch:
+    """The plan's active backups and every cycle of the day, each backup's in order (a cycle's
+    previous success and size history may be an earlier cycle of the same day, decided just before
+    it), each cycle with the reports bearing on it."""
+    start, end = day_bounds(plan.day)
+    backups = expected_backups.active_backups(session, plan.backup_ids) if plan.backup_ids else []
+    ids = [j.id for j in backups]
+    existing = entries.entries_for_cycles(session, ids, start, end) if ids else {}
+    cycles = [(j, cycle) for j in backups for cycle in cycles_on(to_expected_backup(j), plan.day)]
+    agents = sorted({j.agent_id_responsible for j, _ in cycles})
+    inputs = reports.reports_around(session, agents, start - BEFORE, end + AFTER) if agents else {}
+    previous = entries.previous_successes(session, ids, start) if cycles else {}
+    pending = [
+        _prepare(j, cycle, existing.get((j.id, cycle.expected_at)), inputs[j.agent_id_responsible])
+        for j, cycle in cycles
+    ]
+    return _Batch(backups, existing, cycles, pending, previous)
 
 
 def _as_previous(values: dict[str, Any]) -> PreviousSuccess:
@@ -171,11 +197,69 @@ def _prepare(
     )
 
 
+@dataclass(frozen=True)
+class StagedFileNeed:
+    """A staged file the evaluation of a cycle will have to measure (nothing stored for it yet), and
+    how: the fingerprint algorithms wanted besides the current one."""
+
+    agent_id: str
+    file_name: str
+    report_id: int
+    claimed_sha256: str | None
+    claimed_size: int | None
+    also: frozenset[str]
+
+
+def staged_files_to_measure(ctx: ScanContext, plan: BatchPlan) -> list[StagedFileNeed]:
+    """What `evaluate_batch(ctx, plan)` would measure now, as it would ask: the staged files its
+    cycles' relevant reports name that no entry or stored measurement covers."""
+    with ctx.database.sessions() as session:
+        batch = _load(session, plan)
+        needed = _unmeasured(ctx, session, batch.pending, batch.previous)
+    return [
+        StagedFileNeed(
+            agent_id=item.backup.agent_id_responsible,
+            file_name=request.file_name,
+            report_id=item.report.ref.report_id,
+            claimed_sha256=claim.sha256 if (claim := _claimed(item)) else None,
+            claimed_size=request.expected_size,
+            also=request.also,
+        )
+        for item in needed
+        if item.report is not None and (request := _request(ctx, item, batch.previous.get(item.backup.id)))
+    ]
+
+
 def _measure(
-    ctx: ScanContext, pending: Sequence[_Pending], result: BatchResult, previous: dict[int, PreviousSuccess]
+    ctx: ScanContext,
+    session: Session,
+    pending: Sequence[_Pending],
+    result: BatchResult,
+    previous: dict[int, PreviousSuccess],
 ) -> None:
     """Reuse each cycle's stored measurement; measure (in parallel) only what was never measured,
     also in the algorithm of the previous success's fingerprint when it is not the current one."""
+    to_measure = _unmeasured(ctx, session, pending, previous)
+    checks = check_many(
+        [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
+        workers=ctx.settings.hash_workers,
+        verify_archive=ctx.settings.verify_archives,
+    )
+    for item, check in zip(to_measure, checks, strict=True):
+        result.measured_files += 1
+        result.measured_bytes += check.size or 0
+        claim = _claimed(item)
+        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
+            item.settling = True  # nothing stored: the next scan measures it again
+            continue
+        item.check = check
+
+
+def _unmeasured(
+    ctx: ScanContext, session: Session, pending: Sequence[_Pending], previous: dict[int, PreviousSuccess]
+) -> list[_Pending]:
+    """Name each cycle's staged file and take its measurement from its entry, or from the measurement
+    steps when they measured it as this evaluation would; the cycles whose file must be measured now."""
     to_measure: list[_Pending] = []
     for item in pending:
         if item.report is None:
@@ -190,22 +274,17 @@ def _measure(
                 problem=f"the report names no usable staged file ({database.staged_file_name!r})",
             )
         elif (stored := _stored_check(ctx, item)) is not None:
-            item.check, item.check_reused = stored, True
+            item.check, item.measured_at = stored, item.existing.measured_at if item.existing else None
         else:
             to_measure.append(item)
-    checks = check_many(
-        [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
-        workers=ctx.settings.hash_workers,
-        verify_archive=ctx.settings.verify_archives,
-    )
-    for item, check in zip(to_measure, checks, strict=True):
-        result.measured_files += 1
-        result.measured_bytes += check.size or 0
-        claim = _claimed(item)
-        if claim and still_being_written(check, claim.sha256, claim.size, ctx.settings.settle_seconds):
-            item.settling = True  # nothing stored: the next scan measures it again
-            continue
-        item.check = check
+    # A re-hash reuses only what this run's own measurement steps measured.
+    keys = {(item.report.ref.report_id, item.staged_name or ""): item for item in to_measure if item.report}
+    found = measurements.stored(session, keys, run_id=ctx.run_id if ctx.rehash else None)
+    for key, (check, measured_at, also) in found.items():
+        item = keys[key]
+        if also == _request(ctx, item, previous.get(item.backup.id)).also:
+            item.check, item.measured_at, item.stored_key = check, measured_at, key
+    return [item for item in to_measure if item.check is None]
 
 
 def _request(ctx: ScanContext, item: _Pending, previous: PreviousSuccess | None) -> StagedFileRequest:
@@ -255,7 +334,7 @@ def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[
     database = decision.database
     check = decision.check
     report = decision.report
-    measured_at = item.existing.measured_at if item.check_reused and item.existing else ctx.as_of
+    measured_at = item.measured_at or ctx.as_of
     previous = decision.previous
     return {
         "job_id": item.backup.id,

@@ -313,6 +313,42 @@ class ScanRecordRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
 
 
+class StepOutputRow(Base):
+    """The output of one Dagster step (a small pydantic summary: ids and counts, as JSON), where every
+    worker of every host reads it: steps of a run may execute on different machines."""
+
+    __tablename__ = "step_outputs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    output_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mapping_key: Mapped[str] = mapped_column(Text, primary_key=True)  # '' for an output that is not mapped
+    value: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now(), index=True)
+
+
+class StagedFileMeasurementRow(Base):
+    """The server's measurement of the staged file a report names, taken by a scan's measurement step
+    before evaluation; the evaluation of the cycle reuses it and removes it once its entry holds it."""
+
+    __tablename__ = "staged_file_measurements"
+
+    report_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("status_reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    staged_file_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    content_fingerprint: Mapped[str | None] = mapped_column(Text)  # `algorithm:digest` tokens
+    problem: Mapped[str | None] = mapped_column(Text)
+    archive_problem: Mapped[str | None] = mapped_column(Text)
+    measured_at: Mapped[datetime] = mapped_column(TZ)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    # The fingerprint algorithms asked for besides the current one (space-separated): reused only by
+    # an evaluation that would ask for the same.
+    also: Mapped[str] = mapped_column(Text)
+
+
 class RestoreDrillRow(Base):
     """One restore drill of one entry: its dump restored into a throw-away cluster and checked. One
     per entry, unless someone asks for a re-drill (the next `attempt`)."""

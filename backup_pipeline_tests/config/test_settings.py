@@ -44,3 +44,24 @@ def test_documented_variables_are_read(clean_environment: pytest.MonkeyPatch) ->
     assert settings.home == Path("/var/lib/backup_pipeline")
     assert (settings.window_minutes, settings.max_status_file_age_days) == (90, 3)
     assert Settings(home=Path("/given/in/code")).home == Path("/given/in/code")  # by field name in code
+
+
+def test_the_celery_executor_needs_a_broker_and_shares_its_url_as_result_backend(
+    clean_environment: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().executor == "multiprocess"
+    clean_environment.setenv("BACKUP_PIPELINE_EXECUTOR", "celery")
+    with pytest.raises(ValueError, match="BACKUP_PIPELINE_CELERY_BROKER"):
+        load_settings()
+
+    clean_environment.setenv("BACKUP_PIPELINE_CELERY_BROKER", "redis://:secret@broker.example:6379/0")
+    settings = load_settings()
+    assert settings.celery_backend_url == "redis://:secret@broker.example:6379/0"
+    assert "secret" not in repr(settings)
+    clean_environment.setenv("BACKUP_PIPELINE_CELERY_BROKER", "amqp://guest@rabbit.example//")
+    assert load_settings().celery_backend_url == "rpc://"  # results over RabbitMQ itself
+    clean_environment.setenv("BACKUP_PIPELINE_CELERY_BACKEND", "redis://results.example/1")
+    assert load_settings().celery_backend_url == "redis://results.example/1"
+    clean_environment.setenv("BACKUP_PIPELINE_EXECUTOR", "dask")
+    with pytest.raises(ValueError, match="multiprocess"):
+        load_settings()

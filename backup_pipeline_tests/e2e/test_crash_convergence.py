@@ -52,6 +52,8 @@ FAULTS = {
     "ingest-before-commit": kill_at(f"{REPORTS}:record_reports", when="before"),
     "ingest-after-commit": kill_at(f"{REPORTS}:record_reports"),
     "evaluate-while-hashing": kill_at("backup_pipeline.scan.evaluate:check_many", when="before"),
+    "measure-while-hashing": kill_at("backup_pipeline.scan.measure:check_many", when="before"),
+    "measured-not-evaluated": kill_at(f"{DEFINITIONS}:measure_batch"),
     "evaluate-written-not-committed": kill_at(f"{ENTRIES}:upsert_entries"),
     "evaluate-after-batch-1-commit": kill_at(f"{DEFINITIONS}:evaluate_batch", nth=1),
     "evaluate-after-batch-2-commit": kill_at(f"{DEFINITIONS}:evaluate_batch", nth=2),
@@ -70,7 +72,10 @@ FAULTS = {
 def test_a_scan_killed_at_any_boundary_converges_on_the_next_scan(
     stage: Stage, checked_control: dict[str, Any], fault: str
 ) -> None:
-    env = stage.restore()
+    # The stage's dumps are small: the evaluation measures them itself unless told to spread them.
+    env = stage.restore(
+        **({"BACKUP_PIPELINE_MEASURE_BATCH_BYTES": "1"} if fault.startswith("measure") else {})
+    )
     try:
         killed = run_cli(env, "scan", "--at", AT, prelude=FAULTS[fault])
         assert killed.returncode == -9, f"the fault never fired:\n{killed.stdout}\n{killed.stderr}"

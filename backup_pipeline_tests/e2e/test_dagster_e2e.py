@@ -10,22 +10,19 @@ job's pages. Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -34,132 +31,30 @@ from sqlalchemy.engine import make_url
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from backup_pipeline_tests.support.dagster_servers import (
+    ARTIFACTS,
+    BIN,
+    JOB,
+    PROJECT,
+    TERMINAL,
+    Run,
+    Servers,
+    free_port,
+    runs,
+    stop_automation,
+    wait_ready,
+)
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, sha
-from backup_pipeline_tests.support.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-PROJECT = PROJECT_ROOT
-ARTIFACTS = PROJECT / "test-artifacts"
-BIN = Path(sys.executable).parent
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 OTHER = "SIRPACAM_BAFOUSSAM_CAMPUS_1"
 WINDOW = 90
-JOB = "backup_scan"
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 WAIT_RUNS = 300.0
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- servers
-
-
-@dataclass
-class Servers:
-    """dagster-webserver and dagster-daemon, each in its own process group, logging to files."""
-
-    port: int
-    home: Path
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self, name: str) -> Path:
-        return self.home / f"{name}.log"
-
-    def start(self, name: str, *args: str) -> None:
-        with self.log(name).open("wb") as out:
-            self.processes[name] = subprocess.Popen(
-                [str(BIN / name), *args, "-w", str(PROJECT / "workspace.yaml")],
-                cwd=PROJECT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its code servers and run workers share its process group
-            )
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait(timeout=10)
-            _signal_group(process, signal.SIGKILL)  # whatever of its group outlived it
-        ARTIFACTS.mkdir(exist_ok=True)
-        for name in self.processes:  # kept for whoever reads a CI failure
-            shutil.copyfile(self.log(name), ARTIFACTS / f"e2e-{name}.log")
-
-    def tails(self, lines: int = 120) -> str:
-        parts = []
-        for name in self.processes:
-            text = self.log(name).read_text(errors="replace").splitlines()
-            noise = ("BetaWarning", "return SensorDefinition")
-            kept = [line for line in text if not any(n in line for n in noise)]
-            parts.append(f"----- last {lines} lines of {name} -----\n" + "\n".join(kept[-lines:]))
-        return "\n".join(parts)
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with code {process.returncode}\n{self.tails()}")
-
-    def dagster(self, *args: str, timeout: float = 180) -> str:
-        """The `dagster` CLI on this instance; what it said (it must succeed)."""
-        done = subprocess.run(
-            [str(BIN / "dagster"), *args],
-            cwd=PROJECT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout + done.stderr
-
-    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.loads(response.read())
-        assert not payload.get("errors"), f"GraphQL errors: {payload['errors']}"
-        return payload["data"]
-
-    def wait(self, what: str, probe: Callable[[], tuple[bool, T]], timeout: float) -> T:
-        """Poll `probe` (done, state) until done; fail with the state and the logs' tails after `timeout`."""
-        deadline = time.monotonic() + timeout
-        state: Any = None
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                done, state = probe()
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                done, state = False, f"not reachable: {exc}"
-            if done:
-                return state
-            time.sleep(1.0)
-        pytest.fail(
-            f"timed out after {timeout:.0f} s waiting for {what}; last state: {state}\n{self.tails()}"
-        )
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)  # the group this test created for the process (start_new_session)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -193,13 +88,13 @@ def dagster_servers(
     def start(*stopped: tuple[str, str]) -> Servers:
         """`stopped`: (kind, name) of schedules and sensors stopped before the daemon exists, so that
         none of their ticks can run before the test's own scans."""
-        servers = Servers(port=_free_port(), home=home, env=env)
+        servers = Servers(port=free_port(), home=home, env=env)
         started.append(servers)
         for kind, name in stopped:
-            servers.dagster(kind, "stop", name, "-w", str(PROJECT / "workspace.yaml"))
+            stop_automation(servers, kind, name)
         servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
         servers.start("dagster-daemon", "run")
-        _wait_ready(servers)
+        wait_ready(servers)
         return servers
 
     yield start
@@ -207,41 +102,8 @@ def dagster_servers(
         servers.stop()
 
 
-WORKSPACE_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-DAEMONS_QUERY = """{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
-NEEDED_DAEMONS = {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR", "BACKFILL"}
-
-
-def _wait_ready(servers: Servers) -> None:
-    def server_info() -> tuple[bool, str]:
-        with urllib.request.urlopen(f"{servers.url}/server_info", timeout=5) as response:
-            return response.status == 200, response.read().decode()
-
-    servers.wait("the webserver's /server_info", server_info, 120)
-
-    def location_loaded() -> tuple[bool, Any]:
-        entries = servers.graphql(WORKSPACE_QUERY)["workspaceOrError"]["locationEntries"]
-        errors = [e for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
-        assert not errors, f"the code location failed to load: {errors}"
-        loaded = [e["name"] for e in entries if e["loadStatus"] == "LOADED"]
-        return loaded == ["backup_pipeline"], entries
-
-    servers.wait("the backup_pipeline code location", location_loaded, 120)
-
-    def daemons_healthy() -> tuple[bool, Any]:
-        statuses = servers.graphql(DAEMONS_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
-        healthy = {s["daemonType"] for s in statuses if s["healthy"]}
-        return healthy >= NEEDED_DAEMONS, statuses
-
-    servers.wait("a healthy dagster-daemon", daemons_healthy, 120)
-
-
 # ---------------------------------------------------------------- GraphQL reads
 
-RUNS_QUERY = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) {
-  __typename ... on Runs { results { runId status tags { key value } } }
-  ... on PythonError { message } } }"""
 
 MATERIALIZATIONS_QUERY = """query Mats($path: [String!]!, $partitions: [String!]) {
   assetOrError(assetKey: {path: $path}) { __typename ... on Asset {
@@ -265,23 +127,6 @@ LAUNCH_BACKFILL = """mutation Backfill($partitions: [String!]) {
 BACKFILL_QUERY = """query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename ... on PartitionBackfill { id status numPartitions runs { runId status tags { key value } } }
   ... on PythonError { message } } }"""
-
-
-@dataclass
-class Run:
-    run_id: str
-    status: str
-    tags: dict[str, str]
-
-    @property
-    def partition(self) -> str | None:
-        return self.tags.get("dagster/partition")
-
-
-def runs(servers: Servers) -> list[Run]:
-    data = servers.graphql(RUNS_QUERY, filter={"pipelineName": JOB})["runsOrError"]
-    assert data["__typename"] == "Runs", data
-    return [Run(r["runId"], r["status"], {t["key"]: t["value"] for t in r["tags"]}) for r in data["results"]]
 
 
 def metadata(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -690,7 +535,7 @@ def test_backup_pipeline_dev_started_from_a_script_sees_its_dot_env_and_stops_on
     )
     (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in DOT_ENV.items()))
     home = tmp_path / "dev_home"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in DOT_ENV}
     env |= {"DAGSTER_HOME": str(home), DAGSTER_URL_ENV: dagster_storage_url}
     with (tmp_path / "dev.log").open("wb") as out:
