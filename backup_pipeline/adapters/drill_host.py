@@ -225,7 +225,7 @@ def kill_group(process: subprocess.Popen[bytes] | None) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
     """Until no process of the child's group is left (the kernel keeps the id while one is)."""
     if process is None:
         return

@@ -228,6 +228,23 @@ class ScratchCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+# The longest socket path a cluster gets below the drill folder: a template being built (the longest
+# label, the largest pid). PostgreSQL refuses a Unix socket path over 107 bytes.
+_LONGEST_BELOW_ROOT = len("/templates/run-build-12345678-4194304-12345678/socket/.s.PGSQL.5432")
+SOCKET_PATH_MAX = 107
+
+
+def check_socket_room(root: Path) -> None:
+    """DrillUnavailable, naming the setting, when the drill folder is too deep for the clusters' sockets."""
+    longest = len(os.fsencode(root)) + _LONGEST_BELOW_ROOT
+    if longest > SOCKET_PATH_MAX:
+        raise DrillUnavailable(
+            f"the drill folder {root} is too deep: its clusters' Unix socket paths would reach {longest} "
+            f"bytes, over PostgreSQL's {SOCKET_PATH_MAX} (set BACKUP_PIPELINE_DRILL_DIR to a path of at most "
+            f"{SOCKET_PATH_MAX - _LONGEST_BELOW_ROOT} bytes)"
+        )
+
+
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:40]
 

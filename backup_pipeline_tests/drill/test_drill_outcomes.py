@@ -220,6 +220,13 @@ def test_the_table_for_people_and_the_exit_codes(site: Site, monkeypatch: pytest
     assert broken.exit_code == 1
     assert "the drills could not run: no initdb, postgres, psql, pg_restore in" in broken.output
     assert "Traceback" not in broken.output
+    monkeypatch.delenv("BACKUP_PIPELINE_DRILL_PG_BIN")
+    monkeypatch.setenv("BACKUP_PIPELINE_DRILL_DIR", str(ws.root / ("deep" * 12)))
+    deep = site.drill(
+        "--agent", SITE, "--database", "plain_zst", "--cycle", cycle(DAY2), "--redrill", expect_ok=False
+    )
+    assert deep.exit_code == 1 and "is too deep: its clusters' Unix socket paths would reach" in deep.output
+    assert "set BACKUP_PIPELINE_DRILL_DIR to a path of at most 40 bytes" in deep.output
 
 
 def test_json_rows_are_a_json_array_on_stdout(site: Site) -> None:
