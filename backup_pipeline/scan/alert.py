@@ -5,7 +5,7 @@ are committed together (a transactional outbox): a crash after the commit loses 
 scan's `notify` step (or the next scan's) sends whatever is recorded and not yet dispatched.
 
 - Size anomalies: after each successful cycle, the staged size is compared with the median of the
-  backup's last N successful cycles *before* it (pandas over the stored history), so re-evaluating a
+  backup's last N successful cycles *before* it (over the stored history), so re-evaluating a
   past day during a backfill gives the same answer whatever was evaluated since.
 - Silences: a MISSING whose deadline falls in a maintenance window names it in its message; every
   alert of a silenced cycle is recorded as held and never sent.
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from statistics import median
 from typing import Any
 
 from backup_pipeline.config.jobs_file import BackupAlerting
@@ -95,15 +96,14 @@ class SizeBaseline:
 def trailing_medians(
     rows: Sequence[tuple[int, datetime, int, int]], depth: dict[int, int]
 ) -> dict[int, tuple[float, int]]:
-    """Per backup, the median and count of its sizes ranked within its own depth (rank 1 = latest)."""
-    if not rows:
-        return {}
-    import pandas as pd  # only scans with size history to compare pay its import (~0.3 s)
-
-    frame = pd.DataFrame(rows, columns=["job_id", "cycle", "size", "rank"])
-    frame = frame[frame["rank"] <= frame["job_id"].map(depth)]
-    stats = frame.groupby("job_id")["size"].agg(["median", "count"])
-    return {int(job_id): (float(row["median"]), int(row["count"])) for job_id, row in stats.iterrows()}
+    """Per backup, the median and count of its sizes ranked within its own depth (rank 1 = latest).
+    Plain Python: it runs once per successful cycle a batch decides, where a data frame's set-up
+    cost (milliseconds) dwarfed the few sizes it compares."""
+    sizes: dict[int, list[int]] = {}
+    for job_id, _cycle, size, rank in rows:
+        if rank <= depth[job_id]:
+            sizes.setdefault(job_id, []).append(size)
+    return {job_id: (float(median(values)), len(values)) for job_id, values in sizes.items()}
 
 
 def annotate(values: dict[str, Any], backup: ExpectedBackupRow, cycle: Cycle, baseline: SizeBaseline) -> None:
