@@ -30,6 +30,9 @@ VERSION_TABLE = "backup_pipeline_alembic_version"  # apart from Dagster's, which
 _REVISION_LINE = re.compile(r'^(revision|down_revision)\b[^=\n]*=\s*(?:"([^"]+)"|None)', re.MULTILINE)
 _lock = threading.Lock()
 _open: dict[str, Database] = {}
+# The embedded server's databases known to exist, by (data folder, name): a process asks for its
+# database once per op, and checking pg_database each time cost a connection (~10 ms) per op.
+_embedded_databases: dict[tuple[str, str], str] = {}
 
 
 # What a caller outside storage catches when PostgreSQL fails mid-command (the driver's error, wrapped
@@ -82,7 +85,16 @@ def ensure_database(server_url: str, name: str) -> str:
 def application_url(settings: Settings) -> str:
     if settings.database_url:
         return _configured_url(settings.database_url)
-    return ensure_database(_embedded(settings), APP_DATABASE)
+    return _embedded_database(settings, APP_DATABASE)
+
+
+def _embedded_database(settings: Settings, name: str) -> str:
+    """The URL of database `name` on the embedded server, created when absent (checked once per process
+    until `close_all`)."""
+    key = (str(settings.embedded_pgdata), name)
+    if key not in _embedded_databases:
+        _embedded_databases[key] = ensure_database(_embedded(settings), name)
+    return _embedded_databases[key]
 
 
 def _embedded(settings: Settings) -> str:
@@ -116,7 +128,7 @@ DAGSTER_SESSION_OPTIONS = "-c synchronous_commit=off"
 
 def dagster_url(settings: Settings) -> str:
     """Where Dagster keeps its runs and events when the product starts it (embedded mode)."""
-    url = make_url(ensure_database(_embedded(settings), DAGSTER_DATABASE))
+    url = make_url(_embedded_database(settings, DAGSTER_DATABASE))
     return url.update_query_dict({"options": DAGSTER_SESSION_OPTIONS}).render_as_string(hide_password=False)
 
 
@@ -186,6 +198,7 @@ def close_all() -> None:
         for database in _open.values():
             database.engine.dispose()
         _open.clear()
+        _embedded_databases.clear()
 
 
 def _first_line(exc: BaseException) -> str:
