@@ -354,3 +354,19 @@ def test_retry_delay_doubles_from_the_base_up_to_an_hour() -> None:
     assert delays == [0, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
     assert retry_delay(10_000, base) == timedelta(hours=1)  # no overflow for a long outage
     assert retry_delay(3, timedelta(0)) == timedelta(0)  # 0: retry at every scan
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=10**12), min_size=0, max_size=30),
+    st.integers(min_value=1, max_value=20),
+)
+def test_trailing_medians_agree_with_pandas(sizes: list[int], depth: int) -> None:
+    """The plain-Python medians give what the data-frame version they replaced gave."""
+    import pandas as pd
+
+    rows = [
+        (7, datetime(2025, 1, 1, tzinfo=UTC) - timedelta(days=i), size, i + 1) for i, size in enumerate(sizes)
+    ]
+    kept = pd.Series([size for _, _, size, rank in rows if rank <= depth], dtype="float64")
+    expected = {7: (float(kept.median()), len(kept))} if len(kept) else {}
+    assert trailing_medians(rows, {7: depth}) == expected
