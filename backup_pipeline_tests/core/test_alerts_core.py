@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -362,8 +363,6 @@ def test_retry_delay_doubles_from_the_base_up_to_an_hour() -> None:
 )
 def test_trailing_medians_agree_with_pandas(sizes: list[int], depth: int) -> None:
     """The plain-Python medians give what the data-frame version they replaced gave."""
-    import pandas as pd
-
     rows = [
         (7, datetime(2025, 1, 1, tzinfo=UTC) - timedelta(days=i), size, i + 1) for i, size in enumerate(sizes)
     ]
