@@ -34,10 +34,12 @@ PROMETHEUS_ACCEPT = (
 )
 
 JOBS_SQL = """
-INSERT INTO expected_jobs (agent_id_responsible, database_name, expected_hour_utc, expected_minute_utc,
-    window_minutes, timezone, content_change, company_name, city, neighborhood, is_active,
-    current_status, created_at, last_checked_timestamp)
-SELECT 'SITE' || a || '_CITY_QUARTER', 'db_' || d, (a % 24), (d % 4) * 15, 60, 'UTC', 'changed',
+INSERT INTO expected_jobs (agent_id_responsible, database_name, name, expected_hour_utc,
+    expected_minute_utc, early_minutes, grace_minutes, timezone, content_change, company_name, city,
+    neighborhood, is_active, current_status, created_at, last_checked_timestamp)
+SELECT 'SITE' || a || '_CITY_QUARTER', 'db_' || d,
+       lpad((a % 24)::text, 2, '0') || lpad(((d % 4) * 15)::text, 2, '0'), (a % 24), (d % 4) * 15,
+       60, 60, 'UTC', 'changed',
        'SITE' || a, 'CITY', 'QUARTER', true, 'UNKNOWN', CAST(:first AS timestamptz) - interval '1 day',
        CAST(:last AS timestamptz)
 FROM generate_series(1, :agents) a CROSS JOIN generate_series(1, :databases) d
