@@ -57,13 +57,19 @@ def relevant_rejection(cycle: Cycle, rejected: Sequence[RejectedReport]) -> Reje
     return max(candidates, key=lambda c: (c[0], c[1].ref.report_id), default=(None, None))[1]
 
 
+# The steps in their order, once: iterating the enum costs more than the check (20,000 times a scan).
+STEPS = tuple(Step)
+
+
 def failed_steps(database: DatabaseReport) -> list[Step]:
-    return [step for step in Step if (s := database.step(step)) is not None and not s.status]
+    return [step for step in STEPS if (s := database.step(step)) is not None and not s.status]
 
 
 def needs_staged_file(database: DatabaseReport) -> bool:
     """Only a report claiming full success is checked against the staged file."""
-    return not database.problems and all((s := database.step(step)) is not None and s.status for step in Step)
+    return not database.problems and all(
+        (s := database.step(step)) is not None and s.status for step in STEPS
+    )
 
 
 def staged_file_name(cycle: Cycle, database: DatabaseReport) -> str | None:
