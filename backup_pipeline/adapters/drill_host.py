@@ -240,6 +240,33 @@ def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 30
         time.sleep(0.02)
 
 
+def processes_under(folder: Path) -> list[int]:
+    """Processes whose working directory is in `folder`. PostgreSQL's backends make themselves
+    process-group leaders (so that the postmaster can signal their own children): killing the
+    postmaster's group misses them, and a backend busy in a long statement outlives its postmaster
+    until the statement ends. They all work in the cluster's data folder."""
+    prefix = str(folder) + os.sep
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (os.readlink(f"/proc/{entry.name}/cwd") + os.sep).startswith(prefix):
+                    found.append(int(entry.name))
+    return found
+
+
+def kill_under(folder: Path, timeout: float = 30.0) -> None:
+    """SIGKILL every process working in `folder`; with a timeout, until none is left."""
+    deadline = time.monotonic() + timeout
+    while pids := processes_under(folder):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------- directories
 
 

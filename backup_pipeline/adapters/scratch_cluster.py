@@ -30,6 +30,7 @@ from backup_pipeline.adapters.drill_host import (
     Tools,
     disk_usage,
     kill_group,
+    kill_under,
     spawn,
     wait_group_gone,
     write_owner,
@@ -195,6 +196,7 @@ class ScratchCluster:
         for child in self.children:
             kill_group(child)
         kill_group(self.server)
+        kill_under(self.directory, timeout=0)  # the backends: groups of their own
 
     def disk_usage(self) -> int:
         return disk_usage(self.directory)
@@ -225,6 +227,7 @@ class ScratchCluster:
                 self.server.wait(timeout=10)
         kill_group(self.server)  # whatever did not stop in time
         wait_group_gone(self.server)
+        kill_under(self.directory)  # backends still busy in a statement after their postmaster died
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

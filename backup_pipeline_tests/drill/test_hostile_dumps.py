@@ -31,6 +31,7 @@ from backup_pipeline_tests.support.drill_fixtures import (
     DAY2,
     Site,
     build_site,
+    described,
     drill_processes,
     gz,
     leftovers,
@@ -158,7 +159,8 @@ def test_a_hostile_dump_fails_without_touching_anything_outside(
         assert any(words in row["reason"] for words in LIMITS), row["reason"]
     assert list(sentinel_dir.iterdir()) == []
     assert leftovers(drill_dir) == []
-    assert drill_processes(drill_dir) == []
+    left = drill_processes(drill_dir)
+    assert left == [], described(left)
 
 
 def test_psql_as_drills_start_it_stays_restricted_and_runs_as_the_drill_user(

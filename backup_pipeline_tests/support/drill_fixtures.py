@@ -207,3 +207,16 @@ def drill_processes(drill_dir: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def described(pids: list[int]) -> str:
+    """Each process's command line and working directory: what a failing test names."""
+    lines = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                args = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            lines.append(f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')})")
+        except OSError:
+            lines.append(f"{pid}: gone")
+    return "; ".join(lines)
