@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from benchmarks.common import SCRATCH, Report, run, timed
-from benchmarks.fleet import AT, DAY, _cli, latest_run_stats, prepare
+from benchmarks.fleet import AT, DAY, _cli, _stop_embedded_server, latest_run_stats, prepare
 
 HISTORY_DAYS = 29
 
@@ -113,9 +113,7 @@ def scan_day(work: Path, with_history: bool) -> tuple[float, float, int]:
     wall, _ = run([*_cli(), "scan", "--at", AT, "--partition", DAY], env=env)
     seconds = latest_run_stats().seconds
     steps = step_seconds()
-    from backup_pipeline.storage.database import close_all
-
-    close_all()
+    _stop_embedded_server(work / "home" / "pgdata")  # the CLI left it running: nothing else will use it
     return wall, seconds, inserted, steps
 
 
