@@ -27,6 +27,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -241,18 +242,8 @@ def wait_group_gone(process: subprocess.Popen[bytes] | None, timeout: float = 30
 
 
 def processes_under(folder: Path) -> list[int]:
-    """Processes whose working directory is in `folder`. PostgreSQL's backends make themselves
-    process-group leaders (so that the postmaster can signal their own children): killing the
-    postmaster's group misses them, and a backend busy in a long statement outlives its postmaster
-    until the statement ends. They all work in the cluster's data folder."""
-    prefix = str(folder) + os.sep
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (os.readlink(f"/proc/{entry.name}/cwd") + os.sep).startswith(prefix):
-                    found.append(int(entry.name))
-    return found
+    """Processes working in `folder`: a scratch cluster's server, backends and tools."""
+    return list(_processes_in(folder))
 
 
 def kill_under(folder: Path, timeout: float = 30.0) -> None:
@@ -353,6 +344,22 @@ def _remove_shared_memory(pgdata: Path) -> None:
         _libc.shmctl(int(key_id[1]), 0, None)  # IPC_RMID
 
 
+SOCKET_LINK = "socket"  # in a drill's folder: a link to its socket folder, in the temporary folder
+
+
+def socket_parent() -> Path:
+    """Where scratch clusters' socket folders go: short paths (PostgreSQL caps a socket's at 107 bytes)."""
+    return Path(tempfile.gettempdir())
+
+
+def _remove_socket_folder(directory: Path) -> None:
+    """The socket folder a drill's folder links to, when it is one of ours."""
+    with contextlib.suppress(OSError):
+        target = Path(os.readlink(directory / SOCKET_LINK))
+        if target.parent == socket_parent() and target.name.startswith("bp-"):
+            shutil.rmtree(target, ignore_errors=True)
+
+
 LEFTOVER_GRACE = 300.0  # a folder without its owner file is left alone this long (being created)
 
 
@@ -377,6 +384,7 @@ def clean_leftovers(root: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         _remove_shared_memory(directory / "pgdata")
+        _remove_socket_folder(directory)
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory.name)
     return removed

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from backup_pipeline.adapters.drill_host import (
+    SOCKET_LINK,
     DrillUnavailable,
     Limits,
     OsUser,
@@ -31,6 +32,7 @@ from backup_pipeline.adapters.drill_host import (
     disk_usage,
     kill_group,
     kill_under,
+    socket_parent,
     spawn,
     wait_group_gone,
     write_owner,
@@ -96,7 +98,9 @@ class ScratchCluster:
         token = secrets.token_hex(4)
         self.directory = root / f"run-{_safe(label)}-{os.getpid()}-{token}"
         self.pgdata = self.directory / "pgdata"
-        self.socket_dir = self.directory / "socket"
+        # PostgreSQL caps a Unix socket's path at 107 bytes: the socket folder lives in the system's
+        # temporary folder under a short name, linked from the drill's folder (for leftovers).
+        self.socket_dir = socket_parent() / f"bp-{os.getpid()}-{token}"
         self.log_path = self.directory / "postgres.log"
         self.admin_password = ""
         self.server: subprocess.Popen[bytes] | None = None
@@ -114,8 +118,10 @@ class ScratchCluster:
         """The drill's folder, owned by this process, with its owner's identity for `clean_leftovers`."""
         self.directory.mkdir(mode=0o711 if self.user.switch else 0o700)
         write_owner(self.directory)
+        self.socket_dir.mkdir(mode=0o700)  # a fresh random name: fails rather than reuse a folder
+        (self.directory / SOCKET_LINK).symlink_to(self.socket_dir)
+        self.pgdata.mkdir()
         for private in (self.socket_dir, self.pgdata):
-            private.mkdir()
             _own(private, self.user, 0o700)
 
     def start_from(self, template: Template, settings: dict[str, str]) -> None:
@@ -228,24 +234,8 @@ class ScratchCluster:
         kill_group(self.server)  # whatever did not stop in time
         wait_group_gone(self.server)
         kill_under(self.directory)  # backends still busy in a statement after their postmaster died
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-# The longest socket path a cluster gets below the drill folder: a template being built (the longest
-# label, the largest pid). PostgreSQL refuses a Unix socket path over 107 bytes.
-_LONGEST_BELOW_ROOT = len("/templates/run-build-12345678-4194304-12345678/socket/.s.PGSQL.5432")
-SOCKET_PATH_MAX = 107
-
-
-def check_socket_room(root: Path) -> None:
-    """DrillUnavailable, naming the setting, when the drill folder is too deep for the clusters' sockets."""
-    longest = len(os.fsencode(root)) + _LONGEST_BELOW_ROOT
-    if longest > SOCKET_PATH_MAX:
-        raise DrillUnavailable(
-            f"the drill folder {root} is too deep: its clusters' Unix socket paths would reach {longest} "
-            f"bytes, over PostgreSQL's {SOCKET_PATH_MAX} (set BACKUP_PIPELINE_DRILL_DIR to a path of at most "
-            f"{SOCKET_PATH_MAX - _LONGEST_BELOW_ROOT} bytes)"
-        )
 
 
 def _safe(label: str) -> str:

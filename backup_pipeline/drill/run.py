@@ -31,7 +31,7 @@ from backup_pipeline.adapters.drill_host import (
     find_tools,
     prepare_root,
 )
-from backup_pipeline.adapters.scratch_cluster import check_socket_room, ensure_template
+from backup_pipeline.adapters.scratch_cluster import ensure_template
 from backup_pipeline.config.jobs_file import RestoreDrillSpec
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.domain import SUCCESS_STATUSES
@@ -111,7 +111,6 @@ def prepare_environment(settings: Settings) -> DrillEnvironment:
     """Binaries, user, folder and template, checked; leftovers of killed drills removed first."""
     tools = find_tools(settings.drill_pg_bin)
     user = drill_user(settings.drill_user, forbidden_uids=_database_owners(settings))
-    check_socket_room(settings.drill_root.resolve())  # before anything is created there
     root = prepare_root(settings.drill_root, user)
     removed = clean_leftovers(root)
     if removed:
