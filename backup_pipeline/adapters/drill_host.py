@@ -380,9 +380,7 @@ def clean_leftovers(root: Path) -> list[str]:
                 continue
         if owner is not None and _alive(owner):
             continue
-        for pid in _processes_in(directory):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill_under(directory, timeout=0)
         _remove_shared_memory(directory / "pgdata")
         _remove_socket_folder(directory)
         shutil.rmtree(directory, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Throw-away PostgreSQL clusters for restore drills: a private folder per drill (data, and a socket
-folder of mode 0700), the server listening on that Unix socket only (`listen_addresses=''`, never
+folder of mode 0700 under a short name in the temporary folder, linked from it), the server listening on that Unix socket only (`listen_addresses=''`, never
 TCP, never the product's own server), client tools connected as the restore role, and removal at
 the end, whatever happened. A data directory prepared once (`initdb`, the restore role and database)
 is kept as a template per binaries and user and copied for each drill: a copy costs a fraction of an
@@ -202,7 +202,7 @@ class ScratchCluster:
         for child in self.children:
             kill_group(child)
         kill_group(self.server)
-        kill_under(self.directory, timeout=0)  # the backends: groups of their own
+        kill_under(self.directory, timeout=0)  # anything of the cluster outside those groups
 
     def disk_usage(self) -> int:
         return disk_usage(self.directory)
@@ -233,7 +233,7 @@ class ScratchCluster:
                 self.server.wait(timeout=10)
         kill_group(self.server)  # whatever did not stop in time
         wait_group_gone(self.server)
-        kill_under(self.directory)  # backends still busy in a statement after their postmaster died
+        kill_under(self.directory)  # nothing may keep working in a folder about to be removed
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 

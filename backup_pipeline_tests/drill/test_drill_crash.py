@@ -3,6 +3,7 @@ the next drill removes the folder it left and drills the entry: one result row, 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def test_a_drill_killed_midway_is_cleaned_up_by_the_next_one(
     )
     args = ("drill", "--agent", SITE, "--database", database, "--cycle", cycle(DAY2))
 
+    sockets = set(Path(tempfile.gettempdir()).glob("bp-[0-9]*"))
     killed = run_cli(env, *args, prelude=kill_at(kill_point, when="before"))
     assert killed.returncode == -9, killed.stderr
     wait_until_no_drill_process(drill_dir)
@@ -69,3 +71,6 @@ def test_a_drill_killed_midway_is_cleaned_up_by_the_next_one(
     assert "removed 1 folder(s) left by interrupted drills" in done.stderr
     assert drill_rows(ws.database_url) == [("RESTORED", 1)]
     assert leftovers(drill_dir) == [] and drill_processes(drill_dir) == []
+    assert (
+        set(Path(tempfile.gettempdir()).glob("bp-[0-9]*")) <= sockets
+    )  # the killed drill's socket folder too

@@ -17,6 +17,16 @@ from backup_pipeline_tests.support.prometheus import PROMTOOL, RULES, require
 
 DEPLOY = PROJECT_ROOT / "deploy" / "prometheus"
 NOW = datetime(2025, 11, 21, 14, 0, tzinfo=UTC)
+# One expected backup, daily at 13:00 UTC: its state and its latest drill.
+IDENTITY = {
+    "agent_id": "A_B_C",
+    "database_name": "db",
+    "name": "1300",
+    "schedule": None,
+    "timezone": "UTC",
+    "expected_hour_utc": 13,
+    "expected_minute_utc": 0,
+}
 
 
 def _promtool(*args: str) -> str:
@@ -36,13 +46,7 @@ def test_the_rules_unit_tests_pass() -> None:
 
 def test_every_metric_the_rules_name_is_exported() -> None:
     backup = BackupState(
-        agent_id="A_B_C",
-        database_name="db",
-        name="1300",
-        schedule=None,
-        timezone="UTC",
-        expected_hour_utc=13,
-        expected_minute_utc=0,
+        **IDENTITY,
         early_minutes=60,
         grace_minutes=60,
         current_status="OK",
@@ -56,13 +60,7 @@ def test_every_metric_the_rules_name_is_exported() -> None:
     )
     scans = ScanTotals(LastScan(NOW - timedelta(seconds=30), NOW, "succeeded"), NOW, {"succeeded": 1})
     drill = DrillState(
-        agent_id="A_B_C",
-        database_name="db",
-        name="1300",
-        schedule=None,
-        timezone="UTC",
-        expected_hour_utc=13,
-        expected_minute_utc=0,
+        **IDENTITY,
         outcome="RESTORED",
         shrank=False,
         finished_at=NOW,
