@@ -1,10 +1,10 @@
-"""Throw-away PostgreSQL clusters for restore drills: a private folder per drill (data, and a socket
-folder of mode 0700 under a short name in the temporary folder, linked from it), the server listening on that Unix socket only (`listen_addresses=''`, never
-TCP, never the product's own server), client tools connected as the restore role, and removal at
-the end, whatever happened. A data directory prepared once (`initdb`, the restore role and database)
-is kept as a template per binaries and user and copied for each drill: a copy costs a fraction of an
-`initdb`. Processes, the OS user and the drill folder are `drill_host`'s; SQL sent to a cluster lives
-in `storage.scratch`.
+"""Throw-away PostgreSQL clusters for restore drills: a private folder per drill (data, and a link to
+its socket folder: mode 0700, short-named in the temporary folder), the server listening on that
+Unix socket only (`listen_addresses=''`, never TCP, never the product's own server), client tools
+connected as the restore role, and removal at the end, whatever happened. A data directory prepared
+once (`initdb`, the restore role and database) is kept as a template per binaries and user and
+copied for each drill: a copy costs a fraction of an `initdb`. Processes, the OS user and the drill
+folder are `drill_host`'s; SQL sent to a cluster lives in `storage.scratch`.
 """
 
 from __future__ import annotations
