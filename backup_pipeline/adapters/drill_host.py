@@ -1,14 +1,19 @@
 """What a machine gives restore drills: the PostgreSQL binaries, the OS user scratch clusters run as,
-child processes with limits that die with their parent, the drill folder, and the removal of what
-drills killed before their end left in it.
+the sandbox every process of a cluster runs in, child processes with limits that die with their
+parent, the drill folder, and the removal of what drills killed before their end left in it.
 
-When the product runs as root, clusters and client tools (psql, pg_restore) run as an unprivileged
-OS user (`BACKUP_PIPELINE_DRILL_USER`, a dedicated system user created on first use if missing),
-never as root nor as the owner of the product's embedded database; otherwise as the product's own
-user, which cannot switch users. Every child has a memory limit (RLIMIT_AS) and a file-size limit
-(RLIMIT_FSIZE), no core dumps, and dies with the process that started it (PR_SET_PDEATHSIG), so a
-drill killed with SIGKILL leaves no server running; its folder is removed by the next drill
-(`clean_leftovers`). The clusters themselves are `scratch_cluster`'s.
+A restored dump is a stranger's program, so every process of a scratch cluster — the server and
+its backends, initdb, psql, pg_restore — runs in a bubblewrap sandbox: no network (a namespace of its
+own with nothing in it: 127.0.0.1 is not the machine's), a file system that is read-only and holds
+only the system's binaries and libraries, the PostgreSQL binaries and the drill's own folders (no
+deposit area, no product folder, no other socket), a PID namespace of its own (nothing outside is
+visible, and nothing inside outlives the drill), and no capability. When the product runs as root,
+clusters and tools also run as an unprivileged OS user (`BACKUP_PIPELINE_DRILL_USER`, a dedicated
+system user created on first use if missing), never as root nor as the owner of the product's
+embedded database; otherwise as the product's own user, which cannot switch users. Every child has a
+memory limit (RLIMIT_AS) and a file-size limit (RLIMIT_FSIZE), no core dumps, and dies with the
+process that started it, so a drill killed with SIGKILL leaves no server running; its folder is
+removed by the next drill (`clean_leftovers`). The clusters themselves are `scratch_cluster`'s.
 """
 
 from __future__ import annotations
@@ -165,6 +170,123 @@ def _create_user(name: str) -> pwd.struct_passwd:
     return entry
 
 
+# ---------------------------------------------------------------- the sandbox
+
+# What a sandboxed process sees of /etc: who users are (PostgreSQL looks its own user up), the
+# dynamic linker's cache, the time zone. Nothing else of the machine's configuration.
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives")
+SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+SHM_BYTES = 64 << 20  # initdb uses it; a running server keeps its dynamic shared memory in files (mmap)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """bubblewrap, and the read-only installation of the binaries it lets a cluster see."""
+
+    bwrap: str
+    read_only: tuple[Path, ...]
+
+    def wrap(
+        self, args: list[str], *, writable: tuple[Path, ...], cwd: Path, tmp: Path | None = None
+    ) -> list[str]:
+        """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
+        `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
+        command = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        command += ["--ro-bind", "/usr", "/usr"]
+        for name in SYSTEM_DIRS:
+            host = Path("/") / name
+            if host.is_symlink():
+                command += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                command += ["--ro-bind", str(host), str(host)]
+        for name in ETC_FILES:
+            command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        for folder in self.read_only:
+            command += ["--ro-bind", str(folder), str(folder)]
+        command += ["--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--proc", "/proc"]
+        if tmp is not None:
+            command += ["--bind", str(tmp), "/tmp"]
+        for folder in writable:
+            command += ["--bind", str(folder), str(folder)]
+        command += ["--remount-ro", "/", "--chdir", str(cwd), "--", *args]
+        return command
+
+
+@functools.cache
+def find_sandbox(configured: Path | None, tools: Tools, user: OsUser) -> Sandbox:
+    """bubblewrap (BACKUP_PIPELINE_DRILL_BWRAP, else on PATH), checked by running a command in it as
+    the drill user: drills refuse to run without a working sandbox."""
+    path = str(configured) if configured else shutil.which("bwrap") or "/usr/bin/bwrap"
+    if not os.access(path, os.X_OK):
+        raise DrillUnavailable(
+            f"restore drills run in a bubblewrap sandbox and there is no {path}: install it "
+            "(Debian: apt-get install bubblewrap) or set BACKUP_PIPELINE_DRILL_BWRAP"
+        )
+    sandbox = Sandbox(path, (tools.bin_dir.parent, *_library_folders(tools)))
+    folder = Path(tempfile.mkdtemp(prefix="bp-sandbox-check-"))
+    try:
+        if user.switch:
+            os.chown(folder, user.uid, user.gid)
+        args = sandbox.wrap(["/bin/sh", "-c", "echo ok"], writable=(folder,), cwd=folder)
+        process = spawn_unsandboxed(
+            args, user, Limits(1 << 30, 1 << 20), env=base_env(), cwd=folder, stdout=subprocess.PIPE
+        )
+        out, err = process.communicate(timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DrillUnavailable(f"the bubblewrap sandbox ({path}) does not start: {exc}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if process.returncode != 0 or out.strip() != b"ok":
+        reason = " ".join(err.decode("utf-8", "replace").split())[:300] or f"exit {process.returncode}"
+        raise DrillUnavailable(f"the bubblewrap sandbox ({path}) does not work on this machine: {reason}")
+    return sandbox
+
+
+def _library_folders(tools: Tools) -> list[Path]:
+    """Folders outside the system's where the binaries' shared libraries are (a wheel's `.libs`):
+    the sandbox must show them too."""
+    folders: set[Path] = set()
+    for name in ("initdb", "postgres", "psql", "pg_restore", "pg_dump"):
+        try:
+            out = subprocess.run(["ldd", tools.path(name)], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for match in re.finditer(r"=> (/\S+) \(", out):
+            folder = Path(match.group(1)).resolve().parent
+            if not any(folder.is_relative_to(p) for p in (Path("/usr"), tools.bin_dir.parent, *SYSTEM_PATHS)):
+                folders.add(folder)
+    return sorted(folders)
+
+
+SYSTEM_PATHS = tuple(Path("/") / name for name in SYSTEM_DIRS)
+
+
+def base_env() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "HOME": "/nonexistent"}
+
+
+def sandboxed_pid(launcher: subprocess.Popen[bytes]) -> int | None:
+    """The machine's id of the command a sandbox runs: bubblewrap starts an init of the sandbox's PID
+    namespace, which starts the command."""
+    pid: int | None = launcher.pid
+    for _ in range(2):
+        pid = next(iter(_children(pid)), None) if pid is not None else None
+    return pid
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with (
+                contextlib.suppress(OSError, IndexError, ValueError),
+                open(f"/proc/{entry.name}/stat", "rb") as f,
+            ):
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+    return sorted(found)
+
+
 # ---------------------------------------------------------------- child processes
 
 
@@ -195,14 +317,36 @@ def spawn(
     user: OsUser,
     limits: Limits,
     *,
+    sandbox: Sandbox,
+    writable: tuple[Path, ...],
+    tmp: Path | None = None,
     env: dict[str, str],
     cwd: Path,
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
 ) -> subprocess.Popen[bytes]:
-    """A child in its own process group, as `user`, with `limits`; killed when this thread's process
-    dies (start it from the thread that waits for it)."""
+    """`args` in the sandbox (only `writable` can be written), as `user`, with `limits`, in a process
+    group of its own; killed when this thread's process dies (start it from the thread that waits for
+    it), and everything it started with it (the sandbox's PID namespace ends with it)."""
+    wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp)
+    return spawn_unsandboxed(
+        wrapped, user, limits, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
+    )
+
+
+def spawn_unsandboxed(
+    args: list[str],
+    user: OsUser,
+    limits: Limits,
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = subprocess.DEVNULL,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """The launcher itself (bubblewrap) as `user`, with `limits`, dying with its parent."""
     switch: dict[str, Any] = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.switch else {}
     return subprocess.Popen(
         args,

@@ -27,6 +27,7 @@ from backup_pipeline.adapters.drill_host import (
     DrillUnavailable,
     Limits,
     OsUser,
+    Sandbox,
     Tools,
     free_bytes,
     kill_group,
@@ -51,12 +52,12 @@ from backup_pipeline.core.dump_formats import (
     unsupported,
 )
 from backup_pipeline.core.psql_guard import PsqlScriptGuard, ScriptRefused
-from backup_pipeline.drill.watch import Watch
-from backup_pipeline.storage.database import DatabaseFailure, db_error_line
+from backup_pipeline.drill.watch import Watch, full_file_system
 from backup_pipeline.storage.drills import DrillTarget
-from backup_pipeline.storage.scratch import Inspection, inspect_restore, server_version
+from backup_pipeline.storage.scratch import Inspection, ScratchFailure, inspect_restore, server_version
 
-STDERR_CAP = 64 * 1024
+STDERR_CAP = 64 * 1024  # of a tool's error output, kept; the rest is read and dropped
+REASON_CAP = 2048  # a drill's reason and failing statement, as recorded and shown
 CHANGED = (
     "the staged file no longer holds this cycle's dump (it changed since the cycle was evaluated: "
     "replaced by a later upload?)"
@@ -71,6 +72,7 @@ class DrillEnvironment:
 
     tools: Tools
     user: OsUser
+    sandbox: Sandbox
     root: Path
     template: Template
     memory_bytes: int
@@ -104,7 +106,7 @@ def restore_entry(
         return not_drillable("the entry records no staged file")
     try:
         with open_staged_file(storage_root / target.agent_id, name) as fd:
-            return _Restore(env, target, policy, fd).run()
+            return bounded(_Restore(env, target, policy, fd).run())
     except UnsafeFile as exc:
         return not_drillable(f"the staged file cannot be drilled now: {exc}")
     except OSError as exc:
@@ -165,7 +167,8 @@ class _Restore:
         if room < 64 * 1024 * 1024:
             raise DrillUnavailable(f"the drill folder {env.root} has no room left ({max(room, 0):,} bytes)")
         limits = Limits(memory_bytes=env.memory_bytes, file_bytes=policy.max_bytes)
-        with ScratchCluster(env.root, env.tools, env.user, limits, f"e{self.target.entry_id}") as cluster:
+        label = f"e{self.target.entry_id}"
+        with ScratchCluster(env.root, env.tools, env.user, limits, label, env.sandbox) as cluster:
             cluster.create()
             watch = Watch(
                 cluster,
@@ -184,8 +187,6 @@ class _Restore:
                     raise
             finally:
                 watch.stop()
-            if watch.unavailable:
-                raise DrillUnavailable(watch.unavailable)
             if watch.violation:
                 report.outcome, report.reason, report.inspection = (
                     DrillOutcome.RESTORE_FAILED,
@@ -196,12 +197,19 @@ class _Restore:
                 report.reason = (
                     f"cancelled after {env.statement_timeout:g} s (statement timeout): {watch.cancelled[0]}"
                 )
+            elif report.outcome is DrillOutcome.RESTORE_FAILED and _out_of_room(report.reason):
+                report.reason = f"{full_file_system()}; {report.reason}"
             return report
 
     def _restore(self, cluster: ScratchCluster, watch: Watch, detected: Detected) -> RestoreReport:
         cluster.start_from(self.env.template, server_settings(self.policy, self.env.statement_timeout))
         watch.watch_statements()
-        versions = dict(self.env.tools.versions) | {"server": server_version(cluster)}
+        try:
+            versions = dict(self.env.tools.versions) | {"server": server_version(cluster)}
+        except ScratchFailure as exc:
+            if watch.stopped_it:  # a limit stopped the server as it started: the limit says why
+                return RestoreReport(DrillOutcome.RESTORE_FAILED)
+            raise DrillUnavailable(f"the scratch PostgreSQL does not answer: {exc}") from None
         if detected.format is DumpFormat.PLAIN:
             report = self._plain(cluster, detected.compression or Compression.NONE, watch)
         else:
@@ -210,14 +218,13 @@ class _Restore:
         if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
             return report
         try:
-            report.inspection = inspect_restore(cluster, self.env.statement_timeout)
-        except DatabaseFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
+            report.inspection = inspect_restore(
+                cluster, self.env.statement_timeout, self.env.template.amcheck_schema
+            )
+        except ScratchFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
             if watch.stopped_it:
                 return report
-            report.outcome, report.reason = (
-                DrillOutcome.RESTORE_FAILED,
-                f"the checks failed: {db_error_line(exc)}",
-            )
+            report.outcome, report.reason = DrillOutcome.RESTORE_FAILED, f"the checks failed: {exc}"
             return report
         return sanity(report, self.target.database_name)
 
@@ -343,6 +350,12 @@ def server_settings(policy: DrillPolicy, statement_timeout: float) -> dict[str, 
         "archive_mode": "off",
         "autovacuum": "off",
         "jit": "off",
+        # One drill's memory is its restore session's (plus psql's): no parallel worker may multiply it.
+        "max_worker_processes": "0",
+        "max_parallel_workers": "0",
+        "max_parallel_workers_per_gather": "0",
+        "max_parallel_maintenance_workers": "0",
+        "max_logical_replication_workers": "0",
         "max_connections": "10",
         "shared_buffers": "256MB",
         "maintenance_work_mem": "256MB",
@@ -376,21 +389,20 @@ def sanity(report: RestoreReport, database_name: str) -> RestoreReport:
 
 
 class StderrTail:
-    """A child's stderr read by a thread (so it never blocks), its beginning kept."""
+    """A child's stderr read by a thread (so it never blocks) in bounded pieces, its beginning kept
+    (STDERR_CAP): a line of any length costs no more memory than that."""
 
     def __init__(self, stream: IO[bytes] | None) -> None:
-        self._parts: list[bytes] = []
-        self._kept = 0
+        self._kept = bytearray()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
     def _read(self, stream: IO[bytes] | None) -> None:
         if stream is None:
             return
-        for line in iter(stream.readline, b""):
-            if self._kept < STDERR_CAP:
-                self._parts.append(line)
-                self._kept += len(line)
+        while piece := stream.read1(READ_PIECE) if hasattr(stream, "read1") else stream.read(READ_PIECE):
+            if len(self._kept) < STDERR_CAP:
+                self._kept += piece[: STDERR_CAP - len(self._kept)]
         stream.close()
 
     def join(self) -> None:
@@ -398,14 +410,18 @@ class StderrTail:
 
     @property
     def text(self) -> str:
-        return b"".join(self._parts).decode("utf-8", "replace")
+        return bytes(self._kept).decode("utf-8", "replace")
+
+
+READ_PIECE = 64 * 1024
 
 
 def read_capped(stream: IO[bytes], cap: int) -> str:
+    """A child's output, its first `cap` bytes kept, the rest read and dropped (in bounded pieces)."""
     kept = bytearray()
-    for line in iter(stream.readline, b""):
+    while piece := stream.read(READ_PIECE):
         if len(kept) < cap:
-            kept += line
+            kept += piece[: cap - len(kept)]
     return kept.decode("utf-8", "replace")
 
 
@@ -483,6 +499,19 @@ def archive_database(listing: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def shorten(text: str, limit: int = 2000) -> str:
+def shorten(text: str, limit: int = REASON_CAP) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded(report: RestoreReport) -> RestoreReport:
+    """A report whose words fit a record, a table and an alert: a dump chooses its error messages."""
+    if report.reason is not None:
+        report.reason = shorten(report.reason)
+    if report.failing_statement is not None:
+        report.failing_statement = shorten(report.failing_statement)
+    return report
+
+
+def _out_of_room(reason: str | None) -> bool:
+    return reason is not None and ("No space left on device" in reason or "could not extend file" in reason)
