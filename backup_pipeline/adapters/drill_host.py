@@ -191,6 +191,8 @@ class Sandbox:
     ) -> list[str]:
         """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
         `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
+        # --unshare-all: network, PID, IPC (the server's System V memory goes with the sandbox),
+        # mount, UTS, cgroup and user namespaces of its own
         command = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         command += ["--ro-bind", "/usr", "/usr"]
         for name in SYSTEM_DIRS:
@@ -481,13 +483,6 @@ def _processes_in(directory: Path) -> Iterator[int]:
                 yield int(entry.name)
 
 
-def _remove_shared_memory(pgdata: Path) -> None:
-    """The small System V segment a killed postmaster leaves (its id is in postmaster.pid)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        key_id = (pgdata / "postmaster.pid").read_text().splitlines()[6].split()
-        _libc.shmctl(int(key_id[1]), 0, None)  # IPC_RMID
-
-
 SOCKET_LINK = "socket"  # in a drill's folder: a link to its socket folder, in the temporary folder
 
 
@@ -525,7 +520,6 @@ def clean_leftovers(root: Path) -> list[str]:
         if owner is not None and _alive(owner):
             continue
         kill_under(directory, timeout=0)
-        _remove_shared_memory(directory / "pgdata")
         _remove_socket_folder(directory)
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory.name)
