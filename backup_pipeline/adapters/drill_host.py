@@ -27,6 +27,7 @@ import os
 import pwd
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -187,7 +188,13 @@ class Sandbox:
     read_only: tuple[Path, ...]
 
     def wrap(
-        self, args: list[str], *, writable: tuple[Path, ...], cwd: Path, tmp: Path | None = None
+        self,
+        args: list[str],
+        *,
+        writable: tuple[Path, ...],
+        cwd: Path,
+        tmp: Path | None = None,
+        info_fd: int | None = None,
     ) -> list[str]:
         """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
         `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
@@ -210,6 +217,8 @@ class Sandbox:
             command += ["--bind", str(tmp), "/tmp"]
         for folder in writable:
             command += ["--bind", str(folder), str(folder)]
+        if info_fd is not None:  # bubblewrap writes its init's id there once it made it
+            command += ["--info-fd", str(info_fd)]
         command += ["--remount-ro", "/", "--chdir", str(cwd), "--", *args]
         return command
 
@@ -267,13 +276,45 @@ def base_env() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "HOME": "/nonexistent"}
 
 
+class Sandboxed(subprocess.Popen[bytes]):
+    """A process started through the sandbox: the launcher (bubblewrap), and the machine's id of the
+    command it runs (the postmaster, psql…), known once that command started."""
+
+    command_pid: int | None = None
+
+
 def sandboxed_pid(launcher: subprocess.Popen[bytes]) -> int | None:
-    """The machine's id of the command a sandbox runs: bubblewrap starts an init of the sandbox's PID
-    namespace, which starts the command."""
-    pid: int | None = launcher.pid
-    for _ in range(2):
-        pid = next(iter(_children(pid)), None) if pid is not None else None
-    return pid
+    """The machine's id of the command a sandbox runs (None: it did not start)."""
+    return launcher.command_pid if isinstance(launcher, Sandboxed) else None
+
+
+SANDBOX_START_TIMEOUT = 30.0
+
+
+def _await_command(launcher: Sandboxed, info_fd: int) -> int | None:
+    """Wait until the sandbox runs its command: until bubblewrap's init has started it, the init is
+    not yet bound to die with the launcher, and a product killed in that instant would leave it
+    waiting forever (the next drill would remove it). Returns the command's id on the machine."""
+    deadline = time.monotonic() + SANDBOX_START_TIMEOUT
+    info = bytearray()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([info_fd], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(info_fd, 4096) if ready else b""
+        if not chunk:
+            break
+        info += chunk
+    try:
+        init = int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None  # bubblewrap failed before making its init: its exit and stderr say why
+    while time.monotonic() < deadline:
+        started = _children(init)
+        if started:
+            return started[0]
+        if launcher.poll() is not None:
+            return None
+        time.sleep(0.001)
+    return None
 
 
 def _children(parent: int) -> list[int]:
@@ -327,14 +368,31 @@ def spawn(
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
-) -> subprocess.Popen[bytes]:
+) -> Sandboxed:
     """`args` in the sandbox (only `writable` can be written), as `user`, with `limits`, in a process
     group of its own; killed when this thread's process dies (start it from the thread that waits for
     it), and everything it started with it (the sandbox's PID namespace ends with it)."""
-    wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp)
-    return spawn_unsandboxed(
-        wrapped, user, limits, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
-    )
+    info_read, info_write = os.pipe()
+    try:
+        wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp, info_fd=info_write)
+        process = spawn_unsandboxed(
+            wrapped,
+            user,
+            limits,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=(info_write,),
+        )
+    finally:
+        os.close(info_write)
+    try:
+        process.command_pid = _await_command(process, info_read)
+    finally:
+        os.close(info_read)
+    return process
 
 
 def spawn_unsandboxed(
@@ -347,11 +405,13 @@ def spawn_unsandboxed(
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
-) -> subprocess.Popen[bytes]:
+    pass_fds: tuple[int, ...] = (),
+) -> Sandboxed:
     """The launcher itself (bubblewrap) as `user`, with `limits`, dying with its parent."""
     switch: dict[str, Any] = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.switch else {}
-    return subprocess.Popen(
+    return Sandboxed(
         args,
+        pass_fds=pass_fds,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
