@@ -16,11 +16,17 @@ of processes.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from backup_pipeline.adapters.drill_host import Limits
 from backup_pipeline.adapters.scratch_cluster import ScratchCluster
@@ -230,6 +236,61 @@ def test_a_bare_archive_rewritten_during_its_drill_is_not_recorded_as_restored(
     (again,) = json.loads(ok(run_cli(env, *args, "--redrill")).stdout)
     assert again["outcome"] == "RESTORE_FAILED", again  # what the site staged does not restore
     assert raced["outcome"] != "RESTORED", f"the broken archive is recorded as restored: {raced}"
+
+
+# ---------------------------------------------------------------- the file system's reserve
+
+
+@pytest.fixture
+def small_file_system() -> Iterator[Path]:
+    """A 640 MiB tmpfs as the drill folder (the product keeps 256 MiB of it free)."""
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root (CI does)"
+    folder = Path(tempfile.mkdtemp(prefix="bp-small-fs-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=640m,mode=0711", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.rmdir()
+
+
+def archive_bomb(size: int) -> bytes:
+    """zstd of an "archive" (pg_dump's magic, then zeros) that decompresses to `size` bytes."""
+    compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    zeros = bytes(1 << 20)
+    parts = [compressor.compress(b"PGDMP")]
+    parts += [compressor.compress(zeros) for _ in range(size >> 20)]
+    return b"".join([*parts, compressor.flush()])
+
+
+def test_a_compressed_archive_cannot_fill_the_reserve_of_the_file_system(
+    drill_workspace: Workspace, small_file_system: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed archive is decompressed into the drill's folder by the product itself (root: no
+    RLIMIT_FSIZE, and root may use a file system's reserved blocks) up to max_bytes (16 GiB by
+    default). The watch stops the cluster once the reserve is reached, but not the decompression,
+    which goes on until the file system is full: 70 KB of zstd take every free byte of the drill
+    folder's file system, which other drills, the product's logs (or its database) share."""
+    ws = drill_workspace
+    build_site(ws, {"bomb": {DAY2: staged("bomb", DAY2, archive_bomb(1 << 30), ".dump.zst")}})
+    monkeypatch.setenv("BACKUP_PIPELINE_DRILL_DIR", str(small_file_system))
+    lowest = [shutil.disk_usage(small_file_system).free]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            lowest[0] = min(lowest[0], shutil.disk_usage(small_file_system).free)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        (row,) = ws.json("drill", "--agent", SITE, "--database", "bomb", "--cycle", cycle(DAY2))
+    finally:
+        done.set()
+        sampler.join()
+    assert row["outcome"] == "RESTORE_FAILED", row
+    assert lowest[0] >= 128 << 20, f"the drill folder's file system went down to {lowest[0]:,} free bytes"
 
 
 # ---------------------------------------------------------------- leftovers
