@@ -177,7 +177,6 @@ def _create_user(name: str) -> pwd.struct_passwd:
 # dynamic linker's cache, the time zone. Nothing else of the machine's configuration.
 ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives")
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-SHM_BYTES = 64 << 20  # initdb uses it; a running server keeps its dynamic shared memory in files (mmap)
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,9 @@ class Sandbox:
         """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
         `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
         # --unshare-all: network, PID, IPC (the server's System V memory goes with the sandbox),
-        # mount, UTS, cgroup and user namespaces of its own
-        command = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # mount, UTS, cgroup and user namespaces of its own, and none inside it (--disable-userns)
+        command = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        command += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         command += ["--ro-bind", "/usr", "/usr"]
         for name in SYSTEM_DIRS:
             host = Path("/") / name
@@ -212,7 +212,8 @@ class Sandbox:
             command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         for folder in self.read_only:
             command += ["--ro-bind", str(folder), str(folder)]
-        command += ["--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--proc", "/proc"]
+        # /dev holds the usual devices and nothing writable (it is memory: no file may be put there)
+        command += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc"]
         if tmp is not None:
             command += ["--bind", str(tmp), "/tmp"]
         for folder in writable:
@@ -342,14 +343,22 @@ class Limits:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(limits: Limits) -> Callable[[], None]:
-    """Runs in the child after it switched users: limits, no core, and death with its parent."""
+# Processes the drill user may have at once, on the whole machine (RLIMIT_NPROC counts a user's): a
+# drill needs about twenty, several drills at once fit, and no fork bomb multiplies a drill's memory.
+DRILL_USER_PROCESSES = 256
+
+
+def _child_setup(limits: Limits, dedicated_user: bool) -> Callable[[], None]:
+    """Runs in the child after it switched users: limits, no core, and death with its parent. The
+    process count is capped only for a user of the drills' own (the product's user has its own)."""
     memory, files = limits.memory_bytes, limits.file_bytes
 
     def setup() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if dedicated_user:
+            resource.setrlimit(resource.RLIMIT_NPROC, (DRILL_USER_PROCESSES, DRILL_USER_PROCESSES))
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return setup
@@ -419,7 +428,7 @@ def spawn_unsandboxed(
         cwd=cwd,
         process_group=0,
         close_fds=True,
-        preexec_fn=_child_setup(limits),  # only setrlimit and prctl: safe after fork
+        preexec_fn=_child_setup(limits, user.switch),  # only setrlimit and prctl: safe after fork
         **switch,
     )
 

@@ -45,6 +45,7 @@ from backup_pipeline_tests.support.drill_fixtures import (
 )
 from backup_pipeline_tests.support.hostile_dumps import script, table_rows
 from backup_pipeline_tests.support.scan_harness import (
+    PEAK_RSS,
     ScanEnv,
     cli_command,
     finish,
@@ -52,6 +53,7 @@ from backup_pipeline_tests.support.scan_harness import (
     ok,
     pause_at,
     paused,
+    peak_rss_kib,
     run_cli,
     start_cli,
 )
@@ -105,12 +107,6 @@ ENCODING = (
 DIGITS = "SELECT " + "1" * (128 << 20) + ";\n"  # 128 MiB of one number: 130 KB gzipped
 DIGITS_MINUTES = 0.1  # the time limit of that drill: 6 s
 
-PEAK = """
-import atexit, resource
-atexit.register(lambda: sys.stderr.write(
-    f"\\npeak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n"))
-"""
-
 
 @pytest.fixture(scope="module")
 def site(module_workspace: Workspace) -> Site:
@@ -134,7 +130,7 @@ def test_notices_raised_during_the_checks_stay_out_of_the_products_memory(
     env.extra = {"BACKUP_PIPELINE_DRILL_DIR": str(drill_dir)}
     args = ("drill", "--agent", SITE, "--database", "notices", "--cycle", cycle(DAY2), "--json")
     process = subprocess.Popen(
-        cli_command(*args, prelude=PEAK),
+        cli_command(*args, prelude=PEAK_RSS),
         env=env.environ(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -143,10 +139,10 @@ def test_notices_raised_during_the_checks_stay_out_of_the_products_memory(
     )
     stdout, stderr = finish(process, 300, "the drill")
     assert process.returncode == 0, stderr[-2000:]
-    peak_kib = int(stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
+    peak_kib = peak_rss_kib(stderr)
     (row,) = json.loads(stdout)
     assert row["outcome"] is not None, row
-    assert peak_kib < 400 * 1024, f"notices held {peak_kib / 1024:.0f} MiB in the product's process"
+    assert peak_kib < 400 * 1024, f"notices held {peak_kib / 1024:.0f} MiB in the product's process: {row}"
 
 
 def test_the_checks_cannot_be_turned_read_write_by_the_dump(site: Site) -> None:
@@ -206,12 +202,13 @@ def test_a_run_of_digits_cannot_keep_a_drill_past_its_time_limit(site: Site) -> 
 def test_a_bare_archive_rewritten_during_its_drill_is_not_recorded_as_restored(
     drill_workspace: Workspace, sample_dumps: SampleDumps, drill_dir: Path, tmp_path: Path
 ) -> None:
-    """A bare custom archive is hashed first, then read again — by `pg_restore --list`, then by the
+    """A bare custom archive was hashed first, then read again — by `pg_restore --list`, then by the
     restore — from the staged file itself, which lives in the site's own folder. A site whose
     archive does not restore writes a sound archive of the same size over it (the same file) once
-    the hash is taken, and puts the broken one back afterwards: the drill records RESTORED for the
-    broken archive's SHA-256, which a re-drill shows does not restore. (The pause only makes the race
-    deterministic; a site can watch its own folder being read.)"""
+    the product read it, and puts the broken one back afterwards: the drill recorded RESTORED for the
+    broken archive's SHA-256, which a re-drill shows does not restore. Now pg_restore reads a copy made
+    as the file is hashed. (The pause only makes the race deterministic; a site can watch its own
+    folder being read.)"""
     ws = drill_workspace
     sound = sample_dumps.get("raced", "custom")
     broken = sound[:-64] + b"\0" * 64  # its last table's data no longer inflates
@@ -224,7 +221,8 @@ def test_a_bare_archive_rewritten_during_its_drill_is_not_recorded_as_restored(
     args = ("drill", "--agent", SITE, "--database", "raced", "--cycle", cycle(DAY2), "--json")
 
     marker, go = tmp_path / "hashed", tmp_path / "go"
-    prelude = pause_at("backup_pipeline.drill.restore:file_sha256", marker, go, when="after")
+    # once the product read (and hashed) the archive it restores: the site rewrites its file then
+    prelude = pause_at("backup_pipeline.drill.restore:write_decompressed", marker, go, when="after")
     process = start_cli(env, *args, prelude=prelude)
     with paused(process, marker, go), open(staged_file, "r+b") as f:
         f.write(sound)  # the site, in its own folder: the same file, the same size
@@ -391,16 +389,32 @@ def test_what_the_drill_writes_in_its_socket_folder_counts_against_its_disk_limi
     assert written == 0 or counted >= written, f"{written:,} bytes written, {counted:,} counted"
 
 
+# Forks until it cannot (or 300), says how many ran, and kills them: Python, so that counting needs no
+# further process once the cap is reached.
+FORKS = """
+import os, signal, time
+children = []
+try:
+    for _ in range(300):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+except OSError:
+    pass
+print(f"started={len(children)}", flush=True)
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
 def test_the_sandbox_bounds_the_number_of_processes(drill_environment: DrillEnvironment) -> None:
     """Every process has the address-space limit, but nothing bounds how many there are: a drill
     (its server, its backends and whatever they start) could take N × the memory limit, or every
     process id of the machine. A drill needs a few dozen."""
     with cluster(drill_environment, "nproc") as probed:
         probed.create()
-        out = shell(
-            probed,
-            "for i in $(seq 300); do sleep 60 & done 2>/dev/null; sleep 0.5; "
-            "echo started=$(ls -d /proc/[0-9]* | wc -l); kill $(jobs -p) 2>/dev/null; wait",
-        )
+        out = shell(probed, f"python3 -c '{FORKS}'")
     started = int(out.rsplit("started=", 1)[1].split()[0])
     assert started < 300, f"{started} processes ran in one drill's sandbox"

@@ -216,9 +216,8 @@ def described(pids: list[int]) -> str:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 args = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            status = dict(
-                line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":" in line
-            )
+            text = Path(f"/proc/{pid}/status").read_text()
+            status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             lines.append(
                 f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')}; parent {status['PPid'].strip()}, "
                 f"state {status['State'].strip()})"
