@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # PostgreSQL binaries the scratch clusters use (initdb, postgres, psql, pg_restore); unset: the
     # embedded PostgreSQL's.
     drill_pg_bin: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_PG_BIN")
+    # bubblewrap, the sandbox every process of a drill runs in (unset: `bwrap` on PATH).
+    drill_bwrap: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_BWRAP")
     # Where scratch clusters live while a drill runs (unset: BACKUP_PIPELINE_HOME/drills).
     drill_dir: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_DIR")
     # The unprivileged OS user scratch clusters run as when the product runs as root (created as a

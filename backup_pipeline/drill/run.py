@@ -28,6 +28,7 @@ from backup_pipeline.adapters.drill_host import (
     Limits,
     clean_leftovers,
     drill_user,
+    find_sandbox,
     find_tools,
     prepare_root,
 )
@@ -108,18 +109,20 @@ def policy_of(stored: dict[str, Any] | None, settings: Settings) -> DrillPolicy:
 
 
 def prepare_environment(settings: Settings) -> DrillEnvironment:
-    """Binaries, user, folder and template, checked; leftovers of killed drills removed first."""
+    """Binaries, user, sandbox, folder and template, checked; leftovers of killed drills removed first."""
     tools = find_tools(settings.drill_pg_bin)
     user = drill_user(settings.drill_user, forbidden_uids=_database_owners(settings))
+    sandbox = find_sandbox(settings.drill_bwrap, tools, user)
     root = prepare_root(settings.drill_root, user)
     removed = clean_leftovers(root)
     if removed:
         log.warning("removed %d folder(s) left by interrupted drills: %s", len(removed), ", ".join(removed))
     limits = Limits(memory_bytes=settings.drill_memory_bytes, file_bytes=settings.drill_max_bytes)
-    template = ensure_template(root, tools, user, limits, prepare_template)
+    template = ensure_template(root, tools, user, limits, sandbox, prepare_template)
     return DrillEnvironment(
         tools=tools,
         user=user,
+        sandbox=sandbox,
         root=root,
         template=template,
         memory_bytes=settings.drill_memory_bytes,

@@ -16,7 +16,7 @@ BUSY = "SELECT count(*) FROM generate_series(1, 10000000000);"
 def test_an_aborted_cluster_leaves_no_busy_backend(drill_environment: DrillEnvironment) -> None:
     env = drill_environment
     limits = Limits(memory_bytes=env.memory_bytes, file_bytes=1 << 30)
-    with ScratchCluster(env.root, env.tools, env.user, limits, "busy") as cluster:
+    with ScratchCluster(env.root, env.tools, env.user, limits, "busy", env.sandbox) as cluster:
         cluster.create()
         cluster.start_from(env.template, {})
         psql = cluster.client("psql", ["-X", "-q", "-c", BUSY])
