@@ -129,7 +129,7 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     ws.write_jobs(declared, defaults={"window_minutes": 45, "timezone": "UTC", "content_change": "changed"})
 
     out = ws.cli("jobs", "sync").stdout
-    assert "3 active job(s): 3 added, 0 deactivated" in out
+    assert "3 active expected backup(s): 3 added, 0 deactivated" in out
 
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
@@ -162,7 +162,7 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     history = ws.entries(agent=DOUALA, database="compta_db")
     assert {e["cycle_expected_at"] for e in history} == {f"{DAY1}T13:00:00Z", f"{DAY1}T20:00:00Z"}
     ws.write_jobs([declared[0], declared[2]], defaults={"window_minutes": 45})
-    assert "2 active job(s): 0 added, 1 deactivated" in ws.cli("jobs", "sync").stdout
+    assert "2 active expected backup(s): 0 added, 1 deactivated" in ws.cli("jobs", "sync").stdout
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
     active = {(r["agent_id"], r["database_name"], r["expected_hour_utc"]): r["is_active"] for r in rows}
@@ -177,7 +177,8 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     # Declared again (from another file, with another window): the same job, active again.
     other = ws.jobs_file.parent / "other-jobs.yaml"
     other.write_text(yaml.safe_dump({"jobs": [*declared[::2], evening | {"window_minutes": 30}]}))
-    assert "3 active job(s): 0 added, 0 deactivated" in ws.cli("jobs", "sync", "--file", str(other)).stdout
+    synced = ws.cli("jobs", "sync", "--file", str(other)).stdout
+    assert "3 active expected backup(s): 0 added, 0 deactivated" in synced
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
     assert all(r["is_active"] for r in rows)
@@ -200,7 +201,8 @@ def test_a_scan_never_undoes_a_sync_of_another_jobs_file(workspace: Workspace) -
         return {(r["agent_id"], r["database_name"]) for r in rows if r["is_active"]}
 
     # The configured file was never synced: the person's explicit choice still stands.
-    assert "1 active job(s): 1 added, 0 deactivated" in ws.cli("jobs", "sync", "--file", str(other)).stdout
+    synced = ws.cli("jobs", "sync", "--file", str(other)).stdout
+    assert "1 active expected backup(s): 1 added, 0 deactivated" in synced
     ws.cli("scan", "--at", f"{DAY1}T14:00:00Z", "--partition", DAY1)
     ws.cli("scan", "--at", f"{DAY1}T15:00:00Z")
     assert active() == {(YAOUNDE, "stock_db")}
