@@ -675,9 +675,9 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
     days = sorted({date.fromisoformat(o["cycle_expected_at"][:10]) for o in sim.outcomes})
     # The UI's daily partitions start at the simulated fleet's first day, not years of empty days.
     settings = _settings(storage_root=root, jobs_file=jobs_file, start_date=days[0])
-    click.echo(_write_demo_env(settings, f"http://127.0.0.1:{port}"))
     settings.export()
-    prepare_dagster_home(settings)
+    dagster_home = prepare_dagster_home(settings)
+    click.echo(_write_demo_env(settings, dagster_home, f"http://127.0.0.1:{port}"))
     runs = run_scan(settings, as_of, partitions=days)
     emit(views.run_rows(runs), False, views.RUN_COLUMNS, keep=views.RUN_KEEP)
     rows = views.backup_rows(open_database(settings), active_only=True)
@@ -691,9 +691,11 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
 DEMO_ENV_MARK = "# Written by `backup-pipeline demo`"
 
 
-def _write_demo_env(settings: Settings, dagster_url: str) -> str:
+def _write_demo_env(settings: Settings, dagster_home: Path, dagster_url: str) -> str:
     """Leave the demo's set-up in `.env` here, so that the commands run afterwards find it; a `.env`
     the demo did not write is left alone. Returns what was done, for the person."""
+    from backup_pipeline.app.launcher import DAGSTER_URL_ENV
+
     env_file = Path(ENV_FILE_NAME)
     if env_file.exists() and not env_file.read_text(errors="replace").startswith(DEMO_ENV_MARK):
         return f"left {env_file.resolve()} alone (not the demo's): the commands after the demo read it"
@@ -712,6 +714,10 @@ def _write_demo_env(settings: Settings, dagster_url: str) -> str:
         f"BACKUP_PIPELINE_HOME={shown(settings.home)}",
         f"BACKUP_PIPELINE_START_DATE={settings.start_date.isoformat()}",
         f"BACKUP_PIPELINE_DAGSTER_URL={os.environ.get('BACKUP_PIPELINE_DAGSTER_URL') or dagster_url}",
+        "# For the dagster-* commands run here (Dagster reads this file too), while the embedded",
+        "# PostgreSQL runs (`backup-pipeline dev --print-env` starts it and prints these):",
+        f"DAGSTER_HOME={dagster_home}",
+        f"{DAGSTER_URL_ENV}={os.environ[DAGSTER_URL_ENV]}",
     ]
     env_file.write_text("\n".join(lines) + "\n")
     return f"wrote {env_file.resolve()}: the demo's settings, for the commands you run next"
