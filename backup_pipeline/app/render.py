@@ -215,7 +215,8 @@ def table(
             parts.append(_print(_grid(kept, fit=True, rows=indexes, header=False), colours, width))
     if left_out:
         names = ", ".join(header_of(c) for c in left_out)
-        parts.append(f"(left out to fit {width} columns: {names}; --wide shows every column)")
+        note = f"(left out to fit {width} columns: {names}; --wide shows every column)"
+        parts.append(textwrap.fill(note, width, break_long_words=False))
     return "\n".join(parts)
 
 

@@ -57,8 +57,8 @@ STATUS_KEEP = [
     "database_name",
     "current_status",
     "last_successful_backup_timestamp",
+    "name",  # tells apart two backups of one database
     "last_checked_timestamp",
-    "name",
     "schedule",
     "previous_successful_hash_global",
 ]

@@ -5,12 +5,7 @@ with nothing added. Hashes are shortened unless `--wide`."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,47 +15,7 @@ from backup_pipeline.config.settings import load_settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.metrics_fleet import DAY, DOUALA, build_fleet
-
-CLI = Path(sys.executable).parent / "backup-pipeline"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def on_terminal(*args: str, columns: int = 120, timeout: float = 240) -> str:
-    """What `backup-pipeline ARGS` writes to a pseudo-terminal `columns` wide (escape codes kept)."""
-    master, slave = pty.openpty()
-    env = os.environ | {"COLUMNS": str(columns), "LINES": "50", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [str(CLI), *args], stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            elif process.poll() is not None:
-                break
-        else:
-            pytest.fail(f"backup-pipeline {' '.join(args)} did not finish within {timeout} s")
-        assert process.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-        os.close(master)
-    return b"".join(chunks).decode().replace("\r\n", "\n")
-
-
-def visible(text: str) -> list[str]:
-    return [ANSI.sub("", line) for line in text.splitlines()]
+from backup_pipeline_tests.support.terminal import ANSI, on_terminal, visible
 
 
 def test_status_on_a_terminal_is_coloured_and_fits_120_columns(workspace: Workspace) -> None:
