@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import Result
+from click.testing import CliRunner, Result
 
+from backup_pipeline.app.cli import main
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
 
@@ -532,3 +533,52 @@ def test_missing_deposit_root(workspace: Workspace, monkeypatch: pytest.MonkeyPa
         assert_expected_error(result, str(gone), "BACKUP_STORAGE_ROOT")
     assert not gone.exists()  # a scan never creates the deposit area
     assert json_array(workspace.cli("entries", "--json")) == []
+
+
+READ_COMMANDS = [
+    ["status"],
+    ["entries"],
+    ["reports"],
+    ["digest"],
+    ["backups", "list"],
+    ["notify", "log"],
+    ["notify", "alerts"],
+    ["notify", "test"],
+    ["metrics", "dump"],
+    ["drill", "--due"],
+]
+
+
+def test_where_there_is_no_database_reading_says_so_and_starts_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BACKUP_PIPELINE_DATABASE_URL", "BACKUP_PIPELINE_HOME", "BACKUP_PIPELINE_JOBS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here nor above: the home would be ./.backup_pipeline
+    for command in READ_COMMANDS:
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output)
+        error, hint = result.stderr.splitlines()
+        assert error.startswith("Error: no database: BACKUP_PIPELINE_DATABASE_URL is unset"), error
+        assert str(tmp_path / ".backup_pipeline" / "pgdata") in error and hint.startswith("hint: ")
+        assert result.stdout == ""
+    # Nor do the commands that set up, before they know their inputs exist.
+    for command in (["backups", "sync"], ["scan"]):
+        result = CliRunner().invoke(main, command)
+        assert_expected_error(result, "jobs file", "not found", "BACKUP_PIPELINE_JOBS_FILE")
+    assert not (tmp_path / ".backup_pipeline").exists()
+
+
+def test_options_of_the_command_group_are_taken_after_the_command_too(workspace: Workspace) -> None:
+    workspace.write_jobs([job(DOUALA, "compta_db", 13)])
+    assert workspace.cli("backups", "sync", "-v").exit_code == 0
+    assert json_array(workspace.cli("status", "--json", "--verbose")) != []
+
+
+def test_a_usage_error_is_one_line_with_a_hint(workspace: Workspace) -> None:
+    result = workspace.cli("status", "--nope", expect_ok=False)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: No such option '--nope'.",
+        "hint: `backup-pipeline status --help` lists what it takes",
+    ]
