@@ -77,7 +77,8 @@ def dagster_instance(settings: Settings) -> DagsterInstance:
     try:
         return DagsterInstance.from_config(home)
     except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
-        raise ScanError(f"cannot open the Dagster instance at {home}: " + _config_problem(exc)) from None
+        where = f"DAGSTER_HOME={home}" if os.environ.get("DAGSTER_HOME") else home
+        raise ScanError(f"cannot open the Dagster instance at {where}: " + _config_problem(exc)) from None
 
 
 def _config_problem(exc: DagsterError) -> str:

@@ -282,3 +282,36 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     assert on_demand.passed is False and reported.passed is False
     assert on_demand.metadata["problems"].value == "no cycle evaluated yet"
     assert reported.metadata["problems"].value == "no cycle evaluated yet"
+
+
+@pytest.mark.slow
+def test_without_dagster_home_a_scan_runs_on_the_instance_dev_prepared(workspace: Workspace) -> None:
+    """After `dev` (or the demo) made BACKUP_PIPELINE_HOME/dagster_home, a scan from the command line
+    records its runs there, so they show in that UI; before, it runs on a throwaway instance."""
+    simulate_fleet(workspace, agents=1, databases=1)
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL")}
+    cli = str(Path(sys.executable).parent / "backup-pipeline")
+    printed = subprocess.run(
+        [cli, "dev", "--print-env"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert printed.returncode == 0, printed.stderr
+    home = workspace.home / "dagster_home"
+    assert f"export DAGSTER_HOME={home}" in printed.stdout and (home / "dagster.yaml").is_file()
+
+    scanned = subprocess.run(
+        [cli, "scan", "--at", SCAN_AT, "--partition", DAY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+    run_ids = {e["dagster_run_id"] for e in workspace.entries()}
+    os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"] = workspace.database_url
+    try:
+        instance = DagsterInstance.from_config(str(home))
+        assert all(instance.get_run_by_id(r) is not None for r in run_ids)
+        instance.dispose()
+    finally:
+        del os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"]
