@@ -274,7 +274,8 @@ main.add_command(
 def scan(
     ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool, as_json: bool, wide: bool
 ) -> None:
-    """Run the Dagster scan job in process (its runs show in the UI when DAGSTER_HOME is set)."""
+    """Run the Dagster scan job in process: the days owed, or those named (its runs show in the UI
+    of DAGSTER_HOME, or of the home `dev` prepared)."""
     from backup_pipeline.app.run_progress import RunProgress
     from backup_pipeline.app.runner import run_scan
 
@@ -293,22 +294,7 @@ def scan(
             progress=RunProgress(bars),
         )
     failed = [r for r in runs if not r.success]
-    rows = views.run_rows(runs)
-    try:
-        counts = views.status_counts(open_database(settings), [r.day for r in runs])
-    except DatabaseFailure:
-        if not failed:
-            raise
-        counts = []
-    if as_json:  # each run with its day's entries per status
-        by_day = {c["day"]: {k: v for k, v in c.items() if k != "day"} for c in counts}
-        emit([row | {"entries": by_day.get(row["partition"], {})} for row in rows], True)
-    elif not runs:
-        click.echo("nothing to scan: every cycle due so far has its entry, and no report is waiting")
-    else:
-        emit(rows, False, views.RUN_COLUMNS, wide=wide, keep=views.RUN_KEEP)
-        if counts:
-            emit(counts, False, wide=wide)
+    _show_runs(settings, runs, as_json=as_json, wide=wide)
     notified = _notification_line([r.notified for r in runs if r.notified is not None])
     if notified:
         click.echo(notified, err=as_json)
@@ -328,6 +314,26 @@ def scan(
             + "; ".join(unarchived[:3])
             + ("; …" if len(unarchived) > 3 else "")
         )
+
+
+def _show_runs(settings: Settings, runs: list[PartitionRun], *, as_json: bool, wide: bool) -> None:
+    """One row per run, then the scanned days' entries per status (in JSON: with each run)."""
+    rows = views.run_rows(runs)
+    try:
+        counts = views.status_counts(open_database(settings), [r.day for r in runs])
+    except DatabaseFailure:
+        if all(r.success for r in runs):
+            raise
+        counts = []  # PostgreSQL went away with the run: the run's failure says so
+    if as_json:
+        by_day = {c["day"]: {k: v for k, v in c.items() if k != "day"} for c in counts}
+        emit([row | {"entries": by_day.get(row["partition"], {})} for row in rows], True)
+    elif not runs:
+        click.echo("nothing to scan: every cycle due so far has its entry, and no report is waiting")
+    else:
+        emit(rows, False, views.RUN_COLUMNS, wide=wide, keep=views.RUN_KEEP)
+        if counts:
+            emit(counts, False, wide=wide)
 
 
 def _unowed_days(runs: list[PartitionRun]) -> list[str]:

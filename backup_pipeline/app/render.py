@@ -147,7 +147,7 @@ def header_of(column: str) -> str:
     return HEADERS.get(column, column.replace("_", " "))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Column:
     name: str
     header: str
@@ -189,22 +189,26 @@ def table(
     fitted = [_column(c, rows, wide, fit) for c in shown]
     if not fit:
         return _print(_grid(fitted, fit=False), colours_wanted(terminal), None)
-    width = shutil.get_terminal_size().columns
-    colours = colours_wanted(terminal)
-    kept, left_out = _fit(fitted, list(keep or shown), width)
+    return _fitted(fitted, list(keep or shown), shutil.get_terminal_size().columns)
+
+
+def _fitted(columns: list[_Column], keep: list[str], width: int) -> str:
+    """The table on a terminal `width` wide. When too wide, a column with one value for every row
+    goes above it, the agent (when it varies) becomes a title line above each of its groups of
+    rows, and the least important columns are left out, said in a note."""
+    kept, left_out = _fit(columns, keep, width)
     caption: list[str] = []
     groups: list[str] | None = None
-    if left_out and len(rows) > 1:
-        # Too wide: a column with one value for every row goes above the table, and the agent, when
-        # it varies, becomes a title line above each of its groups of rows.
-        constant = [c for c in fitted if c.name in CAPTIONABLE and len({x.plain for x in c.cells}) == 1]
+    if left_out and len(columns[0].cells) > 1:
+        constant = [c for c in columns if c.name in CAPTIONABLE and len({x.plain for x in c.cells}) == 1]
         caption = [f"{c.header}: {c.cells[0].plain}" for c in constant]
-        rest = [c for c in fitted if c not in constant]
+        rest = [c for c in columns if c not in constant]
         grouped = next((c for c in rest if c.name == GROUPED), None)
         if grouped is not None:
             groups = [cell.plain for cell in grouped.cells]
             rest.remove(grouped)
-        kept, left_out = _fit(rest, list(keep or shown), width)
+        kept, left_out = _fit(rest, keep, width)
+    colours = colours_wanted(True)
     parts = ["  ".join(caption)] if caption else []
     if groups is None:
         parts.append(_print(_grid(kept, fit=True), colours, width))
