@@ -124,6 +124,7 @@ HEADERS = {
 GROUPED = "agent_id"
 CAPTIONABLE = frozenset({"agent_id", "database_name", "name", "schedule", "partition", "day", "target"})
 _INSTANT = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_BREAK_AFTER = re.compile(r"(?<=[_./,:;=-])")  # where a word too long for its column may break
 _LONG_HEX = re.compile(r"\b[0-9a-f]{32,}\b")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 SEPARATOR = 2  # spaces between two columns (rich's SIMPLE_HEAD box, collapsed padding)
@@ -278,13 +279,30 @@ def _grid(columns: list[_Column], *, fit: bool, rows: list[int] | None = None, h
             grid.add_column(column.header, no_wrap=True)
             continue
         title = textwrap.fill(column.header, column.width, break_long_words=False)
-        if column.wrapped:
-            grid.add_column(title, width=column.width, overflow="fold")
-        else:
-            grid.add_column(title, width=column.width, no_wrap=True)
+        grid.add_column(title, width=column.width, no_wrap=True)
     for index in range(len(columns[0].cells)) if rows is None else rows:
-        grid.add_row(*(c.cells[index] for c in columns))
+        grid.add_row(*(_wrapped(c, c.cells[index]) if fit and c.wrapped else c.cells[index] for c in columns))
     return grid
+
+
+def _wrapped(column: _Column, cell: Text) -> Text:
+    return Text("\n".join(wrap_text(cell.plain, column.width)), style=cell.style)
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width`, broken between words; a word longer than that (a file
+    name, a path) after one of its punctuation marks where it can, else at the width."""
+    text, lines = " ".join(text.split()), []
+    while len(text) > width:
+        space = text.rfind(" ", 0, width + 1)
+        if space > 0:
+            lines.append(text[:space])
+            text = text[space + 1 :]
+            continue
+        cut = max((m.start() for m in _BREAK_AFTER.finditer(text, 1, width)), default=0) or width
+        lines.append(text[:cut])
+        text = text[cut:].lstrip()
+    return [*lines, text]
 
 
 def _cell(column: str, value: Any, wide: bool) -> Text:

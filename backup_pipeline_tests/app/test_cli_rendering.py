@@ -10,7 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from backup_pipeline.app.render import wrap_text
 from backup_pipeline.config.settings import load_settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline_tests.conftest import Workspace
@@ -118,3 +121,16 @@ def test_the_demo_partitions_start_at_the_simulated_fleets_first_day_and_it_dril
     assert exported.start_date == first
     partitions = build_definitions(exported).resolve_job_def(SCAN_JOB).partitions_def
     assert partitions is not None and partitions.get_first_partition_key() == first.isoformat()
+
+
+@given(
+    text=st.text(st.sampled_from("ab_./ -x1"), max_size=120) | st.text(max_size=80),
+    width=st.integers(min_value=1, max_value=40),
+)
+def test_long_texts_wrap_between_words_and_never_lose_a_character(text: str, width: int) -> None:
+    lines = wrap_text(text, width)
+    assert all(len(line) <= width for line in lines)
+    assert "".join("".join(lines).split()) == "".join(text.split())  # every character, in order
+    for word in text.split():
+        if len(word) <= width:  # a word that fits is never cut
+            assert any(word in line.split() for line in lines), (word, lines)
