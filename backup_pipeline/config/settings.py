@@ -1,14 +1,37 @@
-"""Configuration from the environment (and an optional `.env`), validated once."""
+"""Configuration from the environment and a `.env` file, validated once.
+
+The `.env` is the current folder's, or the nearest parent folder's (as git finds its repository);
+the environment wins over it. Relative paths mean the same files wherever a command runs: those the
+`.env` sets (and the defaults, when there is a `.env`) are relative to the `.env`'s folder, those the
+environment sets to the current folder.
+"""
 
 from __future__ import annotations
 
 import os
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backup_pipeline.core.sizes import parse_byte_size
+
+ENV_FILE_NAME = ".env"
+
+
+def _byte_size(value: Any) -> Any:
+    return parse_byte_size(value) if isinstance(value, str) else value
+
+
+# A number of bytes, or a size with a unit (16GiB), as the jobs file accepts it.
+ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the product cannot use; the message is one line naming the variable,
+    the value, where it was set and what is expected."""
 
 
 class Settings(BaseSettings):
@@ -16,7 +39,7 @@ class Settings(BaseSettings):
     # (populate_by_name); pydantic-settings then also reads the environment by field name, so the
     # prefix keeps that lookup inside our namespace (HOME must never become the product's home).
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
+        env_file=None, extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
     )
 
     storage_root: Path = Field(default=Path("./deposit"), validation_alias="BACKUP_STORAGE_ROOT")
@@ -33,7 +56,7 @@ class Settings(BaseSettings):
     start_date: date = Field(default=date(2024, 1, 1), validation_alias="BACKUP_PIPELINE_START_DATE")
     # A report that is unparseable and younger than this may still be being written: retry later.
     settle_seconds: int = Field(default=60, ge=0, validation_alias="BACKUP_PIPELINE_SETTLE_SECONDS")
-    max_report_bytes: int = Field(
+    max_report_bytes: ByteSize = Field(
         default=16 * 1024 * 1024,
         ge=1024,
         validation_alias="BACKUP_PIPELINE_MAX_REPORT_BYTES",
@@ -117,7 +140,7 @@ class Settings(BaseSettings):
     drill_max_minutes: float = Field(
         default=30, gt=0, le=24 * 60, validation_alias="BACKUP_PIPELINE_DRILL_MAX_MINUTES"
     )
-    drill_max_bytes: int = Field(
+    drill_max_bytes: ByteSize = Field(
         default=16 * 1024**3, ge=64 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MAX_BYTES"
     )
     drill_shrink_below: float = Field(
@@ -128,7 +151,7 @@ class Settings(BaseSettings):
         default=600, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_STATEMENT_TIMEOUT_SECONDS"
     )
     # Address space of each process of a scratch cluster (server, backends, psql, pg_restore).
-    drill_memory_bytes: int = Field(
+    drill_memory_bytes: ByteSize = Field(
         default=2 * 1024**3, ge=512 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MEMORY_BYTES"
     )
     # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
@@ -137,7 +160,7 @@ class Settings(BaseSettings):
         default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
     )
     drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
-    drill_batch_bytes: int = Field(
+    drill_batch_bytes: ByteSize = Field(
         default=2 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_BYTES"
     )
     drill_concurrency: int = Field(
@@ -169,7 +192,7 @@ class Settings(BaseSettings):
     run_max_seconds: int = Field(default=6 * 3600, ge=60, validation_alias="BACKUP_PIPELINE_RUN_MAX_SECONDS")
     # Staged files are measured in steps of about this many bytes (at most `max_measure_batches`), so
     # that one agent's many large dumps spread over every worker.
-    measure_batch_bytes: int = Field(
+    measure_batch_bytes: ByteSize = Field(
         default=4 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_MEASURE_BATCH_BYTES"
     )
     max_measure_batches: int = Field(
@@ -242,5 +265,57 @@ def _as_variable(value: object) -> str | None:
     return str(value)
 
 
+def find_env_file(start: Path | None = None) -> Path | None:
+    """The `.env` of the current folder, or of the nearest parent folder that has one."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / ENV_FILE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """The settings of this process: the environment over the `.env` (see the module's docstring);
+    SettingsError, in one line, when a value is wrong."""
+    env_file = find_env_file()
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, env_file)) from None
+    return _anchored(settings, env_file.parent) if env_file else settings
+
+
+def _anchored(settings: Settings, folder: Path) -> Settings:
+    """Relative paths the environment did not set, made relative to the `.env`'s folder."""
+    updates: dict[str, Path] = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if (
+            isinstance(value, Path)
+            and not value.is_absolute()
+            and str(field.validation_alias) not in os.environ
+        ):
+            updates[name] = folder / value
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _may_hold_a_secret(variable: str) -> bool:
+    """URLs and secrets are never echoed, even when wrong (a password may be in them)."""
+    fields = {str(f.validation_alias): f for f in Settings.model_fields.values()}
+    field = fields.get(variable)
+    return "URL" in variable or "BROKER" in variable or (field is not None and field.annotation is SecretStr)
+
+
+def _explain(exc: ValidationError, env_file: Path | None) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names the variables
+            problems.append(message)
+            continue
+        variable = str(error["loc"][0])
+        where = "the environment" if variable in os.environ or env_file is None else str(env_file)
+        shown = "" if _may_hold_a_secret(variable) else f"={error.get('input')!r}"
+        problems.append(f"{variable}{shown} (set in {where}): {message[0].lower()}{message[1:]}")
+    return "invalid setting: " + "; ".join(problems)
