@@ -158,9 +158,15 @@ class Settings(BaseSettings):
     celery_backend: SecretStr = Field(
         default=SecretStr(""), validation_alias="BACKUP_PIPELINE_CELERY_BACKEND"
     )
-    # The queue steps are sent to and workers consume (one broker can serve several deployments).
+    # The queue scan steps are sent to (one broker can serve several deployments).
     celery_queue: str = Field(
         default="dagster", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias="BACKUP_PIPELINE_CELERY_QUEUE"
+    )
+    # The queue drill steps are sent to: hours of restores never wait in front of the scans' steps.
+    celery_drill_queue: str = Field(
+        default="drills",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        validation_alias="BACKUP_PIPELINE_CELERY_DRILL_QUEUE",
     )
     # A run still going after this long is failed by the daemon's run monitoring (`dagster/max_runtime`):
     # a lost worker or an unreachable broker must never hold the one-scan-at-a-time slot forever.

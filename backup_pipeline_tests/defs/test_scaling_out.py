@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,8 +22,9 @@ from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs import DRILL_JOB, SCAN_JOB, build_definitions
+from backup_pipeline.defs.celery_app import celery_queues
 from backup_pipeline.defs.drill_job import DrillConfig, DrillStep, plan_drills_op
-from backup_pipeline.defs.executors import MAX_RUNTIME_TAG, celery_app_args
+from backup_pipeline.defs.executors import MAX_RUNTIME_TAG
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.defs.step_outputs import StepOutputs
 from backup_pipeline.defs.workers import worker_app
@@ -110,17 +113,44 @@ def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspa
     assert [len(s.entry_ids) for s in chosen] == [1, 1, 1, 3] and all(s.redrill for s in chosen)
 
 
-def test_workers_and_orchestrator_share_broker_backend_and_queue() -> None:
-    settings = celery_settings(celery_queue="backups_prod")
+def test_scan_steps_and_drill_steps_go_to_their_own_queues_which_workers_consume_by_default(
+    workspace: Workspace,
+) -> None:
+    """What each job's executor sends its steps to, what the workers declare and consume: the real
+    routing through Redis, and a scan running while a drill holds a worker, are proven in
+    `e2e/test_celery_workers.py`."""
+    settings = celery_settings(celery_queue="backups_prod", celery_drill_queue="restores")
+    defs = build_definitions(settings)
+
+    def executor_of(job: str) -> Any:
+        # Dagster calls this with the run's InitExecutorContext, of which the executor reads its config.
+        init = SimpleNamespace(executor_config={"retries": {"enabled": {}}})
+        return defs.resolve_job_def(job).executor_def.executor_creation_fn(init)  # type: ignore[misc]
+
+    scans, drills = executor_of(SCAN_JOB), executor_of(DRILL_JOB)
+    assert (scans.queue, drills.queue) == ("backups_prod", "restores")
+    # dagster-celery's loop sends a step with no queue tag of its own to its app's default queue.
+    assert scans.app_args()["config_source"]["task_default_queue"] == "backups_prod"
+    assert drills.app_args()["config_source"]["task_default_queue"] == "restores"
+    assert drills.app_args()["broker"] == BROKER == scans.app_args()["backend"]
+
     app = worker_app(settings)
-    args = celery_app_args(settings)
-    assert app.conf.broker_url == BROKER == args["broker"]
-    assert app.conf.result_backend == BROKER == args["backend"]
-    assert app.conf.task_default_queue == "backups_prod" == args["config_source"]["task_default_queue"]
+    assert {(q.name, q.routing_key) for q in app.conf.task_queues} == {
+        ("backups_prod", "backups_prod"),
+        ("restores", "restores"),
+    }
+    assert celery_queues(settings) == ["backups_prod", "restores"]  # a worker's queues by default
     assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
     # Redis hands a dead worker's task over only once no run can still wait for it.
     assert app.conf.broker_transport_options["visibility_timeout"] > settings.run_max_seconds
     assert "execute_plan" in app.tasks
+
+
+def test_the_worker_command_refuses_an_empty_queue_name(workspace: Workspace, monkeypatch) -> None:
+    monkeypatch.setenv("BACKUP_PIPELINE_EXECUTOR", "celery")
+    monkeypatch.setenv("BACKUP_PIPELINE_CELERY_BROKER", BROKER)
+    result = workspace.cli("worker", "--queue", "dagster,", expect_ok=False)
+    assert result.exit_code == 2 and "a queue name is empty" in result.stderr
 
 
 def test_the_worker_command_needs_the_celery_executor(workspace: Workspace, monkeypatch) -> None:
