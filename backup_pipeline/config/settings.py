@@ -130,13 +130,13 @@ class Settings(BaseSettings):
         default=2 * 1024**3, ge=512 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MEMORY_BYTES"
     )
     # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
-    # drills are grouped into steps (staged bytes per step) and how many steps run at once.
+    # drills are grouped into steps (estimated seconds per step) and how many steps run at once.
     drill_budget_minutes: float = Field(
         default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
     )
     drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
-    drill_batch_bytes: int = Field(
-        default=2 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_BYTES"
+    drill_batch_seconds: float = Field(
+        default=600, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_SECONDS"
     )
     drill_concurrency: int = Field(
         default=1, ge=1, le=64, validation_alias="BACKUP_PIPELINE_DRILL_CONCURRENCY"

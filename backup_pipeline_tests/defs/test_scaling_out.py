@@ -73,8 +73,8 @@ INSERT_ENTRY = sa.text(
 DUMPS = {"erp": 3 * GIB, "crm": 3 * GIB, "dwh": 3 * GIB, "wiki": GIB // 2, "mail": GIB // 2, "hr": GIB // 4}
 
 
-def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspace: Workspace) -> None:
-    """Due drills and drills a person chose alike: one step per 2 GiB of staged files, whoever's."""
+def staged_entries(workspace: Workspace, dumps: dict[str, int]) -> dict[int, int]:
+    """One agent's expected backups, each with a good entry of this many staged bytes: {job: entry}."""
     workspace.write_jobs(
         [
             {
@@ -83,7 +83,7 @@ def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspa
                 "expected_hour_utc": 2,
                 "expected_minute_utc": 0,
             }
-            for name in DUMPS
+            for name in dumps
         ]
     )
     workspace.cli("backups", "sync", "--at", "2025-11-20T00:00:00Z")
@@ -91,26 +91,45 @@ def test_one_agents_many_large_dumps_are_drilled_in_steps_sized_by_bytes(workspa
     try:
         with engine.begin() as conn:
             jobs = dict(conn.execute(sa.text("SELECT database_name, id FROM expected_jobs")).all())
-            for name, size in DUMPS.items():
+            for name, size in dumps.items():
                 conn.execute(
                     INSERT_ENTRY, {"job": jobs[name], "file": f"{name}.dump", "hash": "ab" * 32, "size": size}
                 )
-            entries = dict(conn.execute(sa.text("SELECT job_id, id FROM backup_entries")).all())
+            return dict(conn.execute(sa.text("SELECT job_id, id FROM backup_entries")).all())
     finally:
         engine.dispose()
-    settings = Settings(drill_batch_bytes=2 * GIB, drill_budget_minutes=24 * 60)
+
+
+def planned_steps(settings: Settings, **config: object) -> list[DrillStep]:
     resources = {"settings": settings, "database": DatabaseResource(settings=settings)}
+    with build_op_context(resources=resources, partition_key="2025-11-20") as context:
+        outputs = plan_drills_op(context, DrillConfig(as_of="2025-11-20T12:00:00Z", **config))
+        return [o.value for o in outputs if isinstance(o, DynamicOutput)]
 
-    def steps(**config: object) -> list[DrillStep]:
-        with build_op_context(resources=resources, partition_key="2025-11-20") as context:
-            outputs = plan_drills_op(context, DrillConfig(as_of="2025-11-20T12:00:00Z", **config))
-            return [o.value for o in outputs if isinstance(o, DynamicOutput)]
 
-    due = steps()
+def test_large_dumps_are_drilled_in_steps_sized_by_estimated_time(
+    workspace: Workspace,
+) -> None:
+    """Due drills and drills a person chose alike: a 3 GiB dump (1 s + 3 GiB at the assumed 4 MiB/s,
+    769 s) is a step of its own under 800 s a step, whoever's dumps they are."""
+    entries = staged_entries(workspace, DUMPS)
+    settings = Settings(drill_batch_seconds=800, drill_budget_minutes=24 * 60)
+    due = planned_steps(settings)
     assert sorted(s.staged_bytes for s in due) == sorted([3 * GIB] * 3 + [GIB + GIB // 4])
     assert sorted(i for s in due for i in s.entry_ids) == sorted(entries.values())
-    chosen = steps(entry_ids=[entries[job] for job in sorted(entries)], redrill=True)
+    chosen = planned_steps(settings, entry_ids=[entries[job] for job in sorted(entries)], redrill=True)
     assert [len(s.entry_ids) for s in chosen] == [1, 1, 1, 3] and all(s.redrill for s in chosen)
+
+
+def test_many_tiny_dumps_are_spread_over_steps_by_the_fixed_cost_of_each_drill(workspace: Workspace) -> None:
+    """30 dumps of 1 KiB weigh nothing in bytes, but each drill costs its fixed second: 10 a step
+    within 10.5 s, and a budget of 20 s takes 20 of them."""
+    entries = staged_entries(workspace, {f"tiny_{i:02d}": 1024 for i in range(30)})
+    steps = planned_steps(Settings(drill_batch_seconds=10.5, drill_budget_minutes=24 * 60))
+    assert [len(s.entry_ids) for s in steps] == [10, 10, 10]
+    assert sorted(i for s in steps for i in s.entry_ids) == sorted(entries.values())
+    budgeted = planned_steps(Settings(drill_batch_seconds=10.5, drill_budget_minutes=20 / 60))
+    assert [len(s.entry_ids) for s in budgeted] == [10, 9]  # 1.0002 s each: 19 fit in 20 s
 
 
 def test_scan_steps_and_drill_steps_go_to_their_own_queues_which_workers_consume_by_default(

@@ -14,7 +14,7 @@ steps, a tampered dump, a broken report, a late report). Every scenario runs the
 runs (day 1, then day 2, as of the same instant) as a control made with the multiprocess executor
 (`dagster job execute`), and must end in its exact state. Staged files are measured one per step
 (`BACKUP_PIPELINE_MEASURE_BATCH_BYTES=1`) so that measurement fans out too; drills likewise one per
-step (`BACKUP_PIPELINE_DRILL_BATCH_BYTES=1`), of the fleet's good entries and of one more agent's
+step (`BACKUP_PIPELINE_DRILL_BATCH_SECONDS=0.001`), of the fleet's good entries and of one more agent's
 real pg_dump output, against an in-process `backup-pipeline drill --due` of the same entries.
 
 Both workers consume both queues (scans' and drills'), as `backup-pipeline worker` does by default; one
@@ -487,7 +487,7 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             processes.append(redis)
             shared = {
                 "BACKUP_PIPELINE_MEASURE_BATCH_BYTES": "1",
-                "BACKUP_PIPELINE_DRILL_BATCH_BYTES": "1",
+                "BACKUP_PIPELINE_DRILL_BATCH_SECONDS": "0.001",
                 DAGSTER_URL_ENV: dagster_db,
             }
             control = run_control(stage, base / "control", shared)
