@@ -14,10 +14,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dagster import DynamicOutput, Failure, build_input_context, build_op_context, build_output_context
-from dagster._core.snap import JobSnap
-from dagster._core.types.dagster_type import resolve_dagster_type
-from dagster._serdes import serialize_value
+from dagster import (
+    DynamicOutput,
+    Failure,
+    build_input_context,
+    build_op_context,
+    build_output_context,
+    op,
+    serialize_value,
+)
 from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
@@ -49,7 +54,7 @@ def test_the_scan_job_runs_on_the_executor_the_settings_name(workspace: Workspac
     assert job.executor_def.name == "celery"
     assert job.tags[MAX_RUNTIME_TAG] == "900"
     # What Dagster stores of the job (its snapshot, shown in the UI) holds no broker password.
-    assert "broker-password" not in serialize_value(JobSnap.from_job_def(job))
+    assert "broker-password" not in serialize_value(job.get_job_snapshot())
 
 
 def test_the_drill_job_runs_on_the_same_executor_with_room_for_its_budget(workspace: Workspace) -> None:
@@ -61,7 +66,7 @@ def test_the_drill_job_runs_on_the_same_executor_with_room_for_its_budget(worksp
     assert job.executor_def.name == "celery"
     assert job.tags[MAX_RUNTIME_TAG] == str((480 + 30) * 60 + 900)  # the budget, a last drill, a margin
     assert job.tags["backup_pipeline/drill"] == "exclusive"
-    assert "broker-password" not in serialize_value(JobSnap.from_job_def(job))
+    assert "broker-password" not in serialize_value(job.get_job_snapshot())
 
 
 GIB = 1 << 30
@@ -186,7 +191,12 @@ class _Output(BaseModel):
     ids: list[int]
 
 
-OUTPUT_TYPE = resolve_dagster_type(_Output)  # what Dagster makes of an op's annotation
+@op
+def _produces() -> _Output:
+    raise AssertionError("never run: only its output's type is used")
+
+
+OUTPUT_TYPE = _produces.output_defs[0].dagster_type  # what Dagster makes of an op's annotation
 
 
 def test_step_outputs_round_trip_through_postgresql_and_a_missing_one_says_so(workspace: Workspace) -> None:

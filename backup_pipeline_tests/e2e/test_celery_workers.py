@@ -41,7 +41,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
-from dagster._core.instance.ref import InstanceRef
 from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
@@ -526,7 +525,7 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             wait_ready(servers)
             os.environ[DAGSTER_URL_ENV] = dagster_db  # read while the instance is built, then no more
             try:
-                instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+                instance = DagsterInstance.from_config(str(home))
             finally:
                 os.environ.pop(DAGSTER_URL_ENV)
             arm, paused = base / "arm", base / "paused"
