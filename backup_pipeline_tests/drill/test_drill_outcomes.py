@@ -209,7 +209,9 @@ def test_one_row_per_entry_unless_a_redrill_is_asked(site: Site) -> None:
 
 def test_the_table_for_people_and_the_exit_codes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = site.ws
-    table = site.drill("--agent", SITE, "--database", "plain_gz", "--cycle", cycle(DAY2)).stdout
+    chosen = ("--agent", SITE, "--database", "plain_gz", "--cycle", cycle(DAY2))
+    site.drill(*chosen)  # drilled here, or shown when another test drilled it first
+    table = site.drill(*chosen).stdout
     assert "plain_gz" in table and "RESTORED" in table and "already drilled" in table
     usage = site.drill("--due", "--agent", SITE, expect_ok=False)
     assert usage.exit_code == 2

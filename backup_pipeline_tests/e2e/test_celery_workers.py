@@ -30,7 +30,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline.defs.workers import WORKER_EVENT
+from backup_pipeline_tests.conftest import reachable_folder
 from backup_pipeline_tests.support.dagster_servers import (
     BIN,
     PROJECT,
@@ -517,9 +517,8 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             servers.start("dagster-daemon", "run")
             workers = {}
             for host in HOSTS:
-                drills = Path(tempfile.mkdtemp(prefix=f"bp-drills-{host}-", dir="/tmp"))
+                drills = reachable_folder(tmp_path_factory, f"drills-{host}")
                 drill_dirs.append(drills)
-                os.chmod(drills, 0o711)
                 workers[host] = start_worker(host, base / host, settings, home, live.jobs_file, drills)
                 processes.append(workers[host].process)
             wait_ready(servers)
