@@ -34,11 +34,11 @@ from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.cli import main
 from backup_pipeline.storage import database as db_module
+from backup_pipeline_tests.support.scan_harness import TEMPLATE
 
 # Restore drills' shared fixtures (drill folder, environment, sample dumps, sites).
 pytest_plugins = ["backup_pipeline_tests.support.drill_fixtures"]
 
-TEMPLATE = f"bp_test_template_{os.getpid()}"
 _counter = itertools.count()
 BASE_PREFIX = "bp-tests-"
 KEEP_ENDED_SESSIONS = 3  # base folders of ended sessions kept for a look after a failure
