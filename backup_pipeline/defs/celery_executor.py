@@ -1,11 +1,13 @@
-"""The Celery executor of the product's jobs: dagster-celery's, watching the workers and the broker.
+"""The Celery executor of the product's jobs: dagster-celery's orchestration loop, sending each step
+to the job's queue (scans' or drills', `celery_app`) and watching the workers and the broker.
 
 dagster-celery's loop waits for each step's result and would wait forever for a task whose worker
 died, or while no worker listens or the broker is gone. This executor gives its loop results that
 also end when the step's worker stops answering, when no worker consumes the queue, or when the
 broker stays unreachable: the step is then reported as the multiprocess executor reports a crashed
 subprocess (an engine event, then a failure or a retry under the op's retry policy), and the run
-goes on to its end. Chosen by `executors.executor_for(settings)`.
+goes on to its end. Chosen by `executors.executor_for(settings)`. What it needs of Dagster and
+dagster-celery that they do not export comes from `private_dagster` and `private_dagster_celery`.
 """
 
 from __future__ import annotations
