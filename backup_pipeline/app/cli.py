@@ -619,7 +619,12 @@ def db_stop() -> None:
     help="Steps run at once (default: the number of CPUs).",
 )
 @click.option(
-    "--queue", "-Q", "queues", multiple=True, help="Queue to consume (default: BACKUP_PIPELINE_CELERY_QUEUE)."
+    "--queue",
+    "-Q",
+    "queues",
+    multiple=True,
+    help="Queue(s) to consume, repeated or comma-separated (default: both the scan queue, "
+    "BACKUP_PIPELINE_CELERY_QUEUE, and the drill queue, BACKUP_PIPELINE_CELERY_DRILL_QUEUE).",
 )
 @friendly_errors
 def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
@@ -627,8 +632,10 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
     import os
 
     from backup_pipeline.app.launcher import ensure_dagster_storage_url
+    from backup_pipeline.defs.celery_app import celery_queues
     from backup_pipeline.defs.workers import run_worker
 
+    consumed = _queues(queues)
     settings = _settings()
     if settings.executor != "celery":
         raise click.ClickException(
@@ -643,8 +650,15 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
     run_worker(
         settings,
         concurrency=concurrency or os.cpu_count() or 1,
-        queues=list(queues) or [settings.celery_queue],
+        queues=consumed or celery_queues(settings),
     )
+
+
+def _queues(given: tuple[str, ...]) -> list[str]:
+    names = [name.strip() for value in given for name in value.split(",")]
+    if "" in names:
+        raise click.BadParameter("a queue name is empty", param_hint="--queue")
+    return list(dict.fromkeys(names))
 
 
 @main.command()

@@ -155,13 +155,13 @@ class Settings(BaseSettings):
         default=2 * 1024**3, ge=512 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MEMORY_BYTES"
     )
     # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
-    # drills are grouped into steps (staged bytes per step) and how many steps run at once.
+    # drills are grouped into steps (estimated seconds per step) and how many steps run at once.
     drill_budget_minutes: float = Field(
         default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
     )
     drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
-    drill_batch_bytes: ByteSize = Field(
-        default=2 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_BYTES"
+    drill_batch_seconds: float = Field(
+        default=600, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_SECONDS"
     )
     drill_concurrency: int = Field(
         default=1, ge=1, le=64, validation_alias="BACKUP_PIPELINE_DRILL_CONCURRENCY"
@@ -183,9 +183,15 @@ class Settings(BaseSettings):
     celery_backend: SecretStr = Field(
         default=SecretStr(""), validation_alias="BACKUP_PIPELINE_CELERY_BACKEND"
     )
-    # The queue steps are sent to and workers consume (one broker can serve several deployments).
+    # The queue scan steps are sent to (one broker can serve several deployments).
     celery_queue: str = Field(
         default="dagster", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias="BACKUP_PIPELINE_CELERY_QUEUE"
+    )
+    # The queue drill steps are sent to: hours of restores never wait in front of the scans' steps.
+    celery_drill_queue: str = Field(
+        default="drills",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        validation_alias="BACKUP_PIPELINE_CELERY_DRILL_QUEUE",
     )
     # A run still going after this long is failed by the daemon's run monitoring (`dagster/max_runtime`):
     # a lost worker or an unreachable broker must never hold the one-scan-at-a-time slot forever.
@@ -275,15 +281,40 @@ def find_env_file(start: Path | None = None) -> Path | None:
     return None
 
 
+# Settings that were renamed: setting the old name is an error naming the new one (a value that would
+# otherwise be silently ignored).
+RENAMED = {
+    "BACKUP_PIPELINE_DRILL_BATCH_BYTES": (
+        "BACKUP_PIPELINE_DRILL_BATCH_SECONDS (drill steps are sized by estimated seconds, not bytes)"
+    ),
+}
+
+
 def load_settings() -> Settings:
     """The settings of this process: the environment over the `.env` (see the module's docstring);
-    SettingsError, in one line, when a value is wrong."""
+    SettingsError, in one line, when a value is wrong or a setting's old name is used."""
     env_file = find_env_file()
+    old = next((name for name in RENAMED if name in os.environ or _in_env_file(env_file, name)), None)
+    if old is not None:
+        raise SettingsError(f"{old} is no longer read: set {RENAMED[old]}")
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(_explain(exc, env_file)) from None
     return _anchored(settings, env_file.parent) if env_file else settings
+
+
+def _in_env_file(env_file: Path | None, name: str) -> bool:
+    if env_file is None:
+        return False
+    try:
+        return any(
+            line.split("=", 1)[0].strip().removeprefix("export ").strip() == name
+            for line in env_file.read_text(errors="replace").splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        )
+    except OSError:
+        return False
 
 
 def _anchored(settings: Settings, folder: Path) -> Settings:

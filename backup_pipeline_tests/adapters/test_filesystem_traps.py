@@ -391,7 +391,7 @@ def test_a_report_moved_away_between_listing_and_reading_is_not_recorded(tmp_pat
     from backup_pipeline.adapters.deposit import AgentFolder, list_reports
     from backup_pipeline.config.settings import Settings
     from backup_pipeline.scan.context import ScanContext, ScanRequest
-    from backup_pipeline.scan.ingest import IngestSummary, _examine
+    from backup_pipeline.scan.ingest import IngestSummary, examine_report
 
     agent = AgentFolder(AGENT, tmp_path / AGENT)
     agent.log_dir.mkdir(parents=True)
@@ -399,7 +399,7 @@ def test_a_report_moved_away_between_listing_and_reading_is_not_recorded(tmp_pat
     (listed,) = list(list_reports(agent))
     (agent.log_dir / report_name(0)).unlink()
     ctx = ScanContext(Settings(storage_root=tmp_path), None, ScanRequest(as_of=END))  # type: ignore[arg-type]
-    assert _examine(ctx, agent, listed, ZoneInfo("UTC"), IngestSummary()) is None
+    assert examine_report(ctx, agent, listed, ZoneInfo("UTC"), IngestSummary()) is None
 
 
 def test_the_deposit_sensor_lists_file_names_that_are_not_utf8(tmp_path: Path) -> None:

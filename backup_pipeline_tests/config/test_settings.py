@@ -157,3 +157,21 @@ def test_env_example_lists_every_setting_with_its_default(clean_environment: pyt
             assert written == "", f"{variable}: unset by default, .env.example says {written!r}"
         else:  # the value written means the default, read as the setting reads it
             assert Settings.model_validate({variable: written}).__getattribute__(name) == default, variable
+
+
+def test_a_renamed_setting_is_an_error_naming_its_new_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BACKUP_PIPELINE_DRILL_BATCH_BYTES became BACKUP_PIPELINE_DRILL_BATCH_SECONDS: a deployment that
+    still sets the old one hears so, in one line, rather than losing its value silently."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BACKUP_PIPELINE_DRILL_BATCH_BYTES", "2GiB")
+    with pytest.raises(
+        SettingsError,
+        match="BACKUP_PIPELINE_DRILL_BATCH_BYTES is no longer read: set BACKUP_PIPELINE_DRILL_BATCH_SECONDS",
+    ):
+        load_settings()
+    monkeypatch.delenv("BACKUP_PIPELINE_DRILL_BATCH_BYTES")
+    (tmp_path / ".env").write_text("BACKUP_PIPELINE_DRILL_BATCH_BYTES=2GiB\n")
+    with pytest.raises(SettingsError, match="no longer read"):
+        load_settings()

@@ -28,7 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-TEMPLATE = "bp_test_template"  # migrated by conftest's pg_server fixture
+# Migrated by conftest's pg_server fixture: one per session, so sessions sharing a server (an external
+# BACKUP_PIPELINE_DATABASE_URL) never drop each other's.
+TEMPLATE = f"bp_test_template_{os.getpid()}"
 _names = itertools.count()
 
 
