@@ -45,7 +45,7 @@ def test_a_process_in_the_cluster_folder_outside_its_groups_is_killed_before_the
     """Killing the server's and the tools' process groups does not reach it: only the folder kill does."""
     env = drill_environment
     limits = Limits(memory_bytes=env.memory_bytes, file_bytes=1 << 30)
-    with ScratchCluster(env.root, env.tools, env.user, limits, "stray") as cluster:
+    with ScratchCluster(env.root, env.tools, env.user, limits, "stray", env.sandbox) as cluster:
         cluster.create()
         cluster.start_from(env.template, {})
         stray = subprocess.Popen(  # its own session and group: no group kill of the cluster's reaches it
