@@ -35,12 +35,10 @@ from pydantic import BaseModel
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import day_bounds, parse_instant
 from backup_pipeline.defs.executors import executor_for, run_tags
-from backup_pipeline.defs.fleet import FleetAssets, agent_asset_key, asset_key
+from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
-from backup_pipeline.defs.restorable import agent_evaluation, database_evaluation, stored_drill
 from backup_pipeline.drill.run import DrillResult, DrillUnavailable, batch_chosen, drill_entries, plan_drills
 from backup_pipeline.notify.deliver import NotifySummary, notify
-from backup_pipeline.storage import drills as stored_drills
 
 DRILL_JOB = "restore_drills"
 DRILL_SCHEDULE = "daily_restore_drills"
@@ -140,7 +138,8 @@ def drill_batch(
         )
     except DrillUnavailable as exc:
         raise Failure(f"the drills could not run: {exc}") from None
-    for event in _check_events(database, fleet, [r for r in results if r.ran]):
+    events, _ = fleet.known(fleet.drill_events(database.get(), [r for r in results if r.ran]))
+    for event in events:
         context.log_event(event)
     for r in results:
         what = r.outcome if r.ran else f"not drilled ({r.skipped})"
@@ -148,30 +147,6 @@ def drill_batch(
         said = f"{r.agent_id} {r.database_name} {r.cycle_expected_at:%Y-%m-%dT%H:%MZ}: {what}"
         context.log.info(f"{said}: {detail}" if detail else said)
     return DrillBatchResult(results=results)
-
-
-def _check_events(database: DatabaseResource, fleet: FleetAssets, ran: list[DrillResult]) -> list:
-    if fleet.per_database:
-        events = []
-        for r in ran:
-            key = asset_key(r.agent_id, r.database_name, r.name)
-            if fleet.knows(key):
-                events.append(database_evaluation(key, r.model_dump() | {"id": r.drill_id}))
-        return events
-    agents = sorted({r.agent_id for r in ran})
-    events = []
-    with database.get().sessions() as session:
-        for agent in agents:
-            key = agent_asset_key(agent)
-            if not fleet.knows(key):
-                continue
-            latest = [
-                stored_drill(d, j.database_name)
-                for d, j in stored_drills.latest_drills_of_agent(session, agent)
-            ]
-            day = max(r.cycle_expected_at for r in ran if r.agent_id == agent).date().isoformat()
-            events.append(agent_evaluation(key, latest, day))
-    return events
 
 
 @op(name="notify_drills", description="Send the alerts the drills raised (and retry unsent ones).")

@@ -43,7 +43,7 @@ from backup_pipeline.scan.days import first_day
 from backup_pipeline.scan.evaluate import evaluate_batch
 from backup_pipeline.scan.ingest import IngestSummary, ingest
 from backup_pipeline.scan.measure import MeasurementBatch, MeasurementResult, measure_batch, plan_measurements
-from backup_pipeline.scan.outcomes import BatchResult, agent_days
+from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.scan.plan import BatchPlan, plan_batches
 from backup_pipeline.scan.sync import sync_before_scan
 from backup_pipeline.storage import expected_backups
@@ -223,13 +223,15 @@ def evaluate(
 ) -> BatchResult:
     ctx = ScanContext(settings, database.get(), plan.request, context.run_id)
     result = evaluate_batch(ctx, plan)
-    if fleet.per_database:
-        events = fleet.outcome_events(result.outcomes, plan.day)
-    else:
-        written = sorted({o.agent_id for o in result.outcomes})
-        events = fleet.agent_events(agent_days(ctx, written, plan.day) if written else [])
-    for event in events:
+    events, unknown = fleet.known(fleet.scan_events(ctx.database, result.outcomes, plan.day))
+    for event in events:  # AssetCheckEvaluation directly: no lookup of the partition's materialization
         context.log_event(event)
+    if unknown:
+        context.log.warning(
+            f"{len(unknown)} asset(s) of the synced fleet are not in the loaded definitions (the jobs "
+            f"file changed since the code location was loaded), e.g. {sorted(unknown)[0].to_user_string()}: "
+            "their entries are recorded; reload the code location, then backfill the day to show them"
+        )
     _log_evaluated(context, plan, result)
     return result
 

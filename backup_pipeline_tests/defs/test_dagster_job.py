@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DailyPartitionsDefinition, Definitions, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, DailyPartitionsDefinition, Definitions, ExecuteInProcessResult
 
 from backup_pipeline.app.simulator import SimulationSpec, simulate
 from backup_pipeline.defs import SCAN_JOB
@@ -255,8 +255,8 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     (the check said "failed", the scan's event "passed")."""
     from dagster import AssetCheckEvaluation, AssetSelection, define_asset_job
 
-    from backup_pipeline.defs.fleet import agent_asset_key, agent_events
-    from backup_pipeline.scan.outcomes import AgentDay
+    from backup_pipeline.defs.fleet import agent_day_events
+    from backup_pipeline.scan.outcomes import AssetDay
 
     monkeypatch.setenv("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "0")
     agent = "SIRPACAM_DOUALA_NEWBELL"
@@ -265,18 +265,18 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     )
     workspace.cli("jobs", "sync")
     check_now = define_asset_job(
-        "check_now", selection=AssetSelection.checks_for_assets(agent_asset_key(agent))
+        "check_now", selection=AssetSelection.checks_for_assets(AssetKey(["backups", agent]))
     )
     defs = Definitions.merge(definitions(), Definitions(jobs=[check_now]))
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("check_now").execute_in_process(instance=instance)
     on_demand = {c.check_name: c for c in result.get_asset_check_evaluations()}["integrity"]
-    empty = AgentDay(
+    empty = AssetDay(
         agent_id=agent, day=datetime(2025, 11, 21).date(), statuses={}, problems=[], total_size=0, entries=0
     )
     (reported,) = [
         e
-        for e in agent_events([empty])
+        for e in agent_day_events(AssetKey(["backups", agent]), empty)
         if isinstance(e, AssetCheckEvaluation) and e.check_name == "integrity"
     ]
     assert on_demand.passed is False and reported.passed is False
