@@ -52,6 +52,9 @@ class DrillConfig(Config):
     as_of: str | None = None  # ISO-8601 instant the due policy is evaluated at
     entry_ids: list[int] | None = None  # exactly these entries instead of the due ones
     redrill: bool = False  # with entry_ids: drill again entries already drilled
+    # No drill starts past the budget (BACKUP_PIPELINE_DRILL_BUDGET_MINUTES) after the run's start;
+    # `backup-pipeline drill --agent/--database` drills a person's choice whole, as it always did.
+    budget: bool = True
 
 
 class DrillStep(BaseModel):
@@ -61,7 +64,7 @@ class DrillStep(BaseModel):
     entry_ids: list[int]
     staged_bytes: int
     as_of: datetime
-    deadline: datetime
+    deadline: datetime | None
     redrill: bool = False
 
 
@@ -94,7 +97,7 @@ def plan_drills_op(
     database: DatabaseResource,
 ):
     as_of = _as_of(context, config)
-    deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
+    deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes) if config.budget else None
     if config.entry_ids is not None:  # a person's choice, spread by bytes like the due drills
         batches = batch_chosen(settings, database.get(), config.entry_ids)
     else:
@@ -138,7 +141,8 @@ def drill_batch(
         )
     except DrillUnavailable as exc:
         raise Failure(f"the drills could not run: {exc}") from None
-    events, _ = fleet.known(fleet.drill_events(database.get(), [r for r in results if r.ran]))
+    ran = [r for r in results if r.ran]
+    events, _ = fleet.on_synced_fleet(settings, database.get(), lambda f: f.drill_events(database.get(), ran))
     for event in events:
         context.log_event(event)
     for r in results:

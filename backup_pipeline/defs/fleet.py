@@ -6,8 +6,8 @@ synced_fleet`: the configured jobs file is synced first when it changed, as a sc
 for the granularity (`core.names.per_database_assets`): up to `per_database_assets_max` expected
 backups each one is an asset, grouped by agent; above it every agent is one asset summarising its
 databases (Dagster stores a few hundred events a second: one event per database would make a
-20,000-database scan last minutes). Every key an event names is decided here, and only keys these
-definitions declare are reported.
+20,000-database scan last minutes). Every key an event names is decided here, from the same synced
+fleet as the definitions' assets; a sync that changes the fleet asks the UI to reload them (`reload`).
 
 A materialization of a partition means a good backup: per expected backup, the cycle is SUCCESS or
 HASH_MISMATCH; per agent, every cycle owed that day is decided and good (`AssetDay.verdict`). A bad
@@ -19,7 +19,7 @@ Assets are views of the scan's entries, not executable by themselves.
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -216,17 +216,16 @@ class FleetAssets:
                 events += [agent_evaluation(key, latest, day), drill_observation(key, this_run, day)]
         return events
 
-    def known(self, events: Iterable[Event]) -> tuple[list[Event], set[AssetKey]]:
-        """The events whose asset these definitions declare, and the keys of the others (the synced
-        fleet changed since the definitions were loaded: reload the code location)."""
-        kept: list[Event] = []
-        unknown: set[AssetKey] = set()
-        for event in events:
-            if self.knows(event.asset_key):
-                kept.append(event)
-            else:
-                unknown.add(event.asset_key)
-        return kept, unknown
+    def on_synced_fleet(
+        self, settings: Settings, database: Database, events_of: Callable[["FleetAssets"], Iterable[Event]]
+    ) -> tuple[list[Event], bool]:
+        """A step's events, on assets these definitions declare; when some name an asset they do not
+        (the fleet was synced since the definitions were loaded, and the sync asked the UI to reload
+        them, see `reload`), on the assets of the fleet as synced now instead. True in that case."""
+        events = list(events_of(self))
+        if all(self.knows(event.asset_key) for event in events):
+            return events, False
+        return list(events_of(FleetAssets.load(settings, database))), True
 
     def _day_key(self, d: AssetDay) -> AssetKey:
         return self.key_of(d.agent_id, d.database_name or "", d.name or "")

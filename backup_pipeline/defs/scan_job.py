@@ -35,6 +35,7 @@ from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.core.cycles import parse_instant
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
+from backup_pipeline.defs.reload import reload_code_location
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.scan.archive import ArchiveSummary, archive
@@ -111,8 +112,11 @@ def ingest_reports(
         day = date.fromisoformat(context.partition_key)
         record_scan_start(session, context.run_id, day, request.automatic, datetime.now(UTC))
     sync = sync_before_scan(settings, ctx.database, request.as_of)
-    if sync is not None and (sync.added or sync.deactivated):
-        context.log.info(f"jobs file synced: {sync.added} backup(s) added, {sync.deactivated} deactivated")
+    if sync is not None and sync.changed:
+        context.log.info(
+            f"jobs file synced: {sync.added} backup(s) added, {sync.updated} changed, {sync.deactivated} "
+            f"deactivated; {reload_code_location(settings).message}"
+        )
     summary = ingest(ctx)
     _log_ingested(context, summary)
     covered = (
@@ -223,15 +227,13 @@ def evaluate(
 ) -> BatchResult:
     ctx = ScanContext(settings, database.get(), plan.request, context.run_id)
     result = evaluate_batch(ctx, plan)
-    events, unknown = fleet.known(fleet.scan_events(ctx.database, result.outcomes, plan.day))
+    events, changed = fleet.on_synced_fleet(
+        settings, ctx.database, lambda f: f.scan_events(ctx.database, result.outcomes, plan.day)
+    )
+    if changed:
+        context.log.info("the fleet was synced since these definitions were loaded: events on its assets now")
     for event in events:  # AssetCheckEvaluation directly: no lookup of the partition's materialization
         context.log_event(event)
-    if unknown:
-        context.log.warning(
-            f"{len(unknown)} asset(s) of the synced fleet are not in the loaded definitions (the jobs "
-            f"file changed since the code location was loaded), e.g. {sorted(unknown)[0].to_user_string()}: "
-            "their entries are recorded; reload the code location, then backfill the day to show them"
-        )
     _log_evaluated(context, plan, result)
     return result
 

@@ -23,6 +23,12 @@ class SyncSummary:
     active: int
     added: int
     deactivated: int
+    updated: int = 0  # existing backups whose configuration changed, or active again
+
+    @property
+    def changed(self) -> bool:
+        """Whether the synced fleet differs from before (what Dagster shows of it too)."""
+        return bool(self.added or self.deactivated or self.updated)
 
 
 def sync_backups(
@@ -70,7 +76,8 @@ def sync_backups(
         )
     _record_sync(session, digest, len(backups), path)
     session.commit()
-    return SyncSummary(active=len(backups), added=len(declared - set(existing)), deactivated=len(stale))
+    added = len(declared - set(existing))
+    return SyncSummary(active=len(backups), added=added, deactivated=len(stale), updated=len(changed) - added)
 
 
 def synced_jobs_file(session: Session, digest: str) -> int | None:
