@@ -189,6 +189,31 @@ def test_dagster_definitions_validate_cli(workspace: Workspace) -> None:
     assert "All code locations passed validation" in completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
+def test_dg_checks_and_lists_the_definitions_from_the_checkout(workspace: Workspace) -> None:
+    """Dagster's project CLI (`dg`, [tool.dg] in pyproject.toml) finds the package at the repository
+    root and loads its definitions; the shipped dagster.yaml needs no URL of its own (Dagster's
+    storage goes to the product's PostgreSQL)."""
+    simulate_fleet(workspace, agents=2, databases=2)
+    workspace.cli("backups", "sync")
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL")}
+    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+    dg = Path(sys.executable).parent / "dg"
+
+    def run(*args: str) -> str:
+        completed = subprocess.run(
+            [str(dg), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        said = completed.stdout + completed.stderr
+        assert completed.returncode == 0, said
+        assert "Traceback" not in said
+        return said
+
+    assert "All definitions loaded successfully" in run("check", "defs")
+    listed = run("list", "defs", "--json")
+    assert "backups/SIRPACAM" in listed and "backup_scan" in listed and "restore_drills" in listed
+
+
 def _scan_with_dagster_home(workspace: Workspace, home: Path) -> subprocess.CompletedProcess[str]:
     """`backup-pipeline scan` in its own process with DAGSTER_HOME set and no Dagster storage URL."""
     env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINE_DAGSTER_PG_URL"}
