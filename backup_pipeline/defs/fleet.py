@@ -17,7 +17,6 @@ with good backups, and "missing" for the others, which a backfill of the scan jo
 Assets are views of the scan's entries, not executable by themselves.
 """
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,8 +57,6 @@ from backup_pipeline.scan.outcomes import AssetDay, EntryOutcome, asset_days
 from backup_pipeline.scan.sync import synced_fleet
 from backup_pipeline.storage import drills, entries
 from backup_pipeline.storage.database import Database, open_database
-
-log = logging.getLogger(__name__)
 
 REPORTS_ASSET = AssetKey(["backup_reports"])
 INTEGRITY_CHECK = "integrity"

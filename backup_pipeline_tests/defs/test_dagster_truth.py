@@ -215,34 +215,6 @@ def test_the_assets_of_an_agent_fleet_have_a_freshness_policy_too(
     two_databases(workspace)
     graph = build_definitions(load_settings()).resolve_asset_graph()
     policy = graph.get(AssetKey(["backups", AGENT])).freshness_policy
-    assert type(policy).__name__ == "CronFreshnessPolicy"
-    # The agent's day is good once its last cycle is: from 12:00 (13:00 - 60) to 14:00 (13:00 + 60).
-    assert (policy.deadline_cron, policy.lower_bound_delta) == ("0 14 * * *", timedelta(hours=2))
-
-
-def test_after_syncing_another_jobs_file_the_assets_and_a_scans_events_name_the_same_fleet(
-    workspace: Workspace, dagster_home: Path, tmp_path: Path
-) -> None:
-    """`backups sync --file OTHER` is a person's choice that scans keep (the configured file is
-    unchanged): the definitions, loaded again as the sync asks the UI to, show OTHER's expected
-    backups, and a scan reports on exactly those assets (they used to show the configured file's)."""
-    agent = two_databases(workspace)
-    before = build_definitions(load_settings())  # the code location as loaded before the sync
-    other = tmp_path / "other.yaml"
-    other.write_text(
-        "jobs:\n"
-        f"  - {{agent_id: {AGENT}, database_name: stock_db, expected_hour_utc: 13, expected_minute_utc: 0}}\n"
-    )
-    synced = workspace.cli("backups", "sync", "--file", str(other), "--at", "2025-11-20T00:00:00Z").stdout
-    assert "reload the code location" in synced  # no UI to ask here (BACKUP_PIPELINE_DAGSTER_URL unset)
-    report(agent, DAY_ONE, "stock_db")
-    workspace.cli("scan", "--at", f"{DAY_ONE}T23:00:00Z", "--partition", DAY_ONE)
-
-    loaded = build_definitions(load_settings()).resolve_asset_graph()  # the reloaded code location
-    declared = {k for k in loaded.get_all_asset_keys() if k.path[0] == "backups"}
-    dagster = instance(dagster_home)
-    reported = {k for k in dagster.get_asset_keys() if k.path[0] == "backups"}
-    dagster.dispose()
-    assert declared == reported == {AssetKey(["backups", AGENT, "stock_db_1300"])}
-    stale = {k for k in before.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "backups"}
-    assert stale == {COMPTA, PAIE}  # what the location showed until it was loaded again
+    assert type(policy).__name__ == "TimeWindowFreshnessPolicy"
+    # Its day is good once a day: overdue a day and a window (60 min each side) after the last one.
+    assert policy.fail_window.to_timedelta() == timedelta(days=1, hours=2)
