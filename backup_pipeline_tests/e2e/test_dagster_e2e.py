@@ -687,12 +687,13 @@ def test_the_demo_shows_a_failed_day_not_materialized_with_its_check_failed(
     servers = Servers(port=free_port(), home=home, env=env, artifacts="e2e-demo")
     try:
         servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
+        servers.start("dagster-daemon", "run")  # as `demo` runs it (freshness is the daemon's)
         wait_ready(servers)
         materialized = {m["partition"] for m in materializations(servers, path)}
         assert bad_day not in materialized and set(good_days) <= materialized, (bad_day, good_days)
         (failed,) = check_evaluations(servers, path, bad_day)
         assert failed["status"] == "FAILED" and failed["evaluation"]["success"] is False
-        _show_the_failed_day(servers, "/".join(path), bad_day)
+        _show_the_failed_day(servers, "/".join(path), bad_day, len(materialized))
     finally:
         servers.stop()
 
@@ -713,10 +714,10 @@ def _a_failed_day_among_good_ones(workspace: Workspace) -> tuple[list[str], str,
     raise AssertionError(f"the demo's fleet has no failed day among good ones: {per_backup}")
 
 
-def _show_the_failed_day(servers: Servers, asset: str, day: str) -> None:
+def _show_the_failed_day(servers: Servers, asset: str, day: str, good: int) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is absent: apt-get install chromium (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -724,16 +725,22 @@ def _show_the_failed_day(servers: Servers, asset: str, day: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            for view, shot in (
-                ("partitions", "e2e-demo-failed-day.png"),
-                ("checks", "e2e-demo-failed-check.png"),
-            ):
-                page.goto(
-                    f"{servers.url}/assets/{asset}?view={view}&partition={day}", wait_until="domcontentloaded"
-                )
-                page.wait_for_timeout(8_000)
+            body = page.locator("body")
+            try:
+                # The failed day selected in the partitions: not materialized, the good days are.
+                page.goto(f"{servers.url}/assets/{asset}?view=partitions&partition={day}")
+                expect(body).to_contain_text(f"Materialized ({good})")
                 _dismiss_community_dialog(page)
-                page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
-                (ARTIFACTS / shot.replace(".png", ".txt")).write_text(page.locator("body").inner_text())
+                # The day's detail: its title, then no materialization.
+                expect(body).to_contain_text(re.compile(rf"{day}\s*Latest materialization\s*None"))
+                page.screenshot(path=str(ARTIFACTS / "e2e-demo-failed-day.png"), full_page=True)
+                # The integrity check's partitions: that day failed.
+                page.goto(f"{servers.url}/assets/{asset}?view=checks")
+                expect(body).to_contain_text("integrity")
+                page.get_by_text("Partitions", exact=True).last.click()
+                expect(body).to_contain_text(day)
+                page.screenshot(path=str(ARTIFACTS / "e2e-demo-failed-check.png"), full_page=True)
+            finally:
+                (ARTIFACTS / "e2e-demo-page.txt").write_text(body.inner_text())
         finally:
             browser.close()
