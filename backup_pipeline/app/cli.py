@@ -385,8 +385,12 @@ def simulate(**options: Any) -> None:
 def dev(port: int, host: str) -> None:
     """Start the Dagster UI and daemon (dagster dev) on the product's PostgreSQL."""
     from backup_pipeline.app.launcher import run_dagster_dev
+    from backup_pipeline.scan.sync import sync_before_scan
 
-    sys.exit(run_dagster_dev(_settings(), host=host, port=port))
+    settings = _settings()
+    if settings.jobs_file.exists():  # the UI shows the synced fleet: the jobs file as a scan would sync it
+        sync_before_scan(settings, open_database(settings), datetime.now(UTC))
+    sys.exit(run_dagster_dev(settings, host=host, port=port))
 
 
 @main.command()

@@ -68,12 +68,15 @@ def _apply(
 
 def synced_fleet(settings: Settings, database: Database, as_of: datetime) -> list[Any]:
     """The fleet as scans evaluate it, for everything else that shows or schedules it (Dagster's
-    assets, schedules and sensor): the configured jobs file synced first when it changed since it was
-    last synced, exactly as a scan does (a person's `backups sync --file OTHER` stands), then the
-    active expected backups read back. Without a configured jobs file, what was synced stands."""
-    if settings.jobs_file.exists():
-        sync_before_scan(settings, database, as_of)
-    else:
-        log.warning("no jobs file at %s: showing the expected backups last synced", settings.jobs_file)
+    assets, schedules and sensor): the active expected backups synced into PostgreSQL. Only a
+    database that never had a jobs file synced gets the configured one first (a fresh install): any
+    later change is synced by a scan or by `backups sync`, never by loading definitions — every run
+    worker and Celery step loads them, some from a copy of the jobs file of their own."""
+    with database.sessions() as session:
+        bootstrap = not expected_backups.ever_synced(session)
+    if bootstrap and settings.jobs_file.exists():
+        sync_jobs_file(settings, database, as_of)
+    elif bootstrap:
+        log.warning("no jobs file at %s and none synced yet: no expected backup to show", settings.jobs_file)
     with database.sessions() as session:
         return expected_backups.backup_timings(session)

@@ -90,6 +90,11 @@ def synced_jobs_file(session: Session, digest: str) -> int | None:
     return row.active_jobs if row is not None and row.jobs_file_digest == digest else None
 
 
+def ever_synced(session: Session) -> bool:
+    """Whether a jobs file was ever synced into this database."""
+    return session.get(FleetStateRow, FLEET_STATE_ID) is not None
+
+
 def _record_sync(session: Session, digest: str | None, active: int, path: Path | None) -> None:
     values = {"id": FLEET_STATE_ID, "jobs_file_digest": digest, "active_jobs": active}
     statement = insert(FleetStateRow).values(values | {"jobs_synced_at": sa.func.now()})

@@ -35,6 +35,8 @@ from backup_pipeline.defs.automation import DEPOSIT_SENSOR, SCAN_SCHEDULE
 from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.defs.scan_job import AUTOMATIC_TAG
+from backup_pipeline.scan.sync import sync_jobs_file
+from backup_pipeline.storage.database import open_database
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.dagster_runs import run_scan_job
 from backup_pipeline_tests.support.deposit_builder import Agent, utc
@@ -466,9 +468,9 @@ def test_definitions_load_nothing_at_import_and_follow_the_settings_given(
     other = tmp_path / "b"
     other.mkdir()
     (other / "jobs.yaml").write_text(yaml.safe_dump({"jobs": DECLARED[:1]}))
-    single = build_definitions(
-        Settings(jobs_file=other / "jobs.yaml", start_date=date(2025, 6, 1), database_url=database_url)
-    )
+    settings = Settings(jobs_file=other / "jobs.yaml", start_date=date(2025, 6, 1), database_url=database_url)
+    sync_jobs_file(settings, open_database(settings), datetime.now(UTC))  # what a scan of it would do
+    single = build_definitions(settings)
     assert len(small.resolve_asset_graph().get_all_asset_keys()) == 7
     assert len(single.resolve_asset_graph().get_all_asset_keys()) == 3
     assert single.resolve_job_def(SCAN_JOB).partitions_def.get_first_partition_key() == "2025-06-01"

@@ -118,6 +118,8 @@ CHECKS_QUERY = """query Checks($path: [String!]!) {
     runId status evaluation { success partition
       metadataEntries { label ... on TextMetadataEntry { text } } } } }"""
 
+RESTORABLE_QUERY = CHECKS_QUERY.replace('checkName: "integrity"', 'checkName: "restorable"')
+
 LAUNCH_BACKFILL = """mutation Backfill($partitions: [String!]) {
   launchPartitionBackfill(backfillParams: {
     selector: {partitionSetName: "backup_scan_partition_set",
@@ -693,6 +695,14 @@ def test_the_demo_shows_a_failed_day_not_materialized_with_its_check_failed(
         assert bad_day not in materialized and set(good_days) <= materialized, (bad_day, good_days)
         (failed,) = check_evaluations(servers, path, bad_day)
         assert failed["status"] == "FAILED" and failed["evaluation"]["success"] is False
+        # The demo's drills ran the drill job: each drilled database's restorable check was evaluated.
+        drilled = [e for e in workspace.entries() if e.get("restore_drill")]
+        assert drilled, f"the demo drilled nothing:\n{demo.stdout}"
+        for entry in drilled:
+            cycle = entry["cycle_expected_at"]
+            asset = ["backups", entry["agent_id"], f"{entry['database_name']}_{cycle[11:13]}{cycle[14:16]}"]
+            executions = servers.graphql(RESTORABLE_QUERY, path=asset)["assetCheckExecutions"]
+            assert [e["evaluation"]["partition"] for e in executions] == [cycle[:10]], asset
         _show_the_failed_day(servers, "/".join(path), bad_day, len(materialized))
     finally:
         servers.stop()
