@@ -660,7 +660,7 @@ def test_a_failed_scan_run_is_re_executed_by_the_daemon(
 
 
 def test_the_demo_shows_a_failed_day_not_materialized_with_its_check_failed(
-    workspace: Workspace, dagster_storage_url: str, tmp_path: Path
+    workspace: Workspace, dagster_storage_url: str, drill_dir: Path, tmp_path: Path
 ) -> None:
     """`backup-pipeline demo` (as scripts/demo.sh runs it, without its UI), then the UI on its
     instance: a database whose failed day sits among good ones shows that day not materialized, the
@@ -675,6 +675,7 @@ def test_the_demo_shows_a_failed_day_not_materialized_with_its_check_failed(
         "PYTHONUNBUFFERED": "1",
         "BACKUP_STORAGE_ROOT": str(root),  # what the demo itself uses, for the webserver's code location
         "BACKUP_PIPELINE_JOBS_FILE": str(root.parent / "jobs.yaml"),
+        "BACKUP_PIPELINE_DRILL_DIR": str(drill_dir),  # a folder the drill user can reach
     }
     demo = subprocess.run(
         [str(BIN / "backup-pipeline"), "demo", "--no-ui", "--root", str(root)],
