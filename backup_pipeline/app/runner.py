@@ -22,6 +22,7 @@ from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDe
 
 from backup_pipeline.app.errors import ScanError
 from backup_pipeline.app.launcher import DAGSTER_HOME_FOLDER, ensure_dagster_storage_url
+from backup_pipeline.app.run_console import console_config, with_console
 from backup_pipeline.app.run_progress import RunProgress
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs import DRILL_JOB, SCAN_JOB, build_definitions
@@ -144,7 +145,7 @@ class _Scan:
         automatic = not partitions
         days = list(partitions) if partitions else self._owed_days()
         self.first = first_day(self.database, self.settings)
-        job = build_definitions(self.settings).resolve_job_def(SCAN_JOB)
+        job = with_console(build_definitions(self.settings).resolve_job_def(SCAN_JOB))
         if self.progress is not None:
             job = self.progress.job(job)
         instance = dagster_instance(self.settings)
@@ -181,7 +182,7 @@ class _Scan:
     def _run_partition(
         self, job: JobDefinition, instance: DagsterInstance, day: date, config: ScanConfig
     ) -> PartitionRun:
-        loggers: dict[str, object] = {"console": {"config": {"log_level": self.log_level}}}
+        loggers = console_config(self.log_level)
         if self.progress is not None:
             loggers |= self.progress.run_config()
             self.progress.start(f"scan {day}", len(job.nodes))
@@ -219,14 +220,14 @@ def run_drills(
 ) -> DrillRun:
     """One in-process run of the drill job for `as_of`'s day: the due drills within the budget, or
     exactly `entry_ids` (a person's choice, drilled whole)."""
-    job = build_definitions(settings).resolve_job_def(DRILL_JOB)
+    job = with_console(build_definitions(settings).resolve_job_def(DRILL_JOB))
     if progress is not None:
         job = progress.job(job)
         progress.start("restore drills", len(job.nodes))
     config = DrillConfig(
         as_of=as_of.isoformat(), entry_ids=entry_ids, redrill=redrill, budget=entry_ids is None
     )
-    loggers: dict[str, object] = {"console": {"config": {"log_level": log_level}}}
+    loggers = console_config(log_level)
     if progress is not None:
         loggers |= progress.run_config()
     day = as_of.astimezone(UTC).date()

@@ -277,7 +277,7 @@ def archive_reports(
     if summary.left:
         context.log.warning("not archived:\n" + "\n".join(summary.left))
     if summary.errors:
-        context.log.error("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
+        context.log.warning("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
     return summary
 
 

@@ -168,7 +168,7 @@ def test_status_badges_on_a_wiki_page_in_headless_chromium(served: str, tmp_path
             # Opened directly, the badge is an SVG document whose text Chromium shows.
             page.goto(f"{served}/badge/{DOUALA}.svg", wait_until="load")
             expect(page.locator("svg")).to_contain_text(DOUALA)
-            expect(page.locator("svg")).to_contain_text("FAILED: 1 of 3")
+            expect(page.locator("svg")).to_contain_text("FAILED: 2 of 3 failing")
             page.screenshot(path=str(ARTIFACTS / "badge-agent.png"))
             page.goto(f"{served}/badge/{YAOUNDE}/compta_db.svg", wait_until="load")
             expect(page.locator("svg")).to_contain_text("MISSING")
