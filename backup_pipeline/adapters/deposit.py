@@ -18,13 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from backup_pipeline.core.reports import is_valid_agent_id
+from backup_pipeline.core.reports import MAX_FILE_NAME_BYTES, MAX_RECORDED_NAME, agent_id_problem
 
 log = logging.getLogger(__name__)
 
 LOG_DIR = "log"
 ARCHIVE_DIR = "_archive"
 STAGED_DIRS = ("database", "databases")
+# Archived names leave room for a clash suffix (`.dup<n>.json`) within a file name's 255 bytes.
+ARCHIVE_NAME_BYTES = MAX_FILE_NAME_BYTES - 15
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -80,16 +82,30 @@ class Skipped:
 
 
 def shown_name(name: str) -> str:
-    """A file name fit for PostgreSQL, logs and people: itself, or with its non-UTF-8 bytes escaped.
+    """A file name as recorded: itself, or with its non-UTF-8 bytes escaped, within MAX_RECORDED_NAME.
 
     Names come from untrusted machines: `\\xff` in a name must not crash a scan (Python keeps such
-    bytes as lone surrogates, which no UTF-8 text can hold).
+    bytes as lone surrogates, which no UTF-8 text can hold). A name longer than the column once
+    escaped (no Linux file system has one) is cut, and told apart from others by a digest of it.
     """
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
+        name = os.fsencode(name).decode("utf-8", "backslashreplace")
+    if len(name) > MAX_RECORDED_NAME:
+        name = _shortened(name, MAX_RECORDED_NAME, in_bytes=False)
     return name
+
+
+def _shortened(name: str, limit: int, *, in_bytes: bool) -> str:
+    """`name` cut to `limit` characters (or UTF-8 bytes), keeping `.json`, with a digest of the whole
+    name so that two long names sharing their beginning stay apart."""
+    suffix = "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16] + ".json"
+    head = name[: -len(".json")] if name.endswith(".json") else name
+    room = limit - len(suffix)
+    if in_bytes:
+        return head.encode()[:room].decode("utf-8", "ignore") + suffix
+    return head[:room] + suffix
 
 
 def discover_agents(root: Path) -> tuple[list[AgentFolder], list[Skipped]]:
@@ -106,8 +122,8 @@ def discover_agents(root: Path) -> tuple[list[AgentFolder], list[Skipped]]:
             skipped.append(Skipped(name, "is a symbolic link; agent folders must be real directories"))
         elif not entry.is_dir(follow_symlinks=False):
             continue  # stray files at the root are not agent folders
-        elif not is_valid_agent_id(entry.name):
-            skipped.append(Skipped(name, "name is not ENTREPRISE_VILLE_QUARTIER"))
+        elif (problem := agent_id_problem(entry.name)) is not None:
+            skipped.append(Skipped(name, problem))
         elif not _is_real_dir(Path(entry.path) / LOG_DIR):
             skipped.append(Skipped(name, "has no log/ directory"))
         else:
@@ -401,7 +417,16 @@ def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
         return None
 
 
+def archive_name(name: str) -> str:
+    """The name a recorded report is archived under: its recorded name, shortened (with a digest of
+    it) when that is too long for a file name once a clash suffix (`.dup12.json`) is added."""
+    if len(name.encode()) <= ARCHIVE_NAME_BYTES:
+        return name
+    return _shortened(name, ARCHIVE_NAME_BYTES, in_bytes=True)
+
+
 def _free_names(name: str) -> Iterator[str]:
+    name = archive_name(name)
     yield name
     stem = name[: -len(".json")] if name.endswith(".json") else name
     n = 1
@@ -411,6 +436,7 @@ def _free_names(name: str) -> Iterator[str]:
 
 
 def _candidate_names(archive_fd: int, name: str) -> list[str]:
+    name = archive_name(name)
     stem = name[: -len(".json")] if name.endswith(".json") else name
     return [
         n

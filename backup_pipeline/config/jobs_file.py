@@ -28,7 +28,12 @@ from backup_pipeline.config.schedules import check_cron, cron_schedule, overlap
 from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
 from backup_pipeline.core.drills import DrillPolicy
-from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
+from backup_pipeline.core.reports import (
+    MAX_AGENT_ID,
+    MAX_FILE_NAME_BYTES,
+    agent_id_problem,
+    staged_base_name,
+)
 from backup_pipeline.core.schedules import Schedule
 
 log = logging.getLogger(__name__)
@@ -355,7 +360,10 @@ class BackupSpec(_AlertingFields, _WindowFields):
     @field_validator("agent_id")
     @classmethod
     def _agent(cls, value: str) -> str:
-        if not is_valid_agent_id(value):
+        problem = agent_id_problem(value)
+        if problem is not None and len(value) > MAX_AGENT_ID:
+            raise ValueError(f"is {len(value)} characters long; an agent id has at most {MAX_AGENT_ID}")
+        if problem is not None:
             raise ValueError("must look like ENTREPRISE_VILLE_QUARTIER (letters, digits, '-', 3+ '_' parts)")
         return value
 
@@ -386,6 +394,10 @@ class BackupSpec(_AlertingFields, _WindowFields):
     @field_validator("staged_file_name")
     @classmethod
     def _staged(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > MAX_FILE_NAME_BYTES:
+            raise ValueError(
+                f"is {len(value.encode())} bytes long; a file name has at most {MAX_FILE_NAME_BYTES}"
+            )
         if value is not None and staged_base_name(value) != value:
             raise ValueError("must be a plain file name (no directory part)")
         return value
