@@ -18,6 +18,7 @@ from backup_pipeline.adapters.deposit import (
     AgentFolder,
     ReportFile,
     UnsafeFile,
+    UnsafeFolder,
     Vanished,
     discover_agents,
     list_reports,
@@ -54,7 +55,7 @@ class IngestSummary(Summary):
 def ingest(ctx: ScanContext) -> IngestSummary:
     agents, skipped = discover_agents(ctx.settings.storage_root)
     summary = IngestSummary(agents=len(agents), skipped_folders=[(s.name, s.reason) for s in skipped])
-    waiting = [(agent, files) for agent in agents if (files := list(list_reports(agent)))]
+    waiting = [(agent, files) for agent in agents if (files := _listed(agent, summary))]
     if not waiting:  # nothing in any log/: no query at all
         return summary
     with_reports = [agent.agent_id for agent, _ in waiting]
@@ -93,6 +94,17 @@ def ingest(ctx: ScanContext) -> IngestSummary:
         touched.update(_touched(row, windows.get(row["agent_id"], ctx.settings.window_minutes)))
     summary.touched_days = sorted(touched)
     return summary
+
+
+def _listed(agent: AgentFolder, summary: IngestSummary) -> list[ReportFile]:
+    """The agent's report files; none when its log/ is no longer a real directory of its folder
+    (swapped for a link since it was found: said as a skipped folder, nothing read)."""
+    try:
+        return list(list_reports(agent))
+    except UnsafeFolder as exc:
+        summary.skipped_folders.append((agent.agent_id, exc.strerror or str(exc)))
+        log.warning("skipped %s: %s", agent.agent_id, exc.strerror)
+        return []
 
 
 def _touched(row: dict[str, Any], window: int) -> list[date]:

@@ -223,7 +223,9 @@ def test_folders_that_are_symbolic_links_are_never_entered(workspace: Workspace,
     assert {a for a, _ in records} == {AGENT, OTHER}, "linked agents and log/ folders are skipped"
     entry = workspace.entry(AGENT, "compta_db", f"{DAY}T13:00:00Z")
     assert entry["status"] == "TRANSFER_INTEGRITY_FAILED"
-    assert "compta_db.sql.gz is absent" in entry["message"]
+    assert (
+        f"not read: {AGENT}/database is a symbolic link, not a directory (not followed)" in entry["message"]
+    )
     assert workspace.entry(OTHER, "compta_db", f"{DAY}T13:00:00Z")["status"] == "SUCCESS"
 
     # once an administrator replaces the link with a real folder, the next scan archives the report

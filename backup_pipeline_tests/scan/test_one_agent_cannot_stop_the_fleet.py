@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
+from backup_pipeline_tests.support.scan_harness import ScanEnv, finish, pause_at, paused, start_cli
 
 HOSTILE = "SIRPACAM_DOUALA_HOSTILE"
 NEIGHBOURS = ("SIRPACAM_DOUALA_AKWA", "SIRPACAM_YAOUNDE_BASTOS")
@@ -101,3 +103,52 @@ def test_hostile_names_in_one_agent_folder_cost_only_that_agent(
         assert LONG_AGENT not in {r["agent_id"] for r in workspace.json("reports")}
         assert (workspace.root / LONG_AGENT / "log" / f"20251121_130500_{LONG_AGENT}.json").exists()
         assert not (workspace.root / LONG_AGENT / "log" / "_archive").exists()
+
+
+@pytest.mark.slow
+def test_folders_swapped_for_links_during_a_real_scan_read_nothing_outside(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """The attack of the issue, on a real scan in its own process: once the scan has found the agent
+    folders, one agent swaps its log/ for a link to a folder holding a report of its own making, and
+    another its database/ for a link to a folder holding the dump its report claims. Neither is
+    read; both are recorded with why; the neighbour is evaluated as usual."""
+    swapping_log, swapping_dumps, neighbour = HOSTILE, *NEIGHBOURS
+    workspace.write_jobs([job(a, "compta_db") for a in (swapping_log, swapping_dumps, neighbour)])
+    end = utc("2025-11-21T13:05:00Z")
+    for name in (swapping_dumps, neighbour):
+        Agent(workspace.root, name).backup(end, "compta_db", b"inside")
+    (workspace.root / swapping_log / "log").mkdir(parents=True)  # an empty log/, found by discovery
+    outside = Agent(tmp_path / "outside", swapping_log)
+    outside.backup(end, "compta_db", b"forged")  # a valid report and its dump, outside the deposit
+    forged_dumps = Agent(tmp_path / "outside", swapping_dumps)
+    dump = gz(b"inside", mtime=int(end.timestamp()))  # what the report in log/ claims
+    forged_dumps.stage("compta_db.sql.gz", dump)
+
+    env = ScanEnv.of(workspace)
+    marker, go = tmp_path / "found", tmp_path / "go"
+    prelude = pause_at("backup_pipeline.scan.ingest:discover_agents", marker, go, when="after")
+    process = start_cli(
+        env, "scan", "--at", "2025-11-21T14:30:00Z", "--partition", "2025-11-21", prelude=prelude
+    )
+    with paused(process, marker, go):
+        log = workspace.root / swapping_log / "log"
+        log.rename(log.with_name("log.real"))
+        log.symlink_to(outside.log, target_is_directory=True)
+        database = workspace.root / swapping_dumps / "database"
+        database.rename(database.with_name("database.real"))
+        database.symlink_to(forged_dumps.folder / "database", target_is_directory=True)
+    stdout, stderr = finish(process, 180, "the scan")
+    assert process.returncode == 0, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert f"skipped folder {swapping_log}: {swapping_log}/log is a symbolic link" in stderr
+
+    recorded = {r["agent_id"] for r in workspace.json("reports")}
+    assert swapping_log not in recorded, "the report outside the deposit was recorded"
+    assert workspace.entry(swapping_log, "compta_db", "2025-11-21T13:00:00Z")["status"] == "MISSING"
+    refused = workspace.entry(swapping_dumps, "compta_db", "2025-11-21T13:00:00Z")
+    assert refused["status"] == "TRANSFER_INTEGRITY_FAILED", refused
+    assert f"{swapping_dumps}/database is a symbolic link" in refused["message"]
+    assert refused["server_calculated_staged_hash"] is None, "the dump outside was hashed"
+    assert workspace.entry(neighbour, "compta_db", "2025-11-21T13:00:00Z")["status"] == "SUCCESS"
+    assert (outside.log / f"{end:%Y%m%d_%H%M%S}_{swapping_log}.json").exists(), "nothing moved outside"
