@@ -24,7 +24,7 @@ from backup_pipeline.app.errors import ScanError
 from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
 from backup_pipeline.config.settings import Settings, load_settings
-from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.core.cycles import instant_problem, parse_instant
 from backup_pipeline.storage.database import (
     DatabaseFailure,
     DatabaseUnavailable,
@@ -72,6 +72,16 @@ def _as_of(value: str | None) -> datetime:
         return parse_instant(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO-8601 date and time", param_hint="--at") from None
+
+
+def _bounded_as_of(value: str | None, settings: Settings, option: str = "--at") -> datetime:
+    """`--at` of a command that records what it decides: between the fleet's start date and a few
+    minutes after now (core.cycles.instant_problem), checked before anything is done."""
+    when = _as_of(value)
+    problem = instant_problem(when, first_day=settings.start_date, now=datetime.now(UTC))
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint=option)
+    return when
 
 
 def _day(value: str, option: str) -> date:
@@ -126,7 +136,8 @@ def backups_sync(jobs_file: Path | None, at: str | None) -> None:
     from backup_pipeline.scan.sync import sync_jobs_file
 
     settings = _settings()
-    summary = sync_jobs_file(settings, open_database(settings), _as_of(at), path=jobs_file)
+    when = _bounded_as_of(at, settings)
+    summary = sync_jobs_file(settings, open_database(settings), when, path=jobs_file)
     click.echo(f"{summary.active} active job(s): {summary.added} added, {summary.deactivated} deactivated")
 
 
@@ -161,10 +172,11 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
 
     days = [_day(p, "--partition") for p in partitions]
     settings = _settings()
+    when = _bounded_as_of(at, settings)
     with progress_bars() as bars:  # each run's steps, on a terminal only
         runs = run_scan(
             settings,
-            _as_of(at),
+            when,
             partitions=days or None,
             rehash=rehash,
             log_level=ctx.obj["log_level"],
@@ -276,8 +288,8 @@ def drill(
 
     if due == bool(agent or database or cycle):
         raise click.UsageError("give either --due, or --agent/--database (and --cycle)")
-    when = _as_of(at)
     settings = _settings()
+    when = _bounded_as_of(at, settings)
     db = open_database(settings)
     sync_before_scan(settings, db, when)
     deadline = None

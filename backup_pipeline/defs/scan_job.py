@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.alerts import escape_markdown
-from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.core.cycles import instant_problem, parse_instant
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
@@ -84,11 +84,14 @@ def scan_run_config(config: ScanConfig) -> dict[str, object]:
     return {"ops": {"ingest_reports": {"config": config.model_dump(exclude_none=True)}}}
 
 
-def _request(context: OpExecutionContext, config: ScanConfig) -> ScanRequest:
+def _request(context: OpExecutionContext, config: ScanConfig, settings: Settings) -> ScanRequest:
     try:
         as_of = parse_instant(config.as_of) if config.as_of else datetime.now(UTC)
     except ValueError:
         raise Failure(f"as_of {config.as_of!r} is not an ISO-8601 date and time") from None
+    problem = instant_problem(as_of, first_day=settings.start_date, now=datetime.now(UTC))
+    if config.as_of and problem is not None:  # before anything is recorded
+        raise Failure(f"as_of {problem}")
     automatic = config.automatic
     if automatic is None:
         tags = context.run.tags
@@ -105,7 +108,7 @@ def ingest_reports(
     settings: ResourceParam[Settings],
     database: DatabaseResource,
 ) -> ScanStarted:
-    request = _request(context, config)
+    request = _request(context, config, settings)
     ctx = ScanContext(settings, database.get(), request, context.run_id)
     with ctx.database.sessions() as session:
         day = date.fromisoformat(context.partition_key)
