@@ -245,6 +245,7 @@ def _measure(
         [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
         workers=ctx.settings.hash_workers,
         verify_archive=ctx.settings.verify_archives,
+        limits=ctx.expansion_limits,
     )
     for item, check in zip(to_measure, checks, strict=True):
         result.measured_files += 1

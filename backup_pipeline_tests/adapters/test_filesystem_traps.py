@@ -324,10 +324,12 @@ def test_a_multi_gib_staged_file_and_decompression_bombs_are_measured_in_constan
         f"""
         import json, resource
         from pathlib import Path
-        from backup_pipeline.adapters.staged_files import StagedFileRequest, check_staged_file
+        from backup_pipeline.adapters.staged_files import ExpansionLimits, StagedFileRequest
+        from backup_pipeline.adapters.staged_files import check_staged_file
         out = {{}}
+        unbounded = ExpansionLimits(ratio=10**9, max_bytes=1 << 62)  # the memory, not the limits, is tested
         for name in ("huge.dump", "bomb.sql.gz", "bomb.zst"):
-            check = check_staged_file(StagedFileRequest(Path({str(agent_dir)!r}), name))
+            check = check_staged_file(StagedFileRequest(Path({str(agent_dir)!r}), name), limits=unbounded)
             out[name] = [check.size, check.problem, check.archive_problem, check.content_fingerprint]
         out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps(out))
