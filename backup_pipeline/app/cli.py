@@ -633,15 +633,35 @@ def metrics() -> None:
 @metrics.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers", default=4, show_default=True, type=click.IntRange(1, 64), help="Requests answered at once."
+)
+@click.option(
+    "--read-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds a client has for each read, and to send its request.",
+)
 @friendly_errors
-def metrics_serve(host: str, port: int) -> None:
+def metrics_serve(host: str, port: int, workers: int, read_timeout: float) -> None:
     """Serve /metrics (Prometheus), /healthz and /badge/AGENT[/DATABASE].svg|.json until stopped."""
     from backup_pipeline.app.metrics_server import serve
+    from backup_pipeline.storage.database import serving_database
 
     settings = _settings()
-    open_database(settings)  # a wrong URL or an unreachable server is said now, not at the first scrape
+    # A wrong URL or an unreachable server is said now, not at the first scrape; one connection per
+    # worker, and a request that waits longer than the read timeout for one is answered 503.
+    database = serving_database(settings, connections=workers, wait_seconds=read_timeout)
     try:
-        serve(lambda: open_database(settings), host, port, lambda url: click.echo(f"serving {url}/metrics"))
+        serve(
+            lambda: database,
+            host,
+            port,
+            lambda url: click.echo(f"serving {url}/metrics"),
+            workers=workers,
+            read_timeout=read_timeout,
+        )
     except OSError as exc:  # the port is taken, the address is not this machine's...
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:

@@ -95,6 +95,13 @@ def agent_id_problem(name: str) -> str | None:
     return None
 
 
+def database_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a database's name in a report, or None."""
+    if _DATABASE_NAME_RE.fullmatch(name) is None or name in (".", ".."):
+        return "a database name is 1-128 characters without control characters or path separators"
+    return None
+
+
 def parse_file_name_time(file_name: str) -> datetime | None:
     """The naive timestamp at the start of a report file name, or None when absent or impossible."""
     match = _FILE_NAME_RE.fullmatch(file_name)
@@ -390,7 +397,7 @@ def _parse_report(
     notes: list[str] = []
     parsed: dict[str, DatabaseReport] = {}
     for name, section in databases.items():
-        if _DATABASE_NAME_RE.fullmatch(name) is None or name in (".", ".."):
+        if database_name_problem(name) is not None:
             notes.append(f"ignored database with unusable name {_show(name)}")
             continue
         parsed[name] = parse_database(name, section)
