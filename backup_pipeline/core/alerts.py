@@ -314,7 +314,6 @@ def _block(line: AlertLine) -> str:
     return "\n".join([header, f"  {reason}", *([f"  {line.link}"] if line.link else [])])
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")
 
 
@@ -335,21 +334,6 @@ def escape_markdown(text: str) -> str:
     backslash-escaped (CommonMark renders `\\<` as a literal `<`), so no link, image, emphasis,
     table cell or tag can be smuggled in."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
-
-
-def redact_url(url: str, *, show_host: bool) -> str:
-    """A notification URL fit for logs and the CLI: its scheme, and its host when that is a server's
-    name rather than a token. Credentials, paths and query strings never appear."""
-    match = _SCHEME.match(url.strip())
-    if not match:
-        return "<not a URL>"
-    scheme = match.group(1).lower()
-    rest = url.strip()[match.end() :]
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    host = netloc.rsplit("@", 1)[-1]
-    if show_host and host:
-        return f"{scheme}://{host}"
-    return f"{scheme}://…"
 
 
 def size_part(message: str) -> str:

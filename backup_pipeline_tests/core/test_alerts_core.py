@@ -26,7 +26,6 @@ from backup_pipeline.core.alerts import (
     cycle_events,
     escape_markdown,
     recovers,
-    redact_url,
     retry_delay,
     size_part,
 )
@@ -290,11 +289,6 @@ def test_target_labels_never_show_secrets(url: str, label: str) -> None:
     assert target.label == label
     assert str(target) == label and url not in repr(target)
     assert len(target.key) == 64 and target.id == target.key[:8]
-
-
-def test_redact_url_without_a_registry() -> None:
-    assert redact_url("json://u:p@h:1/x", show_host=True) == "json://h:1"
-    assert redact_url("json://u:p@h:1/x", show_host=False) == "json://…"
 
 
 def test_split_urls_keeps_commas_inside_a_query() -> None:
