@@ -118,13 +118,21 @@ def public_host(url: str) -> str | None:
     """`host[:port]` as Apprise parses `url` (its service's own parser), or None when Apprise finds
     none, or when the URL's text says a password may reach into what Apprise took for the host: an
     `@` in the path or a second one before it (Apprise cuts a password at an `@`), a `#` right after
-    the host (a password cut there), or, for the port, an `@` in the query's first key (a password
-    cut at a `?`). A password Apprise reads whole is never in its host."""
+    the host (a password cut there), a written password followed by another `@` anywhere (a password
+    cut at a `?`; a `${NAME}` reference holds no `@`), and no port when the query's first key holds
+    an `@` after a user's name taken for a host. A password Apprise reads whole is never in its host;
+    the one case the text cannot tell is a password starting with digits then a raw `?`
+    (`user:12?k=v@host`: Apprise sends to `user`, port 12), which must be percent-encoded anyway."""
     rest = url[url.index("://") + 3 :]
     cut = re.search(r"[/?#]", rest)
     authority, after = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
+    cut_at_query = _at_in_first_key(after)  # `user:pass?word@host`: Apprise's query starts in it
     if authority.count("@") > 1 or after.startswith("#") or "@" in after.split("?", 1)[0]:
         return None
+    credentials = authority.rpartition("@")[0]
+    written_password = credentials.partition(":")[2]
+    if credentials and "@" in after and not ENV_REFERENCE.fullmatch(written_password):
+        return None  # `user:pa@ss?x@host`: which `@` ends the password, the text cannot say
     if ENV_REFERENCE.fullmatch(authority.rsplit("@", 1)[-1]):
         return authority.rsplit("@", 1)[-1]  # the name of a variable, read when sending
     parsed = _parsed(url)
@@ -134,8 +142,8 @@ def public_host(url: str) -> str | None:
     with_port = f"{host}:{port}" if port is not None else host
     if authority.rsplit("@", 1)[-1].lower() != with_port.lower():
         return None  # Apprise read the authority otherwise than as user:password@host:port
-    if port is not None and "@" not in authority and _at_in_first_key(after):
-        return host
+    if port is not None and cut_at_query:
+        return host  # the host is then the user's name, the port the password's beginning
     return with_port
 
 

@@ -12,6 +12,7 @@ not expect one says a password may hold it.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 
 import sqlalchemy as sa
@@ -60,10 +61,13 @@ def test_no_part_of_any_password_is_in_the_label(password: str) -> None:
         assert Target(url).label == f"{scheme}://hooks.example.com", url
         raw = f"{scheme}://admin:{password}@hooks.example.com/path"
         label = Target(raw).label
-        # Apprise reads a raw `?` as the start of the query: what precedes it may be taken for a
-        # host and a port, and the port is then a part of the password (percent-encode it).
         allowed = {f"{scheme}://hooks.example.com", f"{scheme}://…", f"{scheme}://admin"}
-        assert label in allowed or ("?" in password and label.startswith(f"{scheme}://admin")), (raw, label)
+        # The one thing the URL's text cannot tell: Apprise reads a raw `?` as the start of the query,
+        # so in `admin:12?k=v@host` it finds the host `admin` and the port 12 (percent-encode `?`).
+        residual = re.fullmatch(r"(\d+)\?.*", password, re.DOTALL)
+        if residual:
+            allowed.add(f"{scheme}://admin:{int(residual.group(1))}")
+        assert label in allowed, (raw, label)
 
 
 @settings(max_examples=200, deadline=None)
