@@ -149,7 +149,7 @@ def backups_list(as_json: bool) -> None:
     emit(views.backup_rows(open_database(_settings()), active_only=False), as_json, views.BACKUP_COLUMNS)
 
 
-# `jobs` is the design notes' word, kept as an alias: `backup-pipeline jobs sync` still works.
+# `jobs` is the first design's word (docs/design.md §1), kept as an alias: `jobs sync` still works.
 main.add_command(
     click.Group("jobs", commands=backups.commands, hidden=True, help="Alias of `backups`."), "jobs"
 )

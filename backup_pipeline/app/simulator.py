@@ -3,7 +3,7 @@
 Each simulated agent runs one operation per day for all its databases, dumps and compresses them
 (gzip or zstd), stages them under `database/`, and drops one report in `log/` in either the
 canonical v2 format or the loose format real agents write. A fraction of database-cycles gets one
-of the failure kinds of DESIGN.md §5; the intended outcome of every cycle is written to
+of the failure kinds of docs/design.md §5; the intended outcome of every cycle is written to
 `expected_outcomes.json` so tests and demos can check the scanner against the simulator's intent.
 
 Dumps are SQL-like text by default (fast: what scans measure). With `dumps="real"` they are real

@@ -161,8 +161,8 @@ class RejectedReport:
 
 @dataclass(frozen=True)
 class ExpectedBackup:
-    """One database of one agent expected at the instants of a schedule (the design notes' "expected
-    job"; one entry of the jobs file). Its identity is (agent, database, name)."""
+    """One database of one agent expected at the instants of a schedule (the first design's "expected
+    job", docs/design.md §1; one entry of the jobs file). Its identity is (agent, database, name)."""
 
     agent_id: str
     database_name: str

@@ -1,7 +1,7 @@
 """The decision rules: one cycle of one expected backup in, one status and message out.
 
 Rules are tried in order and the first match wins, which gives the severity order
-MISSING > FAILED > TRANSFER_INTEGRITY_FAILED > HASH_MISMATCH > SUCCESS (DESIGN.md §5).
+MISSING > FAILED > TRANSFER_INTEGRITY_FAILED > HASH_MISMATCH > SUCCESS (docs/design.md §5).
 Evaluation needs the staged file's measurement only when the agent claims every step succeeded;
 `needs_staged_file` tells the caller when to measure, `decide` does the rest.
 """

@@ -47,8 +47,8 @@ class Base(DeclarativeBase):
 class ExpectedBackupRow(Base):
     """An expected backup: one database of one agent expected at the instants of a schedule (daily at
     HH:MM UTC, or a cron expression read in `timezone`), with its latest known state. Its identity is
-    (agent, database, name). The table keeps the design notes' name, `expected_jobs` (and `job_id` in
-    the tables that refer to it)."""
+    (agent, database, name). The table keeps the first design's name (docs/design.md §1),
+    `expected_jobs` (and `job_id` in the tables that refer to it)."""
 
     __tablename__ = "expected_jobs"
     __table_args__ = (

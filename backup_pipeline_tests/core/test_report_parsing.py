@@ -1,7 +1,7 @@
 """Reading what agents write: file names, agent ids, staged paths and report contents (pure, no I/O).
 
 Covers the canonical v2 report, the real field reports in samples/real-agent, the loose forms real
-agents use, every rejection reason of DESIGN.md §3 and the stored (payload) round trip.
+agents use, every rejection reason of docs/design.md §3 and the stored (payload) round trip.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Property tests: nothing an agent writes can make report parsing raise, and accepted reports survive
-storage unchanged (DESIGN.md §7: untrusted input never crashes a scan)."""
+storage unchanged (docs/design.md §7: untrusted input never crashes a scan)."""
 
 from __future__ import annotations
 

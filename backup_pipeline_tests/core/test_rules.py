@@ -1,4 +1,4 @@
-"""The decision rules of DESIGN.md §5, one cycle at a time (pure: no database, no files)."""
+"""The decision rules of docs/design.md §5, one cycle at a time (pure: no database, no files)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_a_staged_file_that_stopped_changing_is_judged_even_if_incomplete(
 
 
 def test_a_late_report_after_its_staged_file_was_replaced_by_the_next_cycle(workspace) -> None:
-    """DESIGN.md §5 rule 3, in the order it happens: the next cycle's dump and report are scanned
+    """docs/design.md §5 rule 3, in the order it happens: the next cycle's dump and report are scanned
     first; the previous cycle's report arrives afterwards and can only be told that its own file
     was overwritten (test_scan_deposit.py checks the same rule with both reports present at once)."""
     workspace.write_jobs(ONE_JOB)

@@ -1,4 +1,4 @@
-"""DESIGN.md §5 outcomes end to end: real files, the real CLI, the Dagster job, PostgreSQL."""
+"""docs/design.md §5 outcomes end to end: real files, the real CLI, the Dagster job, PostgreSQL."""
 
 from __future__ import annotations
 
