@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 
 from backup_pipeline.app import render, views
-from backup_pipeline.app.errors import ScanError
+from backup_pipeline.app.errors import ConfigurationError, ScanError
 from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
 from backup_pipeline.config.settings import Settings, load_settings
@@ -45,7 +45,7 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (JobsFileError, DatabaseUnavailable, ScanError, FileNotFoundError) as exc:
+        except (JobsFileError, DatabaseUnavailable, ScanError, ConfigurationError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:
             raise click.ClickException(f"invalid configuration or argument: {exc}") from None
@@ -339,9 +339,9 @@ def _cycle(value: str | None) -> datetime | None:
 
 @main.command()
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="Deposit root to write.")
-@click.option("--agents", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--databases", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--days", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--agents", default=3, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--databases", default=4, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 3660))
 @click.option(
     "--size", default=64 * 1024, show_default=True, type=click.IntRange(64), help="Dump size in bytes."
 )
@@ -398,7 +398,7 @@ def simulate(**options: Any) -> None:
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @friendly_errors
 def dev(port: int, host: str) -> None:
@@ -432,6 +432,10 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
             "a worker runs steps sent through a broker: set BACKUP_PIPELINE_EXECUTOR=celery and "
             "BACKUP_PIPELINE_CELERY_BROKER (the same for the daemon, the webserver and every worker)"
         )
+    from backup_pipeline.defs.executors import broker_problem
+
+    if problem := broker_problem(settings):
+        raise click.ClickException(problem)
     open_database(settings)  # reachable and migrated before the first step arrives
     # The steps' processes rebuild the definitions from their environment: make it these settings,
     # and give Dagster's own storage the URL the shipped dagster.yaml reads.
@@ -446,7 +450,7 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")
 @friendly_errors
 def demo(root: Path, port: int, no_ui: bool) -> None:
@@ -604,8 +608,16 @@ def digest(day: str | None, fmt: str) -> None:
     from backup_pipeline.digest.build import build_digest
     from backup_pipeline.digest.render import to_csv, to_json
 
+    settings = _settings()
     when = _day(day, "--date") if day else datetime.now(UTC).date()
-    built = build_digest(open_database(_settings()), when)
+    today = datetime.now(UTC).date()
+    if not settings.start_date <= when <= today + timedelta(days=1):
+        raise click.BadParameter(
+            f"{when} is outside the fleet's days, {settings.start_date} (BACKUP_PIPELINE_START_DATE) "
+            f"to {today + timedelta(days=1)}",
+            param_hint="--date",
+        )
+    built = build_digest(open_database(settings), when)
     if fmt == "csv":
         click.echo(to_csv(built), nl=False)
     elif fmt == "json":

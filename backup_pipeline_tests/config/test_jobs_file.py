@@ -311,5 +311,5 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "jobs.yaml"
     path.write_bytes(b"jobs:\n  - agent_id: \xff\xfe\n")
-    with pytest.raises(JobsFileError, match="cannot be read"):
+    with pytest.raises(JobsFileError, match="is not UTF-8 text \\(invalid byte at offset 20\\)"):
         load_jobs_file(path, 60)
