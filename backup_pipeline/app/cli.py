@@ -25,6 +25,7 @@ from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
 from backup_pipeline.config.settings import Settings, load_settings
 from backup_pipeline.core.cycles import instant_problem, parse_instant
+from backup_pipeline.core.text import visible
 from backup_pipeline.storage.database import (
     DatabaseFailure,
     DatabaseUnavailable,
@@ -193,12 +194,12 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
     if notified:
         click.echo(notified)
     if failed:
-        raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
+        raise click.ClickException(f"scan of {failed[0].day} failed: {visible(str(failed[0].error))}")
     unarchived = [e for r in runs if r.archived for e in r.archived.errors]
     if unarchived:  # the verdicts stand; the reports stay in log/ and the next scan retries
         raise click.ClickException(
             f"{len(unarchived)} report(s) could not be archived (left in log/, retried by the next scan): "
-            + "; ".join(unarchived[:3])
+            + "; ".join(visible(e) for e in unarchived[:3])
             + ("; …" if len(unarchived) > 3 else "")
         )
 
@@ -398,7 +399,7 @@ def simulate(**options: Any) -> None:
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @friendly_errors
 def dev(port: int, host: str) -> None:
@@ -450,7 +451,7 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
-@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")
 @friendly_errors
 def demo(root: Path, port: int, no_ui: bool) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backup_pipeline.core.text import visible
 from backup_pipeline.digest.build import FleetDigest
 from backup_pipeline.digest.render import (
     AGENT_COLUMNS,
@@ -94,7 +95,7 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None, *, wide:
 def _cell(column: str, value: Any, wide: bool) -> Text:
     if value is None:
         return Text("")
-    text = str(value)
+    text = visible(str(value))  # agent texts: no escape sequence, line break or bidi override acts
     if not wide and column in HASH_COLUMNS and len(text) > 13:
         text = text[:12] + "…"
     elif not wide and column in RUN_ID_COLUMNS and len(text) > 9:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from backup_pipeline.core.domain import PROBLEM_STATUSES, SUCCESS_STATUSES, EntryStatus
+from backup_pipeline.core.text import visible
 
 # ---------------------------------------------------------------- events
 
@@ -304,7 +305,7 @@ def overall_level(events: Iterable[AlertEvent]) -> Level:
 
 
 def _block(line: AlertLine) -> str:
-    reason = " ".join(line.reason.split())
+    reason = visible(" ".join(line.reason.split()))
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 1] + "…"
     header = (
@@ -333,7 +334,7 @@ def escape_markdown(text: str) -> str:
     that lets raw HTML through makes of it: one line, every character with a markdown or HTML meaning
     backslash-escaped (CommonMark renders `\\<` as a literal `<`), so no link, image, emphasis,
     table cell or tag can be smuggled in."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", visible(" ".join(text.split())))
 
 
 def size_part(message: str) -> str:

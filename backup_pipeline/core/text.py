@@ -32,4 +32,13 @@ def visible(text: str) -> str:
 def excerpt(text: str, limit: int = 80) -> str:
     """`text` made visible and cut to at most `limit` characters (an ellipsis says it was cut)."""
     shown = visible(text)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    if len(shown) <= limit:
+        return shown
+    kept, length = [], 0
+    for char in text:  # cut between escapes, never inside one
+        part = visible(char)
+        if length + len(part) > limit - 1:
+            break
+        kept.append(part)
+        length += len(part)
+    return "".join(kept) + "…"

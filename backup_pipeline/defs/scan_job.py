@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.alerts import escape_markdown
 from backup_pipeline.core.cycles import instant_problem, parse_instant
+from backup_pipeline.core.text import visible
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
@@ -149,11 +150,13 @@ def _log_ingested(context: OpExecutionContext, summary: IngestSummary) -> None:
         f"{len(summary.deferred)} left for the next scan (still being written)"
     )
     for name, reason in summary.skipped_folders:
-        context.log.warning(f"skipped folder {name}: {reason}")
+        context.log.warning(f"skipped folder {visible(name)}: {visible(reason)}")
     if summary.rejections:
         context.log.warning(
             "rejected reports:\n"
-            + "\n".join(f"{r.agent_id}/{r.file_name}: {r.reason}" for r in summary.rejections)
+            + "\n".join(
+                f"{r.agent_id}/{visible(r.file_name)}: {visible(r.reason)}" for r in summary.rejections
+            )
         )
 
 
@@ -249,7 +252,7 @@ def _log_evaluated(context: OpExecutionContext, plan: BatchPlan, result: BatchRe
             "decisions:\n"
             + "\n".join(
                 f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: "
-                f"{o.message}"
+                f"{visible(o.message)}"
                 for o in changed
             )
         )
@@ -274,9 +277,11 @@ def archive_reports(
     summary = archive(ctx)
     context.log.info(f"archived {summary.archived} report(s) after {len(results)} batch(es)")
     if summary.left:
-        context.log.warning("not archived:\n" + "\n".join(summary.left))
+        context.log.warning("not archived:\n" + "\n".join(visible(left) for left in summary.left))
     if summary.errors:
-        context.log.error("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
+        context.log.error(
+            "cannot archive (retried by the next scan):\n" + "\n".join(visible(e) for e in summary.errors)
+        )
     return summary
 
 

@@ -19,6 +19,7 @@ from backup_pipeline.adapters.deposit import (
     waiting_names,
 )
 from backup_pipeline.core.reports import is_valid_agent_id
+from backup_pipeline.core.text import visible
 from backup_pipeline.scan.context import ScanContext, Summary
 from backup_pipeline.storage import reports
 from backup_pipeline.storage.locks import Lock, advisory_lock
@@ -67,7 +68,7 @@ def _archive_agent(
             reason = exc.strerror or str(exc)  # UnsafeFolder's strerror is a whole sentence
             summary.left.append(f"{agent_id}/{row.file_name}: cannot archive: {reason}")
             summary.errors.append(f"{agent_id}/{row.file_name}: {reason}")
-            log.error("cannot archive %s/%s: %s", agent_id, row.file_name, reason)
+            log.error("cannot archive %s/%s: %s", agent_id, visible(row.file_name), visible(reason))
             continue
         if path is None:
             summary.left.append(f"{agent_id}/{row.file_name}: no longer in log/ nor in _archive/")

@@ -27,6 +27,7 @@ from backup_pipeline.adapters.deposit import (
 )
 from backup_pipeline.core import reports as parsing
 from backup_pipeline.core.cycles import days_touched_in_any_zone
+from backup_pipeline.core.text import visible
 from backup_pipeline.scan.context import ScanContext, Summary
 from backup_pipeline.storage import expected_backups, reports
 
@@ -103,7 +104,7 @@ def _listed(agent: AgentFolder, summary: IngestSummary) -> list[ReportFile]:
         return list(list_reports(agent))
     except UnsafeFolder as exc:
         summary.skipped_folders.append((agent.agent_id, exc.strerror or str(exc)))
-        log.warning("skipped %s: %s", agent.agent_id, exc.strerror)
+        log.warning("skipped %s: %s", agent.agent_id, visible(exc.strerror or ""))
         return []
 
 
@@ -125,7 +126,7 @@ def _examine(
         data = read_report(report, ctx.settings.max_report_bytes) if report.kind == "file" else None
         problem = None if report.kind == "file" else f"is a {report.kind}, not a regular file (not read)"
     except Vanished:  # moved since listed (a concurrent scan archived it): nothing to record here
-        log.info("%s/%s left log/ while being read", agent.agent_id, name)
+        log.info("%s/%s left log/ while being read", agent.agent_id, visible(name))
         return None
     except UnsafeFile as exc:
         data, problem = None, str(exc)
@@ -157,7 +158,12 @@ def _examine(
         reason = outcome.reason
         if _still_being_written(ctx, report, reason):
             summary.deferred.append(f"{agent.agent_id}/{name}")
-            log.info("left %s/%s for the next scan: %s (modified moments ago)", agent.agent_id, name, reason)
+            log.info(
+                "left %s/%s for the next scan: %s (modified moments ago)",
+                agent.agent_id,
+                visible(name),
+                visible(reason or ""),
+            )
             return None
     return row | {"accepted": False, "reason": reason}
 

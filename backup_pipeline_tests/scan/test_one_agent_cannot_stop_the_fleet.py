@@ -10,6 +10,7 @@ scan exits 0 without a traceback.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -152,3 +153,35 @@ def test_folders_swapped_for_links_during_a_real_scan_read_nothing_outside(
     assert refused["server_calculated_staged_hash"] is None, "the dump outside was hashed"
     assert workspace.entry(neighbour, "compta_db", "2025-11-21T13:00:00Z")["status"] == "SUCCESS"
     assert (outside.log / f"{end:%Y%m%d_%H%M%S}_{swapping_log}.json").exists(), "nothing moved outside"
+
+
+# What no output may carry raw: ESC (every terminal escape sequence), BEL, C1's CSI, a line break
+# inside an agent's text, and the bidirectional overrides and isolates.
+RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def test_agent_text_reaches_the_terminal_and_the_logs_escaped(workspace: Workspace) -> None:
+    """Escape sequences and bidirectional overrides in a report's file name, `error_message` and
+    `logs_summary` reach the operator as visible escapes, in the scan's logs, every table and the
+    digest; `--json` keeps them intact (JSON escapes them itself)."""
+    workspace.write_jobs([job(HOSTILE, d) for d in DATABASES])
+    hostile = Agent(workspace.root, HOSTILE)
+    hostile_day(hostile, utc("2025-11-21T13:05:00Z"))
+    outputs = {
+        "scan": workspace.cli(
+            "-v", "scan", "--at", "2025-11-21T14:30:00Z", "--partition", "2025-11-21"
+        ).output,
+        "reports": workspace.cli("reports", "--wide").output,
+        "entries": workspace.cli("entries", "--wide").output,
+        "status": workspace.cli("status", "--wide").output,
+        "digest": workspace.cli("digest", "--date", "2025-11-21").output,
+        "alerts": workspace.cli("notify", "alerts").output,
+    }
+    for name, text in outputs.items():
+        lines = [line for line in text.splitlines() if RAW.search(line)]
+        assert not lines, f"{name}: {lines[:3]!r}"
+    assert "\\x1b]0;owned\\x07" in outputs["entries"] and "\\u202e" in outputs["entries"]
+    assert "\\x1b]0;owned\\x07" in outputs["reports"]
+    assert "\\x1b]0;owned\\x07" in outputs["scan"], "the decisions logged"
+    escapes = [e for e in workspace.json("entries") if e["database_name"] == "escapes"]
+    assert ESCAPES in escapes[0]["agent_transfer_error_message"], "the stored text is the agent's own"
