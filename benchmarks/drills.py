@@ -75,19 +75,19 @@ def reference(env, dump: Path, fmt: str) -> float:  # type: ignore[no-untyped-de
     from backup_pipeline.drill.restore import StderrTail, server_settings
 
     policy = DrillPolicy()
-    with ScratchCluster(
-        env.root, env.tools, env.user, Limits(env.memory_bytes, policy.max_bytes), "reference"
-    ) as c:
+    limits = Limits(env.memory_bytes, policy.max_bytes)
+    with ScratchCluster(env.root, env.tools, env.user, limits, "reference", env.sandbox) as c:
         c.create()
         c.start_from(env.template, server_settings(policy, env.statement_timeout))
-        if fmt == "plain":
-            args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "drill", "-f", str(dump)]
+        if fmt == "plain":  # the dump is read from stdin, as drills do: the sandbox cannot see its folder
+            args = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "drill", "-f", "-"]
             tool = "psql"
         else:
-            args, tool = ["--exit-on-error", "-d", "drill", str(dump)], "pg_restore"
+            args, tool = ["--exit-on-error", "-d", "drill"], "pg_restore"
         warm(dump)
         start = time.perf_counter()
-        process = c.client(tool, args, admin=True)
+        with open(dump, "rb") as source:
+            process = c.client(tool, args, admin=True, stdin=source)
         errors = StderrTail(process.stderr)
         code = process.wait()
         elapsed = time.perf_counter() - start

@@ -1,14 +1,19 @@
 """What a machine gives restore drills: the PostgreSQL binaries, the OS user scratch clusters run as,
-child processes with limits that die with their parent, the drill folder, and the removal of what
-drills killed before their end left in it.
+the sandbox every process of a cluster runs in, child processes with limits that die with their
+parent, the drill folder, and the removal of what drills killed before their end left in it.
 
-When the product runs as root, clusters and client tools (psql, pg_restore) run as an unprivileged
-OS user (`BACKUP_PIPELINE_DRILL_USER`, a dedicated system user created on first use if missing),
-never as root nor as the owner of the product's embedded database; otherwise as the product's own
-user, which cannot switch users. Every child has a memory limit (RLIMIT_AS) and a file-size limit
-(RLIMIT_FSIZE), no core dumps, and dies with the process that started it (PR_SET_PDEATHSIG), so a
-drill killed with SIGKILL leaves no server running; its folder is removed by the next drill
-(`clean_leftovers`). The clusters themselves are `scratch_cluster`'s.
+A restored dump is a stranger's program, so every process of a scratch cluster — the server and
+its backends, initdb, psql, pg_restore — runs in a bubblewrap sandbox: no network (a namespace of its
+own with nothing in it: 127.0.0.1 is not the machine's), a file system that is read-only and holds
+only the system's binaries and libraries, the PostgreSQL binaries and the drill's own folders (no
+deposit area, no product folder, no other socket), a PID namespace of its own (nothing outside is
+visible, and nothing inside outlives the drill), and no capability. When the product runs as root,
+clusters and tools also run as an unprivileged OS user (`BACKUP_PIPELINE_DRILL_USER`, a dedicated
+system user created on first use if missing), never as root nor as the owner of the product's
+embedded database; otherwise as the product's own user, which cannot switch users. Every child has a
+memory limit (RLIMIT_AS) and a file-size limit (RLIMIT_FSIZE), no core dumps, and dies with the
+process that started it, so a drill killed with SIGKILL leaves no server running; its folder is
+removed by the next drill (`clean_leftovers`). The clusters themselves are `scratch_cluster`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import pwd
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -165,6 +171,166 @@ def _create_user(name: str) -> pwd.struct_passwd:
     return entry
 
 
+# ---------------------------------------------------------------- the sandbox
+
+# What a sandboxed process sees of /etc: who users are (PostgreSQL looks its own user up), the
+# dynamic linker's cache, the time zone. Nothing else of the machine's configuration.
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives")
+SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """bubblewrap, and the read-only installation of the binaries it lets a cluster see."""
+
+    bwrap: str
+    read_only: tuple[Path, ...]
+
+    def wrap(
+        self,
+        args: list[str],
+        *,
+        writable: tuple[Path, ...],
+        cwd: Path,
+        tmp: Path | None = None,
+        info_fd: int | None = None,
+    ) -> list[str]:
+        """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
+        `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
+        # --unshare-all: network, PID, IPC (the server's System V memory goes with the sandbox),
+        # mount, UTS, cgroup and user namespaces of its own, and none inside it (--disable-userns)
+        command = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        command += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        command += ["--ro-bind", "/usr", "/usr"]
+        for name in SYSTEM_DIRS:
+            host = Path("/") / name
+            if host.is_symlink():
+                command += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                command += ["--ro-bind", str(host), str(host)]
+        for name in ETC_FILES:
+            command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        for folder in self.read_only:
+            command += ["--ro-bind", str(folder), str(folder)]
+        # /dev holds the usual devices and nothing writable (it is memory: no file may be put there)
+        command += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc"]
+        if tmp is not None:
+            command += ["--bind", str(tmp), "/tmp"]
+        for folder in writable:
+            command += ["--bind", str(folder), str(folder)]
+        if info_fd is not None:  # bubblewrap writes its init's id there once it made it
+            command += ["--info-fd", str(info_fd)]
+        command += ["--remount-ro", "/", "--chdir", str(cwd), "--", *args]
+        return command
+
+
+@functools.cache
+def find_sandbox(configured: Path | None, tools: Tools, user: OsUser) -> Sandbox:
+    """bubblewrap (BACKUP_PIPELINE_DRILL_BWRAP, else on PATH), checked by running a command in it as
+    the drill user: drills refuse to run without a working sandbox."""
+    path = str(configured) if configured else shutil.which("bwrap") or "/usr/bin/bwrap"
+    if not os.access(path, os.X_OK):
+        raise DrillUnavailable(
+            f"restore drills run in a bubblewrap sandbox and there is no {path}: install it "
+            "(Debian: apt-get install bubblewrap) or set BACKUP_PIPELINE_DRILL_BWRAP"
+        )
+    sandbox = Sandbox(path, (tools.bin_dir.parent, *_library_folders(tools)))
+    folder = Path(tempfile.mkdtemp(prefix="bp-sandbox-check-"))
+    try:
+        if user.switch:
+            os.chown(folder, user.uid, user.gid)
+        args = sandbox.wrap(["/bin/sh", "-c", "echo ok"], writable=(folder,), cwd=folder)
+        process = spawn_unsandboxed(
+            args, user, Limits(1 << 30, 1 << 20), env=base_env(), cwd=folder, stdout=subprocess.PIPE
+        )
+        out, err = process.communicate(timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DrillUnavailable(f"the bubblewrap sandbox ({path}) does not start: {exc}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if process.returncode != 0 or out.strip() != b"ok":
+        reason = " ".join(err.decode("utf-8", "replace").split())[:300] or f"exit {process.returncode}"
+        raise DrillUnavailable(f"the bubblewrap sandbox ({path}) does not work on this machine: {reason}")
+    return sandbox
+
+
+def _library_folders(tools: Tools) -> list[Path]:
+    """Folders outside the system's where the binaries' shared libraries are (a wheel's `.libs`):
+    the sandbox must show them too."""
+    folders: set[Path] = set()
+    for name in ("initdb", "postgres", "psql", "pg_restore", "pg_dump"):
+        try:
+            out = subprocess.run(["ldd", tools.path(name)], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for match in re.finditer(r"=> (/\S+) \(", out):
+            folder = Path(match.group(1)).resolve().parent
+            if not any(folder.is_relative_to(p) for p in (Path("/usr"), tools.bin_dir.parent, *SYSTEM_PATHS)):
+                folders.add(folder)
+    return sorted(folders)
+
+
+SYSTEM_PATHS = tuple(Path("/") / name for name in SYSTEM_DIRS)
+
+
+def base_env() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "HOME": "/nonexistent"}
+
+
+class Sandboxed(subprocess.Popen[bytes]):
+    """A process started through the sandbox: the launcher (bubblewrap), and the machine's id of the
+    command it runs (the postmaster, psql…), known once that command started."""
+
+    command_pid: int | None = None
+
+
+def sandboxed_pid(launcher: subprocess.Popen[bytes]) -> int | None:
+    """The machine's id of the command a sandbox runs (None: it did not start)."""
+    return launcher.command_pid if isinstance(launcher, Sandboxed) else None
+
+
+SANDBOX_START_TIMEOUT = 30.0
+
+
+def _await_command(launcher: Sandboxed, info_fd: int) -> int | None:
+    """Wait until the sandbox runs its command: until bubblewrap's init has started it, the init is
+    not yet bound to die with the launcher, and a product killed in that instant would leave it
+    waiting forever (the next drill would remove it). Returns the command's id on the machine."""
+    deadline = time.monotonic() + SANDBOX_START_TIMEOUT
+    info = bytearray()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([info_fd], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(info_fd, 4096) if ready else b""
+        if not chunk:
+            break
+        info += chunk
+    try:
+        init = int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None  # bubblewrap failed before making its init: its exit and stderr say why
+    while time.monotonic() < deadline:
+        started = _children(init)
+        if started:
+            return started[0]
+        if launcher.poll() is not None:
+            return None
+        time.sleep(0.001)
+    return None
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with (
+                contextlib.suppress(OSError, IndexError, ValueError),
+                open(f"/proc/{entry.name}/stat", "rb") as f,
+            ):
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+    return sorted(found)
+
+
 # ---------------------------------------------------------------- child processes
 
 
@@ -177,14 +343,22 @@ class Limits:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(limits: Limits) -> Callable[[], None]:
-    """Runs in the child after it switched users: limits, no core, and death with its parent."""
+# Processes the drill user may have at once, on the whole machine (RLIMIT_NPROC counts a user's): a
+# drill needs about twenty, several drills at once fit, and no fork bomb multiplies a drill's memory.
+DRILL_USER_PROCESSES = 256
+
+
+def _child_setup(limits: Limits, dedicated_user: bool) -> Callable[[], None]:
+    """Runs in the child after it switched users: limits, no core, and death with its parent. The
+    process count is capped only for a user of the drills' own (the product's user has its own)."""
     memory, files = limits.memory_bytes, limits.file_bytes
 
     def setup() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if dedicated_user:
+            resource.setrlimit(resource.RLIMIT_NPROC, (DRILL_USER_PROCESSES, DRILL_USER_PROCESSES))
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return setup
@@ -195,17 +369,58 @@ def spawn(
     user: OsUser,
     limits: Limits,
     *,
+    sandbox: Sandbox,
+    writable: tuple[Path, ...],
+    tmp: Path | None = None,
     env: dict[str, str],
     cwd: Path,
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
-) -> subprocess.Popen[bytes]:
-    """A child in its own process group, as `user`, with `limits`; killed when this thread's process
-    dies (start it from the thread that waits for it)."""
+) -> Sandboxed:
+    """`args` in the sandbox (only `writable` can be written), as `user`, with `limits`, in a process
+    group of its own; killed when this thread's process dies (start it from the thread that waits for
+    it), and everything it started with it (the sandbox's PID namespace ends with it)."""
+    info_read, info_write = os.pipe()
+    try:
+        wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp, info_fd=info_write)
+        process = spawn_unsandboxed(
+            wrapped,
+            user,
+            limits,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=(info_write,),
+        )
+    finally:
+        os.close(info_write)
+    try:
+        process.command_pid = _await_command(process, info_read)
+    finally:
+        os.close(info_read)
+    return process
+
+
+def spawn_unsandboxed(
+    args: list[str],
+    user: OsUser,
+    limits: Limits,
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = subprocess.DEVNULL,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+    pass_fds: tuple[int, ...] = (),
+) -> Sandboxed:
+    """The launcher itself (bubblewrap) as `user`, with `limits`, dying with its parent."""
     switch: dict[str, Any] = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.switch else {}
-    return subprocess.Popen(
+    return Sandboxed(
         args,
+        pass_fds=pass_fds,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
@@ -213,7 +428,7 @@ def spawn(
         cwd=cwd,
         process_group=0,
         close_fds=True,
-        preexec_fn=_child_setup(limits),  # only setrlimit and prctl: safe after fork
+        preexec_fn=_child_setup(limits, user.switch),  # only setrlimit and prctl: safe after fork
         **switch,
     )
 
@@ -337,13 +552,6 @@ def _processes_in(directory: Path) -> Iterator[int]:
                 yield int(entry.name)
 
 
-def _remove_shared_memory(pgdata: Path) -> None:
-    """The small System V segment a killed postmaster leaves (its id is in postmaster.pid)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        key_id = (pgdata / "postmaster.pid").read_text().splitlines()[6].split()
-        _libc.shmctl(int(key_id[1]), 0, None)  # IPC_RMID
-
-
 SOCKET_LINK = "socket"  # in a drill's folder: a link to its socket folder, in the temporary folder
 
 
@@ -381,7 +589,6 @@ def clean_leftovers(root: Path) -> list[str]:
         if owner is not None and _alive(owner):
             continue
         kill_under(directory, timeout=0)
-        _remove_shared_memory(directory / "pgdata")
         _remove_socket_folder(directory)
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory.name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -23,17 +25,27 @@ from backup_pipeline.app import render, views
 from backup_pipeline.app.errors import ConfigurationError, ScanError
 from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
-from backup_pipeline.config.settings import Settings, load_settings
+from backup_pipeline.config.settings import (
+    ENV_FILE_NAME,
+    Settings,
+    SettingsError,
+    find_env_file,
+    load_settings,
+)
 from backup_pipeline.core.cycles import instant_problem, parse_instant
+from backup_pipeline.core.sizes import format_byte_size, parse_byte_size
 from backup_pipeline.core.text import visible
 from backup_pipeline.storage.database import (
+    Database,
     DatabaseFailure,
     DatabaseUnavailable,
     db_error_line,
     open_database,
 )
+from backup_pipeline.storage.embedded import EmbeddedServerError, embedded_server_exists, stop_embedded_server
 
 if TYPE_CHECKING:  # loaded only by the commands that use them
+    from backup_pipeline.app.runner import PartitionRun
     from backup_pipeline.drill.restore import DrillEnvironment
     from backup_pipeline.notify.deliver import NotifySummary
 
@@ -46,7 +58,15 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (JobsFileError, DatabaseUnavailable, ScanError, ConfigurationError, FileNotFoundError) as exc:
+        except (
+            JobsFileError,
+            DatabaseUnavailable,
+            ScanError,
+            ConfigurationError,
+            FileNotFoundError,
+            SettingsError,
+            EmbeddedServerError,
+        ) as exc:
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:
             raise click.ClickException(f"invalid configuration or argument: {exc}") from None
@@ -59,10 +79,54 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
 def _settings(**overrides: Any) -> Settings:
     try:
         settings = load_settings()
-    except Exception as exc:  # pydantic's ValidationError: say which variable is wrong
-        raise click.ClickException(f"invalid environment configuration: {exc}") from None
+    except SettingsError as exc:  # one line: the variable, its value, where it was set, what is expected
+        raise click.ClickException(str(exc)) from None
     updates = {k: v for k, v in overrides.items() if v is not None}
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _must_exist(path: Path, what: str, named_by: str, *, folder: bool = False) -> None:
+    if not (path.is_dir() if folder else path.is_file()):
+        raise click.ClickException(
+            f"{what} {path.resolve()} not found or not a {'folder' if folder else 'file'} "
+            f"({named_by} names it, in the environment or a .env)"
+        )
+
+
+def _stored(settings: Settings) -> Database:
+    """The product's database for a command that reads (or acts on) what is stored: never a new,
+    empty embedded server in whatever folder the command happens to run from."""
+    if settings.database_url is None and not embedded_server_exists(settings.embedded_pgdata):
+        where = find_env_file()
+        raise click.ClickException(
+            f"no database: BACKUP_PIPELINE_DATABASE_URL is unset and there is no embedded PostgreSQL "
+            f"in {settings.embedded_pgdata.resolve()}\n"
+            + (
+                f"hint: {where} does not set BACKUP_PIPELINE_HOME to where your data is"
+                if where
+                else "hint: run it where the demo ran (its .env says where everything is), or start "
+                "with `backup-pipeline backups sync` or `scan`"
+            )
+        )
+    return open_database(settings)
+
+
+class ByteSizeParam(click.ParamType):
+    """A byte size in the form settings and the jobs file accept (4096, 512MiB, 16GiB)."""
+
+    name = "size"
+
+    def __init__(self, minimum: int = 0) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            size = value if isinstance(value, int) else parse_byte_size(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r} {exc}", param, ctx)
+        if size < self.minimum:
+            self.fail(f"{value!r} is less than {format_byte_size(self.minimum)}", param, ctx)
+        return size
 
 
 def _as_of(value: str | None) -> datetime:
@@ -93,26 +157,73 @@ def _day(value: str, option: str) -> date:
 
 
 def emit(
-    rows: list[dict[str, Any]], as_json: bool, columns: Iterable[str] | None = None, *, wide: bool = False
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: Iterable[str] | None = None,
+    *,
+    wide: bool = False,
+    keep: Iterable[str] | None = None,
 ) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
         return
-    click.echo(render.table(rows, list(columns) if columns else None, wide=wide))
+    shown(
+        render.table(rows, list(columns) if columns else None, wide=wide, keep=list(keep) if keep else None)
+    )
 
 
-wide_option = click.option("--wide", is_flag=True, help="Show hashes and run ids in full.")
+def shown(text: str) -> None:
+    """Text for people: click strips colours from a pipe unless FORCE_COLOR asked for them."""
+    click.echo(text, color=render.colours_wanted(render.on_terminal()))
 
 
-@click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log what the scan does.")
+wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    help="Every column, hashes and run ids in full, never wrapped (for a pager or a file).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="The rows as a JSON array, every field.")
+GLOBAL_FLAGS = ("-v", "--verbose")
+
+
+class _Main(click.Group):
+    """The command group: its options are accepted after the command's name too, and errors a person
+    causes (a usage error included) are one line, with a hint."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, flags + rest + args[end:])
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "backup-pipeline"
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            click.echo(f"hint: `{command} --help` lists what it takes", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_Main, name="backup-pipeline")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the command does (also after the command).")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Watch the database backups of a fleet of remote sites."""
     ctx.obj = {"log_level": "INFO" if verbose else "WARNING"}
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if verbose:  # the product's own words; its libraries' stay at warnings
+        logging.getLogger("backup_pipeline").setLevel(logging.INFO)
 
 
 # ---------------------------------------------------------------- expected backups
@@ -138,16 +249,22 @@ def backups_sync(jobs_file: Path | None, at: str | None) -> None:
 
     settings = _settings()
     when = _bounded_as_of(at, settings)
+    _must_exist(jobs_file or settings.jobs_file, "jobs file", "--file or BACKUP_PIPELINE_JOBS_FILE")
     summary = sync_jobs_file(settings, open_database(settings), when, path=jobs_file)
-    click.echo(f"{summary.active} active job(s): {summary.added} added, {summary.deactivated} deactivated")
+    click.echo(
+        f"{summary.active} active expected backup(s): {summary.added} added, "
+        f"{summary.deactivated} deactivated"
+    )
 
 
 @backups.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@wide_option
 @friendly_errors
-def backups_list(as_json: bool) -> None:
+def backups_list(as_json: bool, wide: bool) -> None:
     """Every expected backup known to PostgreSQL, active or not."""
-    emit(views.backup_rows(open_database(_settings()), active_only=False), as_json, views.BACKUP_COLUMNS)
+    rows = views.backup_rows(_stored(_settings()), active_only=False)
+    emit(rows, as_json, views.BACKUP_COLUMNS, wide=wide, keep=views.BACKUP_KEEP)
 
 
 # `jobs` is the first design's word (docs/design.md §1), kept as an alias: `jobs sync` still works.
@@ -163,17 +280,24 @@ main.add_command(
 @click.option("--at", help="The instant the evaluation is as of (ISO-8601, default the real clock).")
 @click.option("--partition", "partitions", multiple=True, help="Day to evaluate (YYYY-MM-DD); repeatable.")
 @click.option("--rehash", is_flag=True, help="Measure staged files again instead of reusing stored results.")
+@json_option
 @wide_option
 @click.pass_context
 @friendly_errors
-def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool, wide: bool) -> None:
-    """Run the Dagster scan job in process (its runs show in the UI when DAGSTER_HOME is set)."""
+def scan(
+    ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash: bool, as_json: bool, wide: bool
+) -> None:
+    """Run the Dagster scan job in process: the days owed, or those named (its runs show in the UI
+    of DAGSTER_HOME, or of the home `dev` prepared)."""
     from backup_pipeline.app.run_progress import RunProgress
     from backup_pipeline.app.runner import run_scan
 
     days = [_day(p, "--partition") for p in partitions]
     settings = _settings()
     when = _bounded_as_of(at, settings)
+    # Said before anything is started (a new embedded server, say) for a mistyped setting.
+    _must_exist(settings.jobs_file, "jobs file", "BACKUP_PIPELINE_JOBS_FILE")
+    _must_exist(settings.storage_root, "deposit root", "BACKUP_STORAGE_ROOT", folder=True)
     with progress_bars() as bars:  # each run's steps, on a terminal only
         runs = run_scan(
             settings,
@@ -183,16 +307,18 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
             log_level=ctx.obj["log_level"],
             progress=RunProgress(bars),
         )
-    click.echo(render.table(views.run_rows(runs), wide=wide))
     failed = [r for r in runs if not r.success]
-    try:
-        click.echo(render.table(views.status_counts(open_database(settings), [r.day for r in runs])))
-    except DatabaseFailure:
-        if not failed:
-            raise
+    _show_runs(settings, runs, as_json=as_json, wide=wide)
     notified = _notification_line([r.notified for r in runs if r.notified is not None])
     if notified:
-        click.echo(notified)
+        click.echo(notified, err=as_json)
+    if not days and not failed and (unowed := _unowed_days(runs)):
+        listed = " ".join(f"--partition {day}" for day in unowed)
+        click.echo(
+            f"reports were recorded for {', '.join(unowed)}: days before the expected backups were "
+            f"declared, which an automatic scan does not judge; `backup-pipeline scan {listed}` does",
+            err=as_json,
+        )
     if failed:
         raise click.ClickException(f"scan of {failed[0].day} failed: {visible(str(failed[0].error))}")
     unarchived = [e for r in runs if r.archived for e in r.archived.errors]
@@ -202,6 +328,33 @@ def scan(ctx: click.Context, at: str | None, partitions: tuple[str, ...], rehash
             + "; ".join(visible(e) for e in unarchived[:3])
             + ("; …" if len(unarchived) > 3 else "")
         )
+
+
+def _show_runs(settings: Settings, runs: list[PartitionRun], *, as_json: bool, wide: bool) -> None:
+    """One row per run, then the scanned days' entries per status (in JSON: with each run)."""
+    rows = views.run_rows(runs)
+    try:
+        counts = views.status_counts(open_database(settings), [r.day for r in runs])
+    except DatabaseFailure:
+        if all(r.success for r in runs):
+            raise
+        counts = []  # PostgreSQL went away with the run: the run's failure says so
+    if as_json:
+        by_day = {c["day"]: {k: v for k, v in c.items() if k != "day"} for c in counts}
+        emit([row | {"entries": by_day.get(row["partition"], {})} for row in rows], True)
+    elif not runs:
+        click.echo("nothing to scan: every cycle due so far has its entry, and no report is waiting")
+    else:
+        emit(rows, False, views.RUN_COLUMNS, wide=wide, keep=views.RUN_KEEP)
+        if counts:
+            emit(counts, False, wide=wide)
+
+
+def _unowed_days(runs: list[PartitionRun]) -> list[str]:
+    """The days the recorded reports bear on that an automatic scan did not evaluate."""
+    scanned = {run.day for run in runs}
+    touched = {day for run in runs if run.ingested for day in run.ingested.touched_days}
+    return [day.isoformat() for day in sorted(touched - scanned)]
 
 
 def _notification_line(summaries: list[NotifySummary]) -> str | None:
@@ -222,39 +375,39 @@ def _notification_line(summaries: list[NotifySummary]) -> str | None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @wide_option
 @friendly_errors
 def status(as_json: bool, wide: bool) -> None:
     """One row per active expected backup with its current status."""
-    rows = views.backup_rows(open_database(_settings()), active_only=True)
+    rows = views.backup_rows(_stored(_settings()), active_only=True)
     # The contract's fields exactly (`backups list` shows the whole row).
-    emit(
-        [{c: row[c] for c in views.STATUS_COLUMNS} for row in rows], as_json, views.STATUS_COLUMNS, wide=wide
-    )
+    rows = [{c: row[c] for c in views.STATUS_COLUMNS} for row in rows]
+    emit(rows, as_json, views.STATUS_COLUMNS, wide=wide, keep=views.STATUS_KEEP)
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--agent")
-@click.option("--database")
+@json_option
+@click.option("--agent", help="Only this agent's.")
+@click.option("--database", help="Only this database's.")
 @click.option("--since", help="First cycle day (YYYY-MM-DD).")
-@click.option("--wide", is_flag=True, help="Every column, hashes and run ids in full.")
+@wide_option
 @friendly_errors
 def entries(as_json: bool, agent: str | None, database: str | None, since: str | None, wide: bool) -> None:
     """One row per evaluated cycle."""
     since_day = _day(since, "--since") if since else None
-    rows = views.entry_rows(open_database(_settings()), agent, database, since_day)
-    emit(rows, as_json, None if as_json or wide else views.ENTRY_COLUMNS, wide=wide)
+    rows = views.entry_rows(_stored(_settings()), agent, database, since_day)
+    emit(rows, as_json, views.ENTRY_COLUMNS, wide=wide, keep=views.ENTRY_KEEP)
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @wide_option
 @friendly_errors
 def reports(as_json: bool, wide: bool) -> None:
     """Every status report file recorded, accepted or rejected, and where it was archived."""
-    emit(views.report_rows(open_database(_settings())), as_json, wide=wide)
+    rows = views.report_rows(_stored(_settings()))
+    emit(rows, as_json, views.REPORT_COLUMNS, wide=wide, keep=views.REPORT_KEEP)
 
 
 # ---------------------------------------------------------------- restore drills
@@ -267,7 +420,8 @@ def reports(as_json: bool, wide: bool) -> None:
 @click.option("--due", is_flag=True, help="Drill what is due by the policy (what the daily drill job does).")
 @click.option("--redrill", is_flag=True, help="Drill again an entry already drilled (a new attempt).")
 @click.option("--at", help="The instant the drills are as of (ISO-8601, default the real clock).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@wide_option
 @friendly_errors
 def drill(
     agent: str | None,
@@ -277,6 +431,7 @@ def drill(
     redrill: bool,
     at: str | None,
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Restore backups into throw-away PostgreSQL clusters and check what comes back.
 
@@ -291,7 +446,7 @@ def drill(
         raise click.UsageError("give either --due, or --agent/--database (and --cycle)")
     settings = _settings()
     when = _bounded_as_of(at, settings)
-    db = open_database(settings)
+    db = _stored(settings)
     sync_before_scan(settings, db, when)
     deadline = None
     if due:
@@ -315,7 +470,7 @@ def drill(
             )
     except DrillUnavailable as exc:
         raise click.ClickException(f"the drills could not run: {exc}") from None
-    emit(views.drill_rows(results), as_json, [*views.DRILL_COLUMNS, "note"])
+    emit(views.drill_rows(results), as_json, [*views.DRILL_COLUMNS, "note"], wide=wide, keep=views.DRILL_KEEP)
     notified = _notification_line([notify(settings, db, None)])
     if notified:
         click.echo(notified, err=as_json)
@@ -344,7 +499,11 @@ def _cycle(value: str | None) -> datetime | None:
 @click.option("--databases", default=4, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--days", default=1, show_default=True, type=click.IntRange(1, 3660))
 @click.option(
-    "--size", default=64 * 1024, show_default=True, type=click.IntRange(64), help="Dump size in bytes."
+    "--size",
+    default="64KiB",
+    show_default=True,
+    type=ByteSizeParam(minimum=64),
+    help="Dump size (4096, 64KiB, 2MiB).",
 )
 @click.option("--compression", type=click.Choice(["gz", "zst"]), default="gz", show_default=True)
 @click.option(
@@ -381,7 +540,8 @@ def simulate(**options: Any) -> None:
     from backup_pipeline.app.simulator import SimulationSpec
     from backup_pipeline.app.simulator import simulate as run
 
-    options["at"] = _as_of(options.pop("at"))
+    given_at = options.pop("at")
+    options["at"] = _as_of(given_at)
     environment = None
     if options["dumps"] == "real":
         from backup_pipeline.drill.run import DrillUnavailable, prepare_environment
@@ -392,21 +552,77 @@ def simulate(**options: Any) -> None:
             raise click.ClickException(f"real dumps need PostgreSQL's binaries: {exc}") from None
     with progress("simulating agents", total=options["agents"]) as task:
         result = run(SimulationSpec(**options), environment, on_agent=task.advance)
+    days = sorted({o["cycle_expected_at"][:10] for o in result.outcomes})
+    if not days:
+        raise click.ClickException(
+            f"nothing simulated: no agent's daily operation had ended by {options['at']:%Y-%m-%d %H:%M}Z "
+            "(each runs at its own time of day, 01:00 to 22:45 UTC)\n"
+            "hint: give --days 2 (or more) to simulate earlier days too, or a later --at"
+        )
     click.echo(
         f"simulated {len(result.agents)} agent(s): {result.reports} report(s), {result.dumps} dump(s) "
-        f"({result.dump_bytes} bytes) under {result.root}; jobs file {result.jobs_file}"
+        f"({format_byte_size(result.dump_bytes)}) under {result.root} for {', '.join(days)}; "
+        f"jobs file {result.jobs_file}"
     )
+    click.echo(_how_to_scan(_settings(), result.root, result.jobs_file, days, given_at))
+
+
+def _how_to_scan(settings: Settings, root: Path, jobs_file: Path, days: list[str], at: str | None) -> str:
+    """The commands that judge a simulation: its days named, since an automatic scan owes nothing
+    before the expected backups are declared (now)."""
+    variables = []
+    if root.resolve() != settings.storage_root.resolve():
+        variables.append(f"BACKUP_STORAGE_ROOT={shlex.quote(str(root))}")
+    if jobs_file.resolve() != settings.jobs_file.resolve():
+        variables.append(f"BACKUP_PIPELINE_JOBS_FILE={shlex.quote(str(jobs_file))}")
+    prefix = " ".join(variables) + " " if variables else ""
+    partitions = " ".join(f"--partition {day}" for day in days)
+    when = f" --at {shlex.quote(at)}" if at else ""
+    return f"to judge these days: {prefix}backup-pipeline scan{when} {partitions}"
 
 
 @main.command()
 @click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@click.option(
+    "--print-env",
+    is_flag=True,
+    help="Print, as export lines, what dagster-webserver, dagster-daemon and `dagster definitions "
+    "validate` need to run on this set-up, instead of starting anything.",
+)
 @friendly_errors
-def dev(port: int, host: str) -> None:
+def dev(port: int, host: str, print_env: bool) -> None:
     """Start the Dagster UI and daemon (dagster dev) on the product's PostgreSQL."""
-    from backup_pipeline.app.launcher import run_dagster_dev
+    from backup_pipeline.app.launcher import dagster_environment, run_dagster_dev
 
-    sys.exit(run_dagster_dev(_settings(), host=host, port=port))
+    settings = _settings()
+    if print_env:
+        for variable, value in sorted(dagster_environment(settings, host=host, port=port).items()):
+            click.echo(f"export {variable}={shlex.quote(value)}")
+        return
+    sys.exit(run_dagster_dev(settings, host=host, port=port))
+
+
+@main.group()
+def db() -> None:
+    """The product's PostgreSQL: the embedded server (when BACKUP_PIPELINE_DATABASE_URL is unset)."""
+
+
+@db.command("stop")
+@friendly_errors
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (the next command that needs it starts it again)."""
+    settings = _settings()
+    if settings.database_url:
+        raise click.ClickException(
+            "BACKUP_PIPELINE_DATABASE_URL is set: the product uses your PostgreSQL server, "
+            "and stops no server but its embedded one"
+        )
+    pgdata = settings.embedded_pgdata.resolve()
+    if stop_embedded_server(pgdata):
+        click.echo(f"stopped the embedded PostgreSQL in {pgdata}")
+    else:
+        click.echo(f"the embedded PostgreSQL in {pgdata} was not running")
 
 
 @main.command()
@@ -417,7 +633,12 @@ def dev(port: int, host: str) -> None:
     help="Steps run at once (default: the number of CPUs).",
 )
 @click.option(
-    "--queue", "-Q", "queues", multiple=True, help="Queue to consume (default: BACKUP_PIPELINE_CELERY_QUEUE)."
+    "--queue",
+    "-Q",
+    "queues",
+    multiple=True,
+    help="Queue(s) to consume, repeated or comma-separated (default: both the scan queue, "
+    "BACKUP_PIPELINE_CELERY_QUEUE, and the drill queue, BACKUP_PIPELINE_CELERY_DRILL_QUEUE).",
 )
 @friendly_errors
 def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
@@ -425,16 +646,16 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
     import os
 
     from backup_pipeline.app.launcher import ensure_dagster_storage_url
+    from backup_pipeline.defs.celery_app import broker_problem, celery_queues
     from backup_pipeline.defs.workers import run_worker
 
+    consumed = _queues(queues)
     settings = _settings()
     if settings.executor != "celery":
         raise click.ClickException(
             "a worker runs steps sent through a broker: set BACKUP_PIPELINE_EXECUTOR=celery and "
             "BACKUP_PIPELINE_CELERY_BROKER (the same for the daemon, the webserver and every worker)"
         )
-    from backup_pipeline.defs.executors import broker_problem
-
     if problem := broker_problem(settings):
         raise click.ClickException(problem)
     open_database(settings)  # reachable and migrated before the first step arrives
@@ -445,8 +666,15 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
     run_worker(
         settings,
         concurrency=concurrency or os.cpu_count() or 1,
-        queues=list(queues) or [settings.celery_queue],
+        queues=consumed or celery_queues(settings),
     )
+
+
+def _queues(given: tuple[str, ...]) -> list[str]:
+    names = [name.strip() for value in given for name in value.split(",")]
+    if "" in names:
+        raise click.BadParameter("a queue name is empty", param_hint="--queue")
+    return list(dict.fromkeys(names))
 
 
 @main.command()
@@ -484,14 +712,51 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
     # The UI's daily partitions start at the simulated fleet's first day, not years of empty days.
     settings = _settings(storage_root=root, jobs_file=jobs_file, start_date=days[0])
     settings.export()
-    prepare_dagster_home(settings)
+    dagster_home = prepare_dagster_home(settings)
+    click.echo(_write_demo_env(settings, dagster_home, f"http://127.0.0.1:{port}"))
     runs = run_scan(settings, as_of, partitions=days)
-    click.echo(render.table(views.run_rows(runs)))
-    emit(views.backup_rows(open_database(settings), active_only=True), False, views.STATUS_COLUMNS)
+    emit(views.run_rows(runs), False, views.RUN_COLUMNS, keep=views.RUN_KEEP)
+    rows = views.backup_rows(open_database(settings), active_only=True)
+    emit(rows, False, views.STATUS_COLUMNS, keep=views.STATUS_KEEP)
     if environment is not None:
         _demo_drills(settings, environment, as_of)
     if not no_ui:
         sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
+
+
+DEMO_ENV_MARK = "# Written by `backup-pipeline demo`"
+
+
+def _write_demo_env(settings: Settings, dagster_home: Path, dagster_url: str) -> str:
+    """Leave the demo's set-up in `.env` here, so that the commands run afterwards find it; a `.env`
+    the demo did not write is left alone. Returns what was done, for the person."""
+    from backup_pipeline.app.launcher import DAGSTER_URL_ENV
+
+    env_file = Path(ENV_FILE_NAME)
+    if env_file.exists() and not env_file.read_text(errors="replace").startswith(DEMO_ENV_MARK):
+        return f"left {env_file.resolve()} alone (not the demo's): the commands after the demo read it"
+    here = Path.cwd().resolve()
+
+    def shown(path: Path) -> str:  # relative to the .env's folder when inside it
+        path = path.resolve()
+        return str(path.relative_to(here)) if path.is_relative_to(here) else str(path)
+
+    lines = [
+        f"{DEMO_ENV_MARK} on {datetime.now(UTC):%Y-%m-%d %H:%M}Z: the demo's set-up, read by every",
+        "# command run in this folder or below it. Edit it to watch your own sites (README.md),",
+        "# or delete it with demo/ and .backup_pipeline/ to start over. Every setting: .env.example.",
+        f"BACKUP_STORAGE_ROOT={shown(settings.storage_root)}",
+        f"BACKUP_PIPELINE_JOBS_FILE={shown(settings.jobs_file)}",
+        f"BACKUP_PIPELINE_HOME={shown(settings.home)}",
+        f"BACKUP_PIPELINE_START_DATE={settings.start_date.isoformat()}",
+        f"BACKUP_PIPELINE_DAGSTER_URL={os.environ.get('BACKUP_PIPELINE_DAGSTER_URL') or dagster_url}",
+        "# For the dagster-* commands run here (Dagster reads this file too), while the embedded",
+        "# PostgreSQL runs (`backup-pipeline dev --print-env` starts it and prints these):",
+        f"DAGSTER_HOME={dagster_home}",
+        f"{DAGSTER_URL_ENV}={os.environ[DAGSTER_URL_ENV]}",
+    ]
+    env_file.write_text("\n".join(lines) + "\n")
+    return f"wrote {env_file.resolve()}: the demo's settings, for the commands you run next"
 
 
 def _demo_drill_environment() -> DrillEnvironment | None:
@@ -521,7 +786,7 @@ def _demo_drills(settings: Settings, environment: DrillEnvironment, as_of: datet
         click.echo(f"restore drills could not run: {exc}")
         return
     click.echo("\nRestore drills of each database's latest good backup:")
-    emit(views.drill_rows(results), False, views.DRILL_COLUMNS)
+    emit(views.drill_rows(results), False, views.DRILL_COLUMNS, keep=views.DRILL_KEEP)
 
 
 # ---------------------------------------------------------------- notifications and the digest
@@ -543,14 +808,15 @@ def _declared_notify_lists(settings: Settings) -> list[list[str]]:
 
 
 @notify.command("test")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@wide_option
 @friendly_errors
-def notify_test(as_json: bool) -> None:
+def notify_test(as_json: bool, wide: bool) -> None:
     """Send a test message to every configured target and print each result (targets redacted)."""
     from backup_pipeline.notify.deliver import send_test
 
     settings = _settings()
-    results = send_test(settings, open_database(settings), _declared_notify_lists(settings))
+    results = send_test(settings, _stored(settings), _declared_notify_lists(settings))
     if not results:
         raise click.ClickException(
             "no notification target configured: set BACKUP_PIPELINE_NOTIFY_URLS or add `notify:` to a job"
@@ -565,32 +831,32 @@ def notify_test(as_json: bool) -> None:
         }
         for r in results
     ]
-    emit(rows, as_json)
+    emit(rows, as_json, views.TARGET_COLUMNS, wide=wide, keep=views.TARGET_KEEP)
     failed = [r for r in results if not r.sent]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} target(s) could not be notified")
 
 
 @notify.command("log")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@wide_option
 @friendly_errors
-def notify_log(as_json: bool, limit: int) -> None:
+def notify_log(as_json: bool, limit: int, wide: bool) -> None:
     """Every notification attempt, newest first: target, cycle, event, sent or failed, error."""
-    rows = views.attempt_rows(open_database(_settings()), limit)
-    columns = ["attempted_at", "target", "kind", "agent_id", "database_name", "cycle_expected_at", "event"]
-    emit(rows, as_json, None if as_json else [*columns, "result", "error"])
+    rows = views.attempt_rows(_stored(_settings()), limit)
+    emit(rows, as_json, views.ATTEMPT_COLUMNS, wide=wide, keep=views.ATTEMPT_KEEP)
 
 
 @notify.command("alerts")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@wide_option
 @friendly_errors
-def notify_alerts(as_json: bool, limit: int) -> None:
+def notify_alerts(as_json: bool, limit: int, wide: bool) -> None:
     """The latest alerts, held or not, with the state of their delivery to each target."""
-    rows = views.alert_rows(open_database(_settings()), limit)
-    columns = ["raised_at", "agent_id", "database_name", "cycle_expected_at", "event", "held_by"]
-    emit(rows, as_json, None if as_json else [*columns, "deliveries"])
+    rows = views.alert_rows(_stored(_settings()), limit)
+    emit(rows, as_json, views.ALERT_COLUMNS, wide=wide, keep=views.ALERT_KEEP)
 
 
 @main.command()
@@ -603,8 +869,9 @@ def notify_alerts(as_json: bool, limit: int) -> None:
     show_default=True,
     help="csv: one row per agent and a TOTAL row, as the file the Dagster asset writes.",
 )
+@wide_option
 @friendly_errors
-def digest(day: str | None, fmt: str) -> None:
+def digest(day: str | None, fmt: str, wide: bool) -> None:
     """The fleet's health on one day (the digest the `fleet_digest` asset materializes)."""
     from backup_pipeline.digest.build import build_digest
     from backup_pipeline.digest.render import to_csv, to_json
@@ -618,21 +885,13 @@ def digest(day: str | None, fmt: str) -> None:
             f"to {today + timedelta(days=1)}",
             param_hint="--date",
         )
-    built = build_digest(open_database(settings), when)
+    built = build_digest(_stored(settings), when)
     if fmt == "csv":
         click.echo(to_csv(built), nl=False)
     elif fmt == "json":
         click.echo(json.dumps(to_json(built), indent=1))
     else:
-        click.echo(render.digest_text(built))
-
-
-main.add_command(
-    click.Command(
-        "report", params=digest.params, callback=digest.callback, hidden=True, help="Alias of `digest`."
-    ),
-    "report",
-)
+        shown(render.digest_text(built, wide=wide))
 
 
 # ---------------------------------------------------------------- Prometheus metrics and status badges
@@ -663,8 +922,8 @@ def metrics_serve(host: str, port: int, workers: int, read_timeout: float) -> No
     from backup_pipeline.storage.database import serving_database
 
     settings = _settings()
-    # A wrong URL or an unreachable server is said now, not at the first scrape; one connection per
-    # worker, and a request that waits longer than the read timeout for one is answered 503.
+    _stored(settings)  # a wrong URL or an unreachable server is said now, not at the first scrape
+    # One connection per worker: a request that waits longer than the read timeout for one is a 503.
     database = serving_database(settings, connections=workers, wait_seconds=read_timeout)
     try:
         serve(
@@ -687,7 +946,7 @@ def metrics_dump() -> None:
     """Print the metrics once in Prometheus' text format (e.g. for node_exporter's textfile collector)."""
     from backup_pipeline.app.metrics_server import exposition
 
-    click.echo(exposition(open_database(_settings())).decode(), nl=False)
+    click.echo(exposition(_stored(_settings())).decode(), nl=False)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster._core.storage.base_storage import DagsterStorage
-from dagster._core.storage.config import pg_config
-from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.event_log import PostgresEventLogStorage
-from dagster_postgres.run_storage import PostgresRunStorage
-from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
+
+from backup_pipeline.defs.private_dagster import ConfigurableClassData, DagsterStorage, pg_config
+from backup_pipeline.defs.private_dagster_postgres import get_token_provider_from_config, pg_url_from_config
 
 POOL_RECYCLE_SECONDS = 3600
 POOL_MAX_OVERFLOW = 8  # connections beyond the kept one, closed when returned (threads of a daemon)

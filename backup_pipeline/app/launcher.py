@@ -16,6 +16,7 @@ from backup_pipeline.storage.database import dagster_url, normalise_url
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 DAGSTER_URL_ENV = "BACKUP_PIPELINE_DAGSTER_PG_URL"
+DAGSTER_HOME_FOLDER = "dagster_home"  # under BACKUP_PIPELINE_HOME, unless DAGSTER_HOME says otherwise
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -24,7 +25,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     An explicit DAGSTER_HOME (and BACKUP_PIPELINE_DAGSTER_PG_URL) is respected; otherwise Dagster's
     storage goes to a `dagster` database on the embedded server, or on BACKUP_PIPELINE_DATABASE_URL.
     """
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster_home").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / DAGSTER_HOME_FOLDER).resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
@@ -47,14 +48,24 @@ def ensure_dagster_storage_url(settings: Settings) -> None:
         )
 
 
+def dagster_environment(settings: Settings, *, host: str, port: int) -> dict[str, str]:
+    """What every Dagster process of this set-up needs in its environment: every setting as this
+    process resolved it (`.env` included, paths absolute), DAGSTER_HOME with the shipped
+    dagster.yaml, Dagster's storage URL, and the UI's address for links in alerts. Made this
+    process's environment too."""
+    settings.export()
+    home = prepare_dagster_home(settings)
+    os.environ.setdefault("BACKUP_PIPELINE_DAGSTER_URL", f"http://{host}:{port}")
+    extra = ("DAGSTER_HOME", DAGSTER_URL_ENV, "BACKUP_PIPELINE_DAGSTER_URL")
+    variables = {k: v for k, v in settings.environment().items() if v is not None}
+    return variables | {k: os.environ[k] for k in extra} | {"DAGSTER_HOME": str(home)}
+
+
 def run_dagster_dev(settings: Settings, *, host: str, port: int) -> int:
     """Replace this process with `dagster dev` (webserver and daemon) on the product's storage;
     returns (1) only when it cannot be started."""
-    # Every setting, as this process resolved it (.env included, paths absolute): Dagster's code
-    # server, daemon and runs start elsewhere than here and read nothing else.
-    settings.export()
-    prepare_dagster_home(settings)
-    os.environ.setdefault("BACKUP_PIPELINE_DAGSTER_URL", f"http://{host}:{port}")  # links in alerts
+    # Dagster's code server, daemon and runs start elsewhere than here and read nothing else.
+    dagster_environment(settings, host=host, port=port)
     # The product may run from a virtualenv that is not activated: use its interpreter, and put its
     # scripts first on PATH for the webserver and daemon that `dagster dev` starts.
     scripts = str(Path(sys.executable).parent)

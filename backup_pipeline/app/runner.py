@@ -14,11 +14,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDefinition
 
 from backup_pipeline.app.errors import ScanError
-from backup_pipeline.app.launcher import ensure_dagster_storage_url
+from backup_pipeline.app.launcher import DAGSTER_HOME_FOLDER, ensure_dagster_storage_url
 from backup_pipeline.app.run_progress import RunProgress
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
@@ -67,17 +68,17 @@ class PartitionRun:
 
 
 def dagster_instance(settings: Settings) -> DagsterInstance:
-    """The instance at DAGSTER_HOME (so runs show in the UI), else a throwaway one."""
-    if not os.environ.get("DAGSTER_HOME"):
+    """The instance at DAGSTER_HOME, else the one `dev` (or the demo) made under the product's
+    home — so the runs show in the UI — else a throwaway one."""
+    home = os.environ.get("DAGSTER_HOME") or str(settings.home / DAGSTER_HOME_FOLDER)
+    if not (Path(home) / "dagster.yaml").is_file() and not os.environ.get("DAGSTER_HOME"):
         return DagsterInstance.ephemeral()
-    ensure_dagster_storage_url(settings)  # an explicit DAGSTER_HOME with the shipped dagster.yaml
+    ensure_dagster_storage_url(settings)  # the shipped dagster.yaml reads it
     try:
-        return DagsterInstance.get()
+        return DagsterInstance.from_config(home)
     except DagsterError as exc:  # e.g. a dagster.yaml naming an unset variable
-        raise ScanError(
-            f"cannot open the Dagster instance at DAGSTER_HOME={os.environ['DAGSTER_HOME']}: "
-            + _config_problem(exc)
-        ) from None
+        where = f"DAGSTER_HOME={home}" if os.environ.get("DAGSTER_HOME") else home
+        raise ScanError(f"cannot open the Dagster instance at {where}: " + _config_problem(exc)) from None
 
 
 def _config_problem(exc: DagsterError) -> str:

@@ -73,7 +73,9 @@ class SampleServer:
 
     def __init__(self, environment: DrillEnvironment) -> None:
         limits = Limits(memory_bytes=environment.memory_bytes, file_bytes=1 << 40)
-        self.cluster = ScratchCluster(environment.root, environment.tools, environment.user, limits, "sample")
+        self.cluster = ScratchCluster(
+            environment.root, environment.tools, environment.user, limits, "sample", environment.sandbox
+        )
         self.template = environment.template
         self._made: set[str] = set()
 

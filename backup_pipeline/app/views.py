@@ -44,12 +44,40 @@ BACKUP_COLUMNS = [
 ENTRY_COLUMNS = [
     "agent_id",
     "database_name",
+    "name",
     "cycle_expected_at",
     "status",
     "restore_drill",
     "message",
     "superseded_at",
 ]
+# On a terminal too narrow for every column, the columns kept, most important first.
+STATUS_KEEP = [
+    "agent_id",
+    "database_name",
+    "current_status",
+    "last_successful_backup_timestamp",
+    "name",  # tells apart two backups of one database
+    "last_checked_timestamp",
+    "schedule",
+    "previous_successful_hash_global",
+]
+BACKUP_KEEP = ["agent_id", "database_name", "current_status", "is_active", "name", "schedule"]
+ENTRY_KEEP = ["agent_id", "database_name", "status", "cycle_expected_at", "message", "restore_drill"]
+REPORT_COLUMNS = ["agent_id", "file_name", "accepted", "operation_end_time", "ingested_at", "reason"]
+REPORT_KEEP = ["file_name", "accepted", "reason", "operation_end_time", "ingested_at"]
+RUN_COLUMNS = [
+    "partition",
+    "run_id",
+    "result",
+    "reports_accepted",
+    "reports_rejected",
+    "evaluated",
+    "written",
+    "new_or_changed",
+    "still_open",
+]
+RUN_KEEP = ["partition", "result", "evaluated", "new_or_changed", "still_open", "reports_accepted"]
 _STATUSES = [status.value for status in reversed(EntryStatus)]
 
 
@@ -245,6 +273,31 @@ DRILL_COLUMNS = [
     "duration_seconds",
     "reason",
 ]
+DRILL_KEEP = ["agent_id", "database_name", "cycle_expected_at", "outcome", "reason", "bytes", "rows"]
+ATTEMPT_COLUMNS = [
+    "attempted_at",
+    "target",
+    "kind",
+    "agent_id",
+    "database_name",
+    "cycle_expected_at",
+    "event",
+    "result",
+    "error",
+]
+ATTEMPT_KEEP = ["attempted_at", "target", "event", "result", "agent_id", "database_name", "error"]
+ALERT_COLUMNS = [
+    "raised_at",
+    "agent_id",
+    "database_name",
+    "cycle_expected_at",
+    "event",
+    "held_by",
+    "deliveries",
+]
+ALERT_KEEP = ["raised_at", "agent_id", "database_name", "event", "deliveries", "cycle_expected_at"]
+TARGET_COLUMNS = ["target", "target_id", "configured_in", "result", "error"]
+TARGET_KEEP = ["target", "result", "error", "configured_in"]
 
 
 def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from backup_pipeline.core.reports import (
     staged_base_name,
 )
 from backup_pipeline.core.schedules import Schedule
+from backup_pipeline.core.sizes import parse_byte_size
 
 log = logging.getLogger(__name__)
 DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,127}")
@@ -244,19 +245,10 @@ class _AlertingFields(BaseModel):
 
 # ---------------------------------------------------------------- restore drills (issue 11)
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_SIZE_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-
 
 def _byte_size(value: Any) -> Any:
     """A size as a number of bytes or with a unit: 20GiB, 512 MB, 1.5TiB."""
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if not match:
-            raise ValueError("must be a number of bytes or a size such as 512MiB or 20GiB")
-        return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
-    return value
+    return parse_byte_size(value) if isinstance(value, str) else value
 
 
 class RestoreDrillSpec(BaseModel):
@@ -600,7 +592,7 @@ def read_jobs_file(path: Path) -> bytes:
         st = path.stat()
     except FileNotFoundError:
         raise JobsFileError(
-            f"jobs file {path} not found (set BACKUP_PIPELINE_JOBS_FILE or pass --file)"
+            f"jobs file {path} not found (BACKUP_PIPELINE_JOBS_FILE names it, in the environment or a .env)"
         ) from None
     except OSError as exc:
         raise JobsFileError(f"jobs file {path} cannot be read: {exc.strerror}") from None

@@ -1,14 +1,37 @@
-"""Configuration from the environment (and an optional `.env`), validated once."""
+"""Configuration from the environment and a `.env` file, validated once.
+
+The `.env` is the current folder's, or the nearest parent folder's (as git finds its repository);
+the environment wins over it. Relative paths mean the same files wherever a command runs: those the
+`.env` sets (and the defaults, when there is a `.env`) are relative to the `.env`'s folder, those the
+environment sets to the current folder.
+"""
 
 from __future__ import annotations
 
 import os
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backup_pipeline.core.sizes import parse_byte_size
+
+ENV_FILE_NAME = ".env"
+
+
+def _byte_size(value: Any) -> Any:
+    return parse_byte_size(value) if isinstance(value, str) else value
+
+
+# A number of bytes, or a size with a unit (16GiB), as the jobs file accepts it.
+ByteSize = Annotated[int, BeforeValidator(_byte_size)]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the product cannot use; the message is one line naming the variable,
+    the value, where it was set and what is expected."""
 
 
 class Settings(BaseSettings):
@@ -16,7 +39,7 @@ class Settings(BaseSettings):
     # (populate_by_name); pydantic-settings then also reads the environment by field name, so the
     # prefix keeps that lookup inside our namespace (HOME must never become the product's home).
     model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
+        env_file=None, extra="ignore", populate_by_name=True, env_prefix="BACKUP_PIPELINE_"
     )
 
     storage_root: Path = Field(default=Path("./deposit"), validation_alias="BACKUP_STORAGE_ROOT")
@@ -33,7 +56,7 @@ class Settings(BaseSettings):
     start_date: date = Field(default=date(2024, 1, 1), validation_alias="BACKUP_PIPELINE_START_DATE")
     # A report that is unparseable and younger than this may still be being written: retry later.
     settle_seconds: int = Field(default=60, ge=0, validation_alias="BACKUP_PIPELINE_SETTLE_SECONDS")
-    max_report_bytes: int = Field(
+    max_report_bytes: ByteSize = Field(
         default=16 * 1024 * 1024,
         ge=1024,
         validation_alias="BACKUP_PIPELINE_MAX_REPORT_BYTES",
@@ -48,7 +71,7 @@ class Settings(BaseSettings):
     max_expansion_ratio: int = Field(
         default=1000, ge=2, le=1_000_000, validation_alias="BACKUP_PIPELINE_MAX_EXPANSION_RATIO"
     )
-    max_decompressed_bytes: int = Field(
+    max_decompressed_bytes: ByteSize = Field(
         default=1 << 40, ge=1 << 20, validation_alias="BACKUP_PIPELINE_MAX_DECOMPRESSED_BYTES"
     )
     max_batches: int = Field(default=8, ge=1, le=256, validation_alias="BACKUP_PIPELINE_MAX_BATCHES")
@@ -107,6 +130,8 @@ class Settings(BaseSettings):
     # PostgreSQL binaries the scratch clusters use (initdb, postgres, psql, pg_restore); unset: the
     # embedded PostgreSQL's.
     drill_pg_bin: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_PG_BIN")
+    # bubblewrap, the sandbox every process of a drill runs in (unset: `bwrap` on PATH).
+    drill_bwrap: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_BWRAP")
     # Where scratch clusters live while a drill runs (unset: BACKUP_PIPELINE_HOME/drills).
     drill_dir: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_DIR")
     # The unprivileged OS user scratch clusters run as when the product runs as root (created as a
@@ -123,7 +148,7 @@ class Settings(BaseSettings):
     drill_max_minutes: float = Field(
         default=30, gt=0, le=24 * 60, validation_alias="BACKUP_PIPELINE_DRILL_MAX_MINUTES"
     )
-    drill_max_bytes: int = Field(
+    drill_max_bytes: ByteSize = Field(
         default=16 * 1024**3, ge=64 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MAX_BYTES"
     )
     drill_shrink_below: float = Field(
@@ -134,17 +159,17 @@ class Settings(BaseSettings):
         default=600, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_STATEMENT_TIMEOUT_SECONDS"
     )
     # Address space of each process of a scratch cluster (server, backends, psql, pg_restore).
-    drill_memory_bytes: int = Field(
+    drill_memory_bytes: ByteSize = Field(
         default=2 * 1024**3, ge=512 * 1024**2, validation_alias="BACKUP_PIPELINE_DRILL_MEMORY_BYTES"
     )
     # The daily drill run: how long its drills may take in all (estimates), when it starts, how its
-    # drills are grouped into steps (staged bytes per step) and how many steps run at once.
+    # drills are grouped into steps (estimated seconds per step) and how many steps run at once.
     drill_budget_minutes: float = Field(
         default=120, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BUDGET_MINUTES"
     )
     drill_cron: str = Field(default="0 4 * * *", validation_alias="BACKUP_PIPELINE_DRILL_CRON")
-    drill_batch_bytes: int = Field(
-        default=2 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_BYTES"
+    drill_batch_seconds: float = Field(
+        default=600, gt=0, validation_alias="BACKUP_PIPELINE_DRILL_BATCH_SECONDS"
     )
     drill_concurrency: int = Field(
         default=1, ge=1, le=64, validation_alias="BACKUP_PIPELINE_DRILL_CONCURRENCY"
@@ -166,16 +191,22 @@ class Settings(BaseSettings):
     celery_backend: SecretStr = Field(
         default=SecretStr(""), validation_alias="BACKUP_PIPELINE_CELERY_BACKEND"
     )
-    # The queue steps are sent to and workers consume (one broker can serve several deployments).
+    # The queue scan steps are sent to (one broker can serve several deployments).
     celery_queue: str = Field(
         default="dagster", pattern=r"^[A-Za-z0-9_-]{1,64}$", validation_alias="BACKUP_PIPELINE_CELERY_QUEUE"
+    )
+    # The queue drill steps are sent to: hours of restores never wait in front of the scans' steps.
+    celery_drill_queue: str = Field(
+        default="drills",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        validation_alias="BACKUP_PIPELINE_CELERY_DRILL_QUEUE",
     )
     # A run still going after this long is failed by the daemon's run monitoring (`dagster/max_runtime`):
     # a lost worker or an unreachable broker must never hold the one-scan-at-a-time slot forever.
     run_max_seconds: int = Field(default=6 * 3600, ge=60, validation_alias="BACKUP_PIPELINE_RUN_MAX_SECONDS")
     # Staged files are measured in steps of about this many bytes (at most `max_measure_batches`), so
     # that one agent's many large dumps spread over every worker.
-    measure_batch_bytes: int = Field(
+    measure_batch_bytes: ByteSize = Field(
         default=4 * 1024**3, ge=1, validation_alias="BACKUP_PIPELINE_MEASURE_BATCH_BYTES"
     )
     max_measure_batches: int = Field(
@@ -248,5 +279,82 @@ def _as_variable(value: object) -> str | None:
     return str(value)
 
 
+def find_env_file(start: Path | None = None) -> Path | None:
+    """The `.env` of the current folder, or of the nearest parent folder that has one."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / ENV_FILE_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+# Settings that were renamed: setting the old name is an error naming the new one (a value that would
+# otherwise be silently ignored).
+RENAMED = {
+    "BACKUP_PIPELINE_DRILL_BATCH_BYTES": (
+        "BACKUP_PIPELINE_DRILL_BATCH_SECONDS (drill steps are sized by estimated seconds, not bytes)"
+    ),
+}
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """The settings of this process: the environment over the `.env` (see the module's docstring);
+    SettingsError, in one line, when a value is wrong or a setting's old name is used."""
+    env_file = find_env_file()
+    old = next((name for name in RENAMED if name in os.environ or _in_env_file(env_file, name)), None)
+    if old is not None:
+        raise SettingsError(f"{old} is no longer read: set {RENAMED[old]}")
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, env_file)) from None
+    return _anchored(settings, env_file.parent) if env_file else settings
+
+
+def _in_env_file(env_file: Path | None, name: str) -> bool:
+    if env_file is None:
+        return False
+    try:
+        return any(
+            line.split("=", 1)[0].strip().removeprefix("export ").strip() == name
+            for line in env_file.read_text(errors="replace").splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        )
+    except OSError:
+        return False
+
+
+def _anchored(settings: Settings, folder: Path) -> Settings:
+    """Relative paths the environment did not set, made relative to the `.env`'s folder."""
+    updates: dict[str, Path] = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if (
+            isinstance(value, Path)
+            and not value.is_absolute()
+            and str(field.validation_alias) not in os.environ
+        ):
+            updates[name] = folder / value
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _may_hold_a_secret(variable: str) -> bool:
+    """URLs and secrets are never echoed, even when wrong (a password may be in them)."""
+    fields = {str(f.validation_alias): f for f in Settings.model_fields.values()}
+    field = fields.get(variable)
+    return "URL" in variable or "BROKER" in variable or (field is not None and field.annotation is SecretStr)
+
+
+def _explain(exc: ValidationError, env_file: Path | None) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names the variables
+            problems.append(message)
+            continue
+        variable = str(error["loc"][0])
+        where = "the environment" if variable in os.environ or env_file is None else str(env_file)
+        shown = "" if _may_hold_a_secret(variable) else f"={error.get('input')!r}"
+        problems.append(f"{variable}{shown} (set in {where}): {message[0].lower()}{message[1:]}")
+    return "invalid setting: " + "; ".join(problems)

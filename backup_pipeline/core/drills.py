@@ -120,21 +120,67 @@ def is_due(candidate: DrillCandidate, as_of: datetime) -> bool:
     return last is None or (as_of.date() - last.date()).days >= candidate.policy.every_days
 
 
-# A first drill's duration is unknown: a cluster start plus a conservative restore throughput of
-# the staged (compressed) bytes.
-FIRST_DRILL_OVERHEAD = 5.0
+# ---------------------------------------------------------------- how long drills take
+
+# What one drill costs whatever its size: the template's copy, the cluster's start, the checks, the
+# stop (about a second on the machines measured). Thousands of tiny dumps are thousands of these.
+DRILL_FIXED_SECONDS = 1.0
+# The restore rate of staged (compressed) bytes assumed until drills have been measured: conservative.
 ASSUMED_STAGED_BYTES_PER_SECOND = 4 * 1024 * 1024
+# A recorded drill tells the rate only when its bytes, not its fixed cost, took most of its time.
+RATE_SAMPLE_MIN_BYTES = 8 * 1024 * 1024
+RATE_SAMPLES_NEEDED = 3
+RATE_LIMITS = (64 * 1024, 16 * 1024**3)  # bytes per second: a measured rate is kept within these
 
 
-def estimate_seconds(candidate: DrillCandidate) -> float:
-    """How long a drill is expected to take: the backup's last drill, else from its staged size."""
-    if candidate.last_duration is not None:
-        return max(candidate.last_duration, 1.0)
-    return FIRST_DRILL_OVERHEAD + candidate.staged_bytes / ASSUMED_STAGED_BYTES_PER_SECOND
+@dataclass(frozen=True)
+class DrillCost:
+    """How long a drill is expected to take: a fixed cost, plus its staged bytes at the restore rate."""
+
+    fixed_seconds: float = DRILL_FIXED_SECONDS
+    bytes_per_second: float = ASSUMED_STAGED_BYTES_PER_SECOND
+
+    def of_bytes(self, staged_bytes: int) -> float:
+        return self.fixed_seconds + max(staged_bytes, 0) / self.bytes_per_second
+
+
+def measured_cost(drills: Iterable[tuple[int, float]]) -> DrillCost:
+    """The restore rate measured on recorded drills, given as (staged bytes, seconds): the bytes of the
+    drills large enough to tell, over their time beyond the fixed cost. The assumed rate until
+    `RATE_SAMPLES_NEEDED` such drills exist."""
+    samples = [(b, s) for b, s in drills if b >= RATE_SAMPLE_MIN_BYTES and s > 0]
+    if len(samples) < RATE_SAMPLES_NEEDED:
+        return DrillCost()
+    restoring = sum(max(s - DRILL_FIXED_SECONDS, s / 2) for _, s in samples)
+    rate = sum(b for b, _ in samples) / restoring
+    low, high = RATE_LIMITS
+    return DrillCost(bytes_per_second=min(max(rate, low), high))
+
+
+class TimedDrill(Protocol):
+    """A drill to estimate and batch: its entry, the bytes of its staged file, and how long the
+    backup's previous drill took (None when never drilled)."""
+
+    @property
+    def entry_id(self) -> int: ...
+
+    @property
+    def staged_bytes(self) -> int: ...
+
+    @property
+    def last_duration(self) -> float | None: ...
+
+
+def estimate_seconds(drill: TimedDrill, cost: DrillCost) -> float:
+    """How long a drill is expected to take: its backup's previous drill when there is one (at least
+    the fixed cost), else the fixed cost plus its bytes at the restore rate."""
+    if drill.last_duration is not None:
+        return max(drill.last_duration, cost.fixed_seconds)
+    return cost.of_bytes(drill.staged_bytes)
 
 
 def plan_due(
-    candidates: Iterable[DrillCandidate], as_of: datetime, budget_seconds: float
+    candidates: Iterable[DrillCandidate], as_of: datetime, budget_seconds: float, cost: DrillCost
 ) -> list[DrillCandidate]:
     """The drills a run does: the due ones, never-drilled first then the oldest drill first, as many
     as their estimates fit in the run's budget (always at least one, so a budget smaller than any
@@ -144,11 +190,11 @@ def plan_due(
     planned: list[DrillCandidate] = []
     spent = 0.0
     for candidate in due:
-        cost = estimate_seconds(candidate)
-        if planned and spent + cost > budget_seconds:
+        seconds = estimate_seconds(candidate, cost)
+        if planned and spent + seconds > budget_seconds:
             continue  # a smaller drill further down may still fit
         planned.append(candidate)
-        spent += cost
+        spent += seconds
     return planned
 
 
@@ -160,38 +206,36 @@ def _priority(candidate: DrillCandidate) -> tuple[int, datetime, datetime, int]:
 
 @dataclass
 class DrillBatch:
-    """Consecutive planned drills grouped by staged bytes: one Dagster step each."""
+    """Consecutive planned drills grouped by estimated time: one Dagster step each."""
 
     entry_ids: list[int] = field(default_factory=list)
     staged_bytes: int = 0
-
-
-class StagedDrill(Protocol):
-    """A drill to batch: its entry and the bytes of its staged file (a planned candidate, or an
-    entry a person chose)."""
-
-    @property
-    def entry_id(self) -> int: ...
-
-    @property
-    def staged_bytes(self) -> int: ...
+    estimated_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class ChosenDrill:
+    """An entry a person chose to drill."""
+
     entry_id: int
     staged_bytes: int
+    last_duration: float | None = None
 
 
-def batch_by_bytes(planned: Sequence[StagedDrill], max_batch_bytes: int) -> list[DrillBatch]:
-    """Split the plan, in order, into batches of at most `max_batch_bytes` staged bytes (a drill
-    larger than that is a batch of its own), whoever's dumps they are: one agent's many large dumps
-    are as many steps, which any worker may run."""
+def batch_by_time(
+    planned: Sequence[TimedDrill], max_batch_seconds: float, cost: DrillCost
+) -> list[DrillBatch]:
+    """Split the plan, in order, into batches of at most `max_batch_seconds` of estimated time (a
+    drill longer than that is a batch of its own), whoever's dumps they are: one agent's many large
+    dumps are as many steps, which any worker may run, and thousands of tiny dumps, each costing its
+    fixed second, are spread over steps too."""
     batches: list[DrillBatch] = []
-    for candidate in planned:
-        size = max(candidate.staged_bytes, 0)
-        if not batches or (batches[-1].entry_ids and batches[-1].staged_bytes + size > max_batch_bytes):
-            batches.append(DrillBatch())
-        batches[-1].entry_ids.append(candidate.entry_id)
-        batches[-1].staged_bytes += size
+    for drill in planned:
+        seconds = estimate_seconds(drill, cost)
+        last = batches[-1] if batches else None
+        if last is None or (last.entry_ids and last.estimated_seconds + seconds > max_batch_seconds):
+            batches.append(last := DrillBatch())
+        last.entry_ids.append(drill.entry_id)
+        last.staged_bytes += max(drill.staged_bytes, 0)
+        last.estimated_seconds += seconds
     return batches

@@ -15,7 +15,10 @@ database (`--create`'s CREATE/ALTER DATABASE) are left out, each replaced by as 
 psql's line numbers stay the dump's. COPY with a server-side file or program is refused outright.
 
 At the end, a dump that stops inside a statement, a quoted string or COPY data, without its
-`\\unrestrict`, or (from pg_dump) before its "dump complete" line is refused as truncated.
+`\\unrestrict`, or (from pg_dump) that does not end with its footer — the comment line
+`-- PostgreSQL database dump complete`, followed by nothing but empty comments, blank lines and, in
+dumps with `\\restrict`, the matching `\\unrestrict` — is refused as truncated: the footer's words
+elsewhere (a table may be named after them) prove nothing.
 Memory stays bounded: COPY data and long statements pass through as they come.
 
 Pure: bytes in, bytes out (or ScriptRefused); the drill's adapter feeds it and writes to psql.
@@ -31,7 +34,8 @@ HOLD_CAP = 1 << 20  # a statement is held at most this long before it passes thr
 HEAD_CAP = 4096  # the normalised text a statement is classified from
 LITERAL_CAP = 256  # of each literal, in the head
 META_LINE_CAP = 4096
-WORD_CAP = 1 << 16
+WORD_CAP = 1 << 16  # a word or number held whole at most this long: a longer one passes in pieces
+COMMENT_CAP = 128  # of a comment between statements, kept to tell pg_dump's footer
 
 
 class ScriptRefused(Exception):
@@ -156,7 +160,7 @@ class PsqlScriptGuard:
             raise ScriptRefused("the dump ends after a \\connect (truncated)", self.line)
         if self.expect_footer and not self.footer_seen:
             raise ScriptRefused(
-                "the dump ends before pg_dump's 'PostgreSQL database dump complete' line (truncated)",
+                "the dump does not end with pg_dump's 'PostgreSQL database dump complete' footer (truncated)",
                 self.line,
             )
         return self._take()
@@ -228,8 +232,8 @@ class PsqlScriptGuard:
         if lex is _Lex.LINE:
             j = buf.find(b"\n", pos)
             stop = len(buf) if j < 0 else j
-            if not self._in_statement and len(self._comment) < 128:
-                self._comment += buf[pos:stop][: 128 - len(self._comment)]
+            if not self._in_statement and len(self._comment) <= COMMENT_CAP:
+                self._comment += buf[pos:stop][: COMMENT_CAP + 1 - len(self._comment)]
             self._emit(buf[pos:stop])
             if j < 0:
                 return stop
@@ -309,8 +313,8 @@ class PsqlScriptGuard:
                 return pos  # the word may go on in the next chunk
             return self._word(buf, pos, end, token, final)
         elif kind == "num":
-            if needs_more:
-                return pos
+            if needs_more and len(token) < WORD_CAP:
+                return pos  # the number may go on in the next chunk (a longer one passes in pieces)
             self._significant(token, token)
         elif kind == "special":
             return self._special(buf, pos, token, final)
@@ -392,7 +396,7 @@ class PsqlScriptGuard:
             return pos + 1
         delimiter = m.group()
         if delimiter[1:2].isdigit():  # $1: a parameter
-            if m.end() == len(buf) and not final:
+            if m.end() == len(buf) and not final and len(delimiter) < WORD_CAP:
                 return pos  # more digits may follow
             self._significant(delimiter, delimiter)
             return m.end()
@@ -433,6 +437,7 @@ class PsqlScriptGuard:
             self._decide(final=False)
 
     def _start_statement(self) -> None:
+        self.footer_seen = False  # SQL after the footer: the footer was not the end
         if self._phase is _Phase.UNRESTRICTED:
             raise ScriptRefused("SQL after the dump's \\unrestrict (pg_dump never writes that)", self.line)
         if self._phase is _Phase.RECONNECT:
@@ -451,9 +456,19 @@ class PsqlScriptGuard:
         self._literal.clear()
 
     def _end_line_comment(self) -> None:
+        """A comment between statements: pg_dump's footer (before any `\\unrestrict`) when it is
+        exactly that; anything else but an empty comment means the footer was not the end."""
         self._lex = _Lex.NORMAL
-        if not self._in_statement and _FOOTER in self._comment:
-            self.footer_seen = True
+        if not self._in_statement:
+            text = bytes(self._comment).strip()
+            if (
+                text == _FOOTER
+                and len(self._comment) <= COMMENT_CAP
+                and self._phase is not _Phase.UNRESTRICTED
+            ):
+                self.footer_seen = True
+            elif text:
+                self.footer_seen = False
         self._comment.clear()
 
     def _end_statement(self) -> None:
@@ -536,7 +551,7 @@ class PsqlScriptGuard:
         elif unrestrict and phase is _Phase.RESTRICTED and unrestrict.group(1) == self.restrict_key:
             self._phase = _Phase.UNRESTRICTED
         elif connect and phase is _Phase.UNRESTRICTED and self.created_database is not None:
-            self._phase = _Phase.RECONNECT
+            self._phase, self.footer_seen = _Phase.RECONNECT, False
         else:
             command = text.split(None, 1)[0] if text.split() else text
             raise ScriptRefused(

@@ -1,11 +1,13 @@
-"""The Celery executor of the product's jobs: dagster-celery's, watching the workers and the broker.
+"""The Celery executor of the product's jobs: dagster-celery's orchestration loop, sending each step
+to the job's queue (scans' or drills', `celery_app`) and watching the workers and the broker.
 
 dagster-celery's loop waits for each step's result and would wait forever for a task whose worker
 died, or while no worker listens or the broker is gone. This executor gives its loop results that
 also end when the step's worker stops answering, when no worker consumes the queue, or when the
 broker stays unreachable: the step is then reported as the multiprocess executor reports a crashed
 subprocess (an engine event, then a failure or a retry under the op's retry policy), and the run
-goes on to its end. Chosen by `executors.executor_for(settings)`.
+goes on to its end. Chosen by `executors.executor_for(settings)`. What it needs of Dagster and
+dagster-celery that they do not export comes from `private_dagster` and `private_dagster_celery`.
 """
 
 from __future__ import annotations
@@ -17,21 +19,26 @@ from typing import Any
 
 from celery import Celery
 from dagster import (
+    DagsterEvent,
     Executor,
     ExecutorDefinition,
     InitExecutorContext,
+    deserialize_value,
     executor,
     multiple_process_executor_requirements,
+    serialize_value,
 )
-from dagster._core.events import DagsterEvent, EngineEventData
-from dagster._core.execution.retries import RetryMode, get_retries_config
-from dagster._serdes import serialize_value
-from dagster._utils.error import SerializableErrorInfo
-from dagster_celery.core_execution_loop import core_celery_execution_loop
-from dagster_celery.executor import CeleryExecutor, _submit_task
 
 from backup_pipeline.config.settings import Settings
-from backup_pipeline.defs.executors import celery_app_args
+from backup_pipeline.defs.celery_app import EXECUTE_STEP_TASK, celery_app, celery_app_args
+from backup_pipeline.defs.private_dagster import (
+    EngineEventData,
+    ExecuteStepArgs,
+    RetryMode,
+    SerializableErrorInfo,
+    get_retries_config,
+)
+from backup_pipeline.defs.private_dagster_celery import core_celery_execution_loop
 from backup_pipeline.storage.database import redact_text
 
 # How often the run's process looks at the workers while it waits, and how long a worker may stay
@@ -42,8 +49,9 @@ SILENCE_SECONDS = 30.0
 NO_WORKER_SECONDS = 90.0
 
 
-def celery_executor(settings: Settings) -> ExecutorDefinition:
-    """The executor `celery`, for these settings (nothing of them goes to run configuration)."""
+def celery_executor(settings: Settings, queue: str) -> ExecutorDefinition:
+    """The executor `celery`, for these settings, sending steps to `queue` (nothing of them goes to
+    run configuration)."""
 
     @executor(
         name="celery",
@@ -52,7 +60,7 @@ def celery_executor(settings: Settings) -> ExecutorDefinition:
     )
     def celery(init_context: InitExecutorContext) -> Executor:
         retries = RetryMode.from_config(init_context.executor_config["retries"])
-        return WatchedCeleryExecutor(settings, retries)
+        return WatchedCeleryExecutor(settings, retries, queue)
 
     return celery
 
@@ -61,23 +69,25 @@ class StepLost(RuntimeError):
     """A step whose result will never come: its worker died, or the broker is gone."""
 
 
-class WatchedCeleryExecutor(CeleryExecutor):
-    """dagster-celery's executor, whose waits end when the step's worker or the broker is lost."""
+class WatchedCeleryExecutor(Executor):
+    """Steps sent as Celery tasks to the workers through dagster-celery's orchestration loop, whose
+    waits end when the step's worker or the broker is lost."""
 
-    def __init__(self, settings: Settings, retries: RetryMode) -> None:
-        args = celery_app_args(settings)
-        super().__init__(
-            retries=retries,
-            broker=args["broker"],
-            backend=args["backend"],
-            include=args["include"],
-            config_source=args["config_source"],
-        )
-        self.queue = settings.celery_queue
-        self.broker_shown = redact_text(args["broker"])
+    def __init__(self, settings: Settings, retries: RetryMode, queue: str) -> None:
+        self.settings, self._retries, self.queue = settings, retries, queue
+        self.broker_shown = redact_text(settings.celery_broker.get_secret_value())
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._retries
+
+    def app_args(self) -> dict[str, Any]:
+        """What dagster-celery's loop builds its application from: its default queue is this job's."""
+        args = celery_app_args(self.settings)
+        return args | {"config_source": args["config_source"] | {"task_default_queue": self.queue}}
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Any:
-        watch = _Watch(self.queue, self.broker_shown)
+        watch = _Watch(celery_app(self.settings), self.queue, self.broker_shown)
         try:
             yield from core_celery_execution_loop(
                 plan_context, execution_plan, step_execution_fn=watch.submit
@@ -86,13 +96,30 @@ class WatchedCeleryExecutor(CeleryExecutor):
             watch.stop()
 
 
+def step_args(context: Any, step: Any, known_state: Any) -> str:
+    """What a worker needs to execute one step of the run (`workers.execute_step`), serialized."""
+    return serialize_value(
+        ExecuteStepArgs(
+            job_origin=context.reconstructable_job.get_python_origin(),
+            run_id=context.dagster_run.run_id,
+            step_keys_to_execute=[step.key],
+            instance_ref=context.instance.get_ref(),
+            retry_mode=context.executor.retries.for_inner_plan(),
+            known_state=known_state,
+        )
+    )
+
+
+def parse_step_args(text: str) -> Any:
+    return deserialize_value(text, as_type=ExecuteStepArgs)
+
+
 class _Watch:
     """The workers consuming one run's queue, looked at every `WATCH_SECONDS` by a thread (asking
     the workers takes as long as their replies may take) while the run waits for results."""
 
-    def __init__(self, queue: str, broker: str) -> None:
-        self.queue, self.broker = queue, broker
-        self.app: Celery | None = None
+    def __init__(self, app: Celery, queue: str, broker: str) -> None:
+        self.app, self.queue, self.broker = app, queue, broker
         self.workers: set[str] = set()  # consuming the queue at the last look
         self.last_seen: dict[str, float] = {}
         self.broker_lost_since: float | None = None
@@ -101,13 +128,24 @@ class _Watch:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def submit(self, app: Celery, context: Any, step: Any, queue: str, priority: int, known: Any) -> Any:
+    def submit(self, _loop_app: Any, context: Any, step: Any, queue: str, priority: int, known: Any) -> Any:
+        """Send one step to `queue` (the job's, unless the op's `dagster-celery/queue` tag names
+        another) on this deployment's application, not the loop's (which declares dagster-celery's
+        queue only)."""
         if self._thread is None:
-            self.app = app
             self._thread = threading.Thread(target=self._run, name="celery-watch", daemon=True)
             self._thread.start()
         try:
-            result = _submit_task(app, context, step, queue, priority, known)
+            result = self.app.send_task(
+                EXECUTE_STEP_TASK,
+                kwargs={
+                    "step_args": step_args(context, step, known),
+                    "executable_dict": context.reconstructable_job.to_dict(),
+                },
+                queue=queue,
+                routing_key=queue,
+                priority=priority,
+            )
         except Exception as exc:  # kombu's OperationalError, a refused connection, a timeout
             raise StepLost(
                 f"cannot send step {step.key} to the Celery broker {self.broker}: {redact_text(str(exc))}"
@@ -123,7 +161,6 @@ class _Watch:
             self._stopped.wait(WATCH_SECONDS)
 
     def _look(self) -> None:
-        assert self.app is not None
         now = time.monotonic()
         try:
             replies = self.app.control.inspect(timeout=2.0).active_queues() or {}

@@ -214,7 +214,7 @@ def build_drill_job(partitions: PartitionsDefinition, settings: Settings) -> Job
         description="Restore the due backups into scratch PostgreSQL clusters and check what comes back.",
         partitions_def=partitions,
         tags=EXCLUSIVE_TAG | run_tags(settings, at_least_seconds=needed),
-        executor_def=executor_for(settings, max_concurrent=settings.drill_concurrency),
+        executor_def=executor_for(settings, max_concurrent=settings.drill_concurrency, drills=True),
     )
 
 

@@ -1,8 +1,9 @@
 """The Celery workers that run the steps of the product's runs (`backup-pipeline worker`).
 
-A worker is the Celery application the orchestrator sends steps to (`executors.celery_app_args`: the
-same broker, result backend and queue, from the same settings) with one task, `execute_plan`, that
-executes one step of a run the way dagster-celery's does, with two differences: a step delivered
+A worker is the Celery application the orchestrator sends steps to (`celery_app.celery_app`: the same
+broker, result backend and queues, from the same settings), consuming the queues it is given (by
+default both the scans' and the drills'), with one task, `execute_plan`, that executes one step of a
+run the way dagster-celery's does, with two differences: a step delivered
 after its run ended (the broker hands over again a task whose worker died, once no run can still be
 waiting for it) is dropped rather than run against newer data, and the step's first event names the
 host and the process that ran it. Everything a step needs comes from PostgreSQL (Dagster's storage,
@@ -17,27 +18,26 @@ import socket
 from typing import Any
 
 from celery import Celery
-from dagster import DagsterInstance
-from dagster._core.definitions.reconstruct import ReconstructableJob
-from dagster._core.events import EngineEventData
-from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
-from dagster._grpc.types import ExecuteStepArgs
-from dagster._serdes import serialize_value, unpack_value
-from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
-from dagster_celery.core_execution_loop import DELEGATE_MARKER
-from dagster_celery.executor import CeleryExecutor
-from dagster_celery.make_app import make_app
+from dagster import DagsterInstance, serialize_value
 
 from backup_pipeline.config.settings import Settings
-from backup_pipeline.defs.executors import celery_app_args
+from backup_pipeline.defs.celery_app import EXECUTE_STEP_TASK, celery_app
+from backup_pipeline.defs.celery_executor import WatchedCeleryExecutor, parse_step_args
+from backup_pipeline.defs.private_dagster import (
+    EngineEventData,
+    ReconstructableJob,
+    create_execution_plan,
+    execute_plan_iterator,
+)
+from backup_pipeline.defs.private_dagster_celery import DELEGATE_MARKER
 
 WORKER_EVENT = "Executing step in a Celery worker"  # the first event of every step a worker runs
 
 
 def worker_app(settings: Settings) -> Celery:
     """The Celery application of the workers, for these settings."""
-    app = make_app(celery_app_args(settings))
-    app.task(bind=True, name=TASK_EXECUTE_PLAN_NAME)(execute_step)
+    app = celery_app(settings)
+    app.task(bind=True, name=EXECUTE_STEP_TASK)(execute_step)
     return app
 
 
@@ -58,11 +58,9 @@ def run_worker(settings: Settings, *, concurrency: int, queues: list[str], logle
     )
 
 
-def execute_step(
-    task: Any, execute_step_args_packed: dict[str, Any], executable_dict: dict[str, Any]
-) -> list:
+def execute_step(task: Any, step_args: str, executable_dict: dict[str, Any]) -> list:
     """Execute one step of a run; the step's events, serialized, for the orchestrator."""
-    args = unpack_value(execute_step_args_packed, as_type=ExecuteStepArgs)
+    args = parse_step_args(step_args)
     assert args.instance_ref is not None, "a Celery step needs the run's instance"
     with DagsterInstance.from_ref(args.instance_ref) as instance:
         run = instance.get_run_by_id(args.run_id)
@@ -85,7 +83,7 @@ def execute_step(
                 },
                 marker_end=DELEGATE_MARKER,
             ),
-            CeleryExecutor,
+            WatchedCeleryExecutor,
             step_key=plan.step_handle_for_single_step_plans().to_key(),
         )
         events = [started]

@@ -96,7 +96,7 @@ class FleetDigest(BaseModel):
     def headline(self) -> str:
         t = self.total
         line = (
-            f"Fleet health on {self.day}: {len(self.agents)} agent(s), {t.jobs} job(s), "
+            f"Fleet health on {self.day}: {len(self.agents)} agent(s), {t.jobs} expected backup(s), "
             f"{t.evaluated} evaluated, {len(self.problems)} problem(s), "
             f"{len(self.anomalies)} size anomaly(ies), {t.pending} pending"
         )

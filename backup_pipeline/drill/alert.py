@@ -45,7 +45,7 @@ def record_drill_alerts(
     rows = []
     for event in alerts.drill_events(drill["outcome"], shrank=drill["shrank"]):
         message = drill["reason"] if event is AlertEvent.RESTORE_FAILED else drill["comparison"]
-        rows.append(row(event, f"restore drill: {message}"))
+        rows.append(row(event, _short(f"restore drill: {message}")))
     if drill["outcome"] == DrillOutcome.RESTORED:
         context = stored_drills.drill_alert_context(
             session, target.job_id, target.cycle_expected_at, drill_id
@@ -67,3 +67,10 @@ def record_drill_alerts(
                 )
             )
     return stored_alerts.insert_alerts(session, rows)
+
+
+ALERT_MESSAGE_CAP = 500  # an alert is read in a chat or a mail subject line: the drill keeps the rest
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= ALERT_MESSAGE_CAP else text[: ALERT_MESSAGE_CAP - 1] + "…"

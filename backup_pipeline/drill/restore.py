@@ -12,6 +12,7 @@ the restored size, amcheck where the extension exists. No product table is writt
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ from backup_pipeline.adapters.drill_host import (
     DrillUnavailable,
     Limits,
     OsUser,
+    Sandbox,
     Tools,
     free_bytes,
     kill_group,
@@ -35,6 +37,7 @@ from backup_pipeline.adapters.dump_files import (
     READ_BLOCK,
     DumpUnreadable,
     HashingReader,
+    TooLarge,
     decompressed,
     file_sha256,
     head,
@@ -51,12 +54,14 @@ from backup_pipeline.core.dump_formats import (
     unsupported,
 )
 from backup_pipeline.core.psql_guard import PsqlScriptGuard, ScriptRefused
-from backup_pipeline.drill.watch import Watch
-from backup_pipeline.storage.database import DatabaseFailure, db_error_line
+from backup_pipeline.drill.watch import Watch, full_file_system
 from backup_pipeline.storage.drills import DrillTarget
-from backup_pipeline.storage.scratch import Inspection, inspect_restore, server_version
+from backup_pipeline.storage.scratch import Inspection, ScratchFailure, inspect_restore, server_version
 
-STDERR_CAP = 64 * 1024
+log = logging.getLogger(__name__)
+
+STDERR_CAP = 64 * 1024  # of a tool's error output, kept; the rest is read and dropped
+REASON_CAP = 2048  # a drill's reason and failing statement, as recorded and shown
 CHANGED = (
     "the staged file no longer holds this cycle's dump (it changed since the cycle was evaluated: "
     "replaced by a later upload?)"
@@ -71,6 +76,7 @@ class DrillEnvironment:
 
     tools: Tools
     user: OsUser
+    sandbox: Sandbox
     root: Path
     template: Template
     memory_bytes: int
@@ -104,11 +110,28 @@ def restore_entry(
         return not_drillable("the entry records no staged file")
     try:
         with open_staged_file(storage_root / target.agent_id, name) as fd:
-            return _Restore(env, target, policy, fd).run()
+            return bounded(_checked(_Restore(env, target, policy, fd)))
     except UnsafeFile as exc:
         return not_drillable(f"the staged file cannot be drilled now: {exc}")
     except OSError as exc:
         return not_drillable(f"staged file {name} could not be read: {exc.strerror or exc}")
+
+
+def _checked(restore: _Restore) -> RestoreReport:
+    """The restore's report; an error nobody foresaw (the dump's doing, until shown otherwise) is that
+    drill's RESTORE_FAILED, logged whole, never the end of the run: no entry may keep the others from
+    being drilled. The machine's own unavailability still stops the run."""
+    try:
+        return restore.run()
+    except DrillUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("drill of entry %s stopped on an unexpected error", restore.target.entry_id)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return RestoreReport(
+            DrillOutcome.RESTORE_FAILED,
+            f"the drill stopped on an unexpected error: {type(exc).__name__}: {first}",
+        )
 
 
 class _Restore:
@@ -116,11 +139,13 @@ class _Restore:
         self.env, self.target, self.policy, self.fd = env, target, policy, fd
         self.started = time.monotonic()
         self.size = os.fstat(fd).st_size
+        self.room = 0  # what the drill folder's file system has for this drill (measured at its start)
 
     def run(self) -> RestoreReport:
         """The file must still hold the entry's dump: a size that differs says it at once; its SHA-256
-        is checked as the restore reads it (a plain dump, a compressed archive), or first (a bare
-        archive, which pg_restore reads itself, and what is not drillable)."""
+        is checked on the very bytes the restore uses — streamed to psql, or copied into the drill's
+        folder for pg_restore (the site could rewrite its file between a hash and a later read) — or
+        first, for what is not drillable."""
         if self.size != self.target.staged_size:
             return not_drillable(CHANGED, staged_size=self.size)
         compression = compression_of(os.pread(self.fd, 8, 0))
@@ -129,8 +154,7 @@ class _Restore:
             if isinstance(compression, Compression)
             else unsupported(compression)
         )
-        streamed = detected.format is DumpFormat.PLAIN or detected.compression not in (None, Compression.NONE)
-        sha = None if streamed and detected.drillable else file_sha256(self.fd)
+        sha = None if detected.drillable else file_sha256(self.fd)
         if sha is not None and sha != self.target.staged_sha256:
             return not_drillable(CHANGED, staged_sha256=sha, staged_size=self.size)
         if not detected.drillable:
@@ -164,8 +188,10 @@ class _Restore:
         room = free_bytes(env.root) - DISK_RESERVE
         if room < 64 * 1024 * 1024:
             raise DrillUnavailable(f"the drill folder {env.root} has no room left ({max(room, 0):,} bytes)")
+        self.room = room
         limits = Limits(memory_bytes=env.memory_bytes, file_bytes=policy.max_bytes)
-        with ScratchCluster(env.root, env.tools, env.user, limits, f"e{self.target.entry_id}") as cluster:
+        label = f"e{self.target.entry_id}"
+        with ScratchCluster(env.root, env.tools, env.user, limits, label, env.sandbox) as cluster:
             cluster.create()
             watch = Watch(
                 cluster,
@@ -184,8 +210,6 @@ class _Restore:
                     raise
             finally:
                 watch.stop()
-            if watch.unavailable:
-                raise DrillUnavailable(watch.unavailable)
             if watch.violation:
                 report.outcome, report.reason, report.inspection = (
                     DrillOutcome.RESTORE_FAILED,
@@ -196,12 +220,19 @@ class _Restore:
                 report.reason = (
                     f"cancelled after {env.statement_timeout:g} s (statement timeout): {watch.cancelled[0]}"
                 )
+            elif report.outcome is DrillOutcome.RESTORE_FAILED and _out_of_room(report.reason):
+                report.reason = f"{full_file_system()}; {report.reason}"
             return report
 
     def _restore(self, cluster: ScratchCluster, watch: Watch, detected: Detected) -> RestoreReport:
         cluster.start_from(self.env.template, server_settings(self.policy, self.env.statement_timeout))
         watch.watch_statements()
-        versions = dict(self.env.tools.versions) | {"server": server_version(cluster)}
+        try:
+            versions = dict(self.env.tools.versions) | {"server": server_version(cluster)}
+        except ScratchFailure as exc:
+            if watch.stopped_it:  # a limit stopped the server as it started: the limit says why
+                return RestoreReport(DrillOutcome.RESTORE_FAILED)
+            raise DrillUnavailable(f"the scratch PostgreSQL does not answer: {exc}") from None
         if detected.format is DumpFormat.PLAIN:
             report = self._plain(cluster, detected.compression or Compression.NONE, watch)
         else:
@@ -211,13 +242,10 @@ class _Restore:
             return report
         try:
             report.inspection = inspect_restore(cluster, self.env.statement_timeout)
-        except DatabaseFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
+        except ScratchFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
             if watch.stopped_it:
                 return report
-            report.outcome, report.reason = (
-                DrillOutcome.RESTORE_FAILED,
-                f"the checks failed: {db_error_line(exc)}",
-            )
+            report.outcome, report.reason = DrillOutcome.RESTORE_FAILED, f"the checks failed: {exc}"
             return report
         return sanity(report, self.target.database_name)
 
@@ -237,6 +265,8 @@ class _Restore:
         try:
             psql.stdin.write(f"\\restrict {key}\n".encode())
             for chunk in decompressed(reader, compression):
+                if watch.stopped_it:  # a limit stopped the cluster: nothing more to feed (or to read)
+                    raise OSError("stopped")
                 data = guard.feed(chunk)
                 if data:
                     psql.stdin.write(data)
@@ -267,29 +297,31 @@ class _Restore:
     # ------------------------------------------------------------ archives
 
     def _archive(self, cluster: ScratchCluster, compression: Compression, watch: Watch) -> RestoreReport:
-        fd, copy, sha = self.fd, None, None
-        if compression is not Compression.NONE:
-            copy = os.open(
-                cluster.directory / "archive", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-            )
+        """pg_restore reads a copy in the drill's folder, made (decompressed where need be) as the file
+        is hashed, at most the drill's bytes and what the file system has room for: the very bytes
+        hashed are restored, and the product's own writing cannot fill the disk."""
+        copy = os.open(
+            cluster.directory / "archive", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        )
+        try:
             reader = HashingReader(self.fd)
+            room = self.room - cluster.disk_usage()
+            cap = min(self.policy.max_bytes, room)
             try:
-                write_decompressed(reader, compression, copy, cap=self.policy.max_bytes)
+                write_decompressed(reader, compression, copy, cap=cap, stop=lambda: watch.stopped_it)
+            except TooLarge as exc:
+                reason = full_file_system(self.room) if cap < self.policy.max_bytes else str(exc)
+                return self._verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, reason))
             except (DumpUnreadable, OSError) as exc:
-                os.close(copy)
                 return self._verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc)))
             checked = self._verified(reader, RestoreReport(DrillOutcome.RESTORED))
-            if checked.outcome is DrillOutcome.NOT_DRILLABLE:
-                os.close(copy)
+            if checked.outcome is DrillOutcome.NOT_DRILLABLE or watch.stopped_it:
                 return checked
-            fd, sha = copy, checked.staged_sha256
-        try:
-            report = self._pg_restore(cluster, fd)
-            report.staged_sha256 = sha
+            report = self._pg_restore(cluster, copy)
+            report.staged_sha256 = checked.staged_sha256
             return report
         finally:
-            if copy is not None:
-                os.close(copy)
+            os.close(copy)
 
     def _pg_restore(self, cluster: ScratchCluster, fd: int) -> RestoreReport:
         os.lseek(fd, 0, os.SEEK_SET)
@@ -343,6 +375,12 @@ def server_settings(policy: DrillPolicy, statement_timeout: float) -> dict[str, 
         "archive_mode": "off",
         "autovacuum": "off",
         "jit": "off",
+        # One drill's memory is its restore session's (plus psql's): no parallel worker may multiply it.
+        "max_worker_processes": "0",
+        "max_parallel_workers": "0",
+        "max_parallel_workers_per_gather": "0",
+        "max_parallel_maintenance_workers": "0",
+        "max_logical_replication_workers": "0",
         "max_connections": "10",
         "shared_buffers": "256MB",
         "maintenance_work_mem": "256MB",
@@ -376,21 +414,20 @@ def sanity(report: RestoreReport, database_name: str) -> RestoreReport:
 
 
 class StderrTail:
-    """A child's stderr read by a thread (so it never blocks), its beginning kept."""
+    """A child's stderr read by a thread (so it never blocks) in bounded pieces, its beginning kept
+    (STDERR_CAP): a line of any length costs no more memory than that."""
 
     def __init__(self, stream: IO[bytes] | None) -> None:
-        self._parts: list[bytes] = []
-        self._kept = 0
+        self._kept = bytearray()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
     def _read(self, stream: IO[bytes] | None) -> None:
         if stream is None:
             return
-        for line in iter(stream.readline, b""):
-            if self._kept < STDERR_CAP:
-                self._parts.append(line)
-                self._kept += len(line)
+        while piece := stream.read1(READ_PIECE) if hasattr(stream, "read1") else stream.read(READ_PIECE):
+            if len(self._kept) < STDERR_CAP:
+                self._kept += piece[: STDERR_CAP - len(self._kept)]
         stream.close()
 
     def join(self) -> None:
@@ -398,14 +435,18 @@ class StderrTail:
 
     @property
     def text(self) -> str:
-        return b"".join(self._parts).decode("utf-8", "replace")
+        return bytes(self._kept).decode("utf-8", "replace")
+
+
+READ_PIECE = 64 * 1024
 
 
 def read_capped(stream: IO[bytes], cap: int) -> str:
+    """A child's output, its first `cap` bytes kept, the rest read and dropped (in bounded pieces)."""
     kept = bytearray()
-    for line in iter(stream.readline, b""):
+    while piece := stream.read(READ_PIECE):
         if len(kept) < cap:
-            kept += line
+            kept += piece[: cap - len(kept)]
     return kept.decode("utf-8", "replace")
 
 
@@ -483,6 +524,19 @@ def archive_database(listing: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def shorten(text: str, limit: int = 2000) -> str:
+def shorten(text: str, limit: int = REASON_CAP) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded(report: RestoreReport) -> RestoreReport:
+    """A report whose words fit a record, a table and an alert: a dump chooses its error messages."""
+    if report.reason is not None:
+        report.reason = shorten(report.reason)
+    if report.failing_statement is not None:
+        report.failing_statement = shorten(report.failing_statement)
+    return report
+
+
+def _out_of_room(reason: str | None) -> bool:
+    return reason is not None and ("No space left on device" in reason or "could not extend file" in reason)

@@ -8,7 +8,7 @@ could not run (the machine's binaries, user, folder or disk) records nothing and
 DrillUnavailable, so the entry stays due.
 
 `plan_drills` picks the due drills of a run (`core.drills.plan_due`: never drilled first, then the
-oldest drill, within the run's time budget) and groups them into batches by staged bytes: one
+oldest drill, within the run's time budget) and groups them into batches by estimated time: one
 Dagster step each, passing entry ids only. `batch_chosen` groups the entries a person chose the same way.
 """
 
@@ -28,6 +28,7 @@ from backup_pipeline.adapters.drill_host import (
     Limits,
     clean_leftovers,
     drill_user,
+    find_sandbox,
     find_tools,
     prepare_root,
 )
@@ -42,8 +43,9 @@ from backup_pipeline.core.drills import (
     DrillOutcome,
     DrillPolicy,
     Figures,
-    batch_by_bytes,
+    batch_by_time,
     compare,
+    measured_cost,
     plan_due,
 )
 from backup_pipeline.drill.alert import record_drill_alerts
@@ -108,18 +110,20 @@ def policy_of(stored: dict[str, Any] | None, settings: Settings) -> DrillPolicy:
 
 
 def prepare_environment(settings: Settings) -> DrillEnvironment:
-    """Binaries, user, folder and template, checked; leftovers of killed drills removed first."""
+    """Binaries, user, sandbox, folder and template, checked; leftovers of killed drills removed first."""
     tools = find_tools(settings.drill_pg_bin)
     user = drill_user(settings.drill_user, forbidden_uids=_database_owners(settings))
+    sandbox = find_sandbox(settings.drill_bwrap, tools, user)
     root = prepare_root(settings.drill_root, user)
     removed = clean_leftovers(root)
     if removed:
         log.warning("removed %d folder(s) left by interrupted drills: %s", len(removed), ", ".join(removed))
     limits = Limits(memory_bytes=settings.drill_memory_bytes, file_bytes=settings.drill_max_bytes)
-    template = ensure_template(root, tools, user, limits, prepare_template)
+    template = ensure_template(root, tools, user, limits, sandbox, prepare_template)
     return DrillEnvironment(
         tools=tools,
         user=user,
+        sandbox=sandbox,
         root=root,
         template=template,
         memory_bytes=settings.drill_memory_bytes,
@@ -320,9 +324,12 @@ def _result(target: DrillTarget, values: dict[str, Any], drill_id: int, *, alert
 
 
 def plan_drills(settings: Settings, database: Database, as_of: datetime) -> list[DrillBatch]:
-    """The due drills of a run at `as_of`, within its budget, in batches by staged bytes."""
+    """The due drills of a run at `as_of`, within its budget, in batches by estimated time (a fixed
+    cost per drill plus its bytes at the restore rate measured on recent drills: the budget counts
+    the same estimates)."""
     with database.sessions() as session:
         rows = stored_drills.drill_candidates(session, as_of)
+        cost = measured_cost(stored_drills.recent_restores(session))
     candidates = [
         DrillCandidate(
             job_id=row.job_id,
@@ -335,14 +342,15 @@ def plan_drills(settings: Settings, database: Database, as_of: datetime) -> list
         )
         for row in rows
     ]
-    planned = plan_due(candidates, as_of, settings.drill_budget_minutes * 60.0)
-    return batch_by_bytes(planned, settings.drill_batch_bytes)
+    planned = plan_due(candidates, as_of, settings.drill_budget_minutes * 60.0, cost)
+    return batch_by_time(planned, settings.drill_batch_seconds, cost)
 
 
 def batch_chosen(settings: Settings, database: Database, entry_ids: Sequence[int]) -> list[DrillBatch]:
-    """The entries a person chose (in their order; unknown ids left out), in batches by the staged
-    bytes the scans measured, as due drills are."""
+    """The entries a person chose (in their order; unknown ids left out), in batches by estimated
+    time from the staged bytes the scans measured, as due drills are."""
     with database.sessions() as session:
         targets = stored_drills.drill_targets(session, entry_ids)
+        cost = measured_cost(stored_drills.recent_restores(session))
     chosen = [ChosenDrill(t.entry_id, t.staged_size or 0) for t in targets]
-    return batch_by_bytes(chosen, settings.drill_batch_bytes)
+    return batch_by_time(chosen, settings.drill_batch_seconds, cost)

@@ -1,8 +1,9 @@
 """A drill's limits, enforced from a thread while the drill runs: the wall clock (`max_minutes`), the
 disk its folder may use (`max_bytes`, or less when the file system has less free space), and the
 statement timeout (a restore statement running too long is cancelled). Reaching the time or disk
-limit stops the cluster at once; the drill then ends RESTORE_FAILED with the reason, unless the limit
-was the machine's free space (then the drill could not run, and nothing is recorded)."""
+limit — or filling the drill folder's file system — stops the cluster at once; the drill then ends
+RESTORE_FAILED with the reason, recorded like any other: whatever a dump does, it costs its own drill
+and no other."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ class Watch:
         self.cluster, self.started = cluster, started
         self.max_seconds, self.max_bytes, self.free_bytes = max_seconds, max_bytes, free_bytes
         self.statement_timeout = statement_timeout
-        self.violation: str | None = None  # the dump's fault: RESTORE_FAILED
-        self.unavailable: str | None = None  # the machine's: the drill could not run
+        self.violation: str | None = None  # a limit reached: RESTORE_FAILED
         self.cancelled: list[str] = []  # statements cancelled for running too long
         self.peak_bytes = 0
         self._stop = threading.Event()
@@ -55,7 +55,7 @@ class Watch:
 
     @property
     def stopped_it(self) -> bool:
-        return self.violation is not None or self.unavailable is not None
+        return self.violation is not None
 
     def _run(self) -> None:
         next_disk = next_statements = 0.0
@@ -63,7 +63,7 @@ class Watch:
             now = time.monotonic()
             if now - self.started > self.max_seconds:
                 self._abort(
-                    f"the drill reached its time limit of {self.max_seconds / 60:g} minute(s) "
+                    f"limit reached: the drill's time limit of {self.max_seconds / 60:g} minute(s) "
                     "(restore_drill.max_minutes): stopped (an endless restore, or raise the limit)"
                 )
                 return
@@ -81,19 +81,23 @@ class Watch:
         self.peak_bytes = max(self.peak_bytes, used)
         if used > self.max_bytes:
             self._abort(
-                f"the restore used more than {self.max_bytes:,} bytes of disk (restore_drill.max_bytes): "
-                "stopped (a bomb, or raise the limit)"
+                f"limit reached: the restore used more than {self.max_bytes:,} bytes of disk "
+                "(restore_drill.max_bytes): stopped (a bomb, or raise the limit)"
             )
             return True
         if used > self.free_bytes:
-            self.unavailable = (
-                f"the drill folder's file system ran out of room ({self.free_bytes:,} bytes were free): "
-                "free some space, or move BACKUP_PIPELINE_DRILL_DIR"
-            )
-            self.cluster.abort()
+            self._abort(full_file_system(self.free_bytes))
             return True
         return False
 
     def _abort(self, reason: str) -> None:
         self.violation = reason
         self.cluster.abort()
+
+
+def full_file_system(free_bytes: int | None = None) -> str:
+    room = f" ({free_bytes:,} bytes were free for it)" if free_bytes is not None else ""
+    return (
+        f"limit reached: the drill folder's file system is full{room}: stopped (a bomb, or give "
+        "BACKUP_PIPELINE_DRILL_DIR more room)"
+    )

@@ -1,7 +1,8 @@
 """What a status badge says: an agent's (or one of its databases') current status and its colour.
 
 An agent or database with several expected backups shows its most severe status and how many of its
-expected backups have it. Rendering (SVG, shields.io JSON) is `badge_render`.
+expected backups are failing (`FAILED: 2 of 5 failing`: one FAILED and one TRANSFER_INTEGRITY_FAILED,
+say). Rendering (SVG, shields.io JSON) is `badge_render`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SEVERITY = (
     BackupStatus.UNKNOWN,
     BackupStatus.OK,
 )
+PROBLEMS = frozenset({BackupStatus.MISSING, BackupStatus.FAILED, BackupStatus.TRANSFER_INTEGRITY_FAILED})
 COLOURS = {  # shields.io's named colours
     BackupStatus.OK: "brightgreen",
     BackupStatus.UNKNOWN: "lightgrey",
@@ -49,8 +51,13 @@ def badge_for(database: Database, agent_id: str, database_name: str | None = Non
 
 
 def summarise(label: str, statuses: Sequence[str]) -> Badge:
+    """The most severe status; with how many of the expected backups are failing (in any problem
+    state, not only the most severe one), or are unknown, when not all of them."""
     known = [BackupStatus(s) if s in BackupStatus.__members__ else BackupStatus.UNKNOWN for s in statuses]
     worst = min(known, key=SEVERITY.index)
-    count = known.count(worst)
-    message = worst.value if count == len(known) else f"{worst.value}: {count} of {len(known)}"
-    return Badge(label, message, COLOURS[worst])
+    if known.count(worst) == len(known):
+        return Badge(label, worst.value, COLOURS[worst])
+    if worst in PROBLEMS:
+        failing = sum(1 for status in known if status in PROBLEMS)
+        return Badge(label, f"{worst.value}: {failing} of {len(known)} failing", COLOURS[worst])
+    return Badge(label, f"{worst.value}: {known.count(worst)} of {len(known)}", COLOURS[worst])

@@ -260,7 +260,7 @@ def all_targets(settings: Settings, backup_urls: Sequence[Sequence[str]]) -> lis
             found.setdefault(target.key, target)
             counts[target.key] += 1
     for key, n in counts.items():
-        sources[key].append(f"{n} job(s)")
+        sources[key].append(f"{n} expected backup(s)")
     return [(target, ", ".join(sources[key])) for key, target in found.items()]
 
 

@@ -69,7 +69,7 @@ def ingest(ctx: ScanContext) -> IngestSummary:
     for agent, files in waiting:
         zone = ZoneInfo(zones.get(agent.agent_id, "UTC"))
         for report in sorted(files, key=lambda r: r.name):
-            row = _examine(ctx, agent, report, zone, summary)
+            row = examine_report(ctx, agent, report, zone, summary)
             if row is None:
                 continue
             if (row["agent_id"], row["file_name"], row["content_sha256"]) in known:
@@ -117,10 +117,12 @@ def _touched(row: dict[str, Any], window: int) -> list[date]:
     return days_touched_in_any_zone(instant, timedelta(minutes=window))  # naive times: any zone
 
 
-def _examine(
+def examine_report(
     ctx: ScanContext, agent: AgentFolder, report: ReportFile, zone: ZoneInfo, summary: IngestSummary
 ) -> dict[str, Any] | None:
-    """The record for one report file, or None when it is gone or left for later."""
+    """What ingestion records of one listed report file (nothing is written): the row, accepted or
+    with its reason, or None when the file is gone since it was listed (a concurrent scan archived
+    it) or is left for the next scan (still being written, noted in `summary.deferred`)."""
     name = report.shown  # what is recorded: the name itself, or with its non-UTF-8 bytes escaped
     try:
         data = read_report(report, ctx.settings.max_report_bytes) if report.kind == "file" else None

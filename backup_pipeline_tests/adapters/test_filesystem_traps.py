@@ -331,10 +331,9 @@ def test_a_multi_gib_staged_file_and_decompression_bombs_are_measured_in_constan
         for name in ("huge.dump", "bomb.sql.gz", "bomb.zst"):
             check = check_staged_file(StagedFileRequest(Path({str(agent_dir)!r}), name), limits=unbounded)
             out[name] = [check.size, check.problem, check.archive_problem, check.content_fingerprint]
-        # VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the process that
-        # started this one (the whole pytest session) across the exec.
-        status = Path("/proc/self/status").read_text()
-        out["peak_rss_kib"] = int(status.split("VmHWM:")[1].split()[0])
+        # this program's own peak (ru_maxrss would start from pytest's size at fork)
+        status = Path("/proc/self/status").read_text().splitlines()
+        out["peak_rss_kib"] = int(next(l.split()[1] for l in status if l.startswith("VmHWM:")))
         print(json.dumps(out))
         """
     )
@@ -396,7 +395,7 @@ def test_a_report_moved_away_between_listing_and_reading_is_not_recorded(tmp_pat
     from backup_pipeline.adapters.deposit import AgentFolder, list_reports
     from backup_pipeline.config.settings import Settings
     from backup_pipeline.scan.context import ScanContext, ScanRequest
-    from backup_pipeline.scan.ingest import IngestSummary, _examine
+    from backup_pipeline.scan.ingest import IngestSummary, examine_report
 
     agent = AgentFolder(AGENT, tmp_path / AGENT)
     agent.log_dir.mkdir(parents=True)
@@ -404,7 +403,7 @@ def test_a_report_moved_away_between_listing_and_reading_is_not_recorded(tmp_pat
     (listed,) = list(list_reports(agent))
     (agent.log_dir / report_name(0)).unlink()
     ctx = ScanContext(Settings(storage_root=tmp_path), None, ScanRequest(as_of=END))  # type: ignore[arg-type]
-    assert _examine(ctx, agent, listed, ZoneInfo("UTC"), IngestSummary()) is None
+    assert examine_report(ctx, agent, listed, ZoneInfo("UTC"), IngestSummary()) is None
 
 
 def test_the_deposit_sensor_lists_file_names_that_are_not_utf8(tmp_path: Path) -> None:

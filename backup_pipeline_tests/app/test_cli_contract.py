@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import Result
+from click.testing import CliRunner, Result
 
+from backup_pipeline.app.cli import main
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
 
@@ -129,7 +130,7 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     ws.write_jobs(declared, defaults={"window_minutes": 45, "timezone": "UTC", "content_change": "changed"})
 
     out = ws.cli("jobs", "sync").stdout
-    assert "3 active job(s): 3 added, 0 deactivated" in out
+    assert "3 active expected backup(s): 3 added, 0 deactivated" in out
 
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
@@ -162,7 +163,7 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     history = ws.entries(agent=DOUALA, database="compta_db")
     assert {e["cycle_expected_at"] for e in history} == {f"{DAY1}T13:00:00Z", f"{DAY1}T20:00:00Z"}
     ws.write_jobs([declared[0], declared[2]], defaults={"window_minutes": 45})
-    assert "2 active job(s): 0 added, 1 deactivated" in ws.cli("jobs", "sync").stdout
+    assert "2 active expected backup(s): 0 added, 1 deactivated" in ws.cli("jobs", "sync").stdout
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
     active = {(r["agent_id"], r["database_name"], r["expected_hour_utc"]): r["is_active"] for r in rows}
@@ -177,7 +178,8 @@ def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(work
     # Declared again (from another file, with another window): the same job, active again.
     other = ws.jobs_file.parent / "other-jobs.yaml"
     other.write_text(yaml.safe_dump({"jobs": [*declared[::2], evening | {"window_minutes": 30}]}))
-    assert "3 active job(s): 0 added, 0 deactivated" in ws.cli("jobs", "sync", "--file", str(other)).stdout
+    synced = ws.cli("jobs", "sync", "--file", str(other)).stdout
+    assert "3 active expected backup(s): 0 added, 0 deactivated" in synced
     rows = json_array(ws.cli("jobs", "list", "--json"))
     assert len(rows) == 3
     assert all(r["is_active"] for r in rows)
@@ -200,7 +202,8 @@ def test_a_scan_never_undoes_a_sync_of_another_jobs_file(workspace: Workspace) -
         return {(r["agent_id"], r["database_name"]) for r in rows if r["is_active"]}
 
     # The configured file was never synced: the person's explicit choice still stands.
-    assert "1 active job(s): 1 added, 0 deactivated" in ws.cli("jobs", "sync", "--file", str(other)).stdout
+    synced = ws.cli("jobs", "sync", "--file", str(other)).stdout
+    assert "1 active expected backup(s): 1 added, 0 deactivated" in synced
     ws.cli("scan", "--at", f"{DAY1}T14:00:00Z", "--partition", DAY1)
     ws.cli("scan", "--at", f"{DAY1}T15:00:00Z")
     assert active() == {(YAOUNDE, "stock_db")}
@@ -530,3 +533,52 @@ def test_missing_deposit_root(workspace: Workspace, monkeypatch: pytest.MonkeyPa
         assert_expected_error(result, str(gone), "BACKUP_STORAGE_ROOT")
     assert not gone.exists()  # a scan never creates the deposit area
     assert json_array(workspace.cli("entries", "--json")) == []
+
+
+READ_COMMANDS = [
+    ["status"],
+    ["entries"],
+    ["reports"],
+    ["digest"],
+    ["backups", "list"],
+    ["notify", "log"],
+    ["notify", "alerts"],
+    ["notify", "test"],
+    ["metrics", "dump"],
+    ["drill", "--due"],
+]
+
+
+def test_where_there_is_no_database_reading_says_so_and_starts_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("BACKUP_PIPELINE_DATABASE_URL", "BACKUP_PIPELINE_HOME", "BACKUP_PIPELINE_JOBS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here nor above: the home would be ./.backup_pipeline
+    for command in READ_COMMANDS:
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, (command, result.output)
+        error, hint = result.stderr.splitlines()
+        assert error.startswith("Error: no database: BACKUP_PIPELINE_DATABASE_URL is unset"), error
+        assert str(tmp_path / ".backup_pipeline" / "pgdata") in error and hint.startswith("hint: ")
+        assert result.stdout == ""
+    # Nor do the commands that set up, before they know their inputs exist.
+    for command in (["backups", "sync"], ["scan"]):
+        result = CliRunner().invoke(main, command)
+        assert_expected_error(result, "jobs file", "not found", "BACKUP_PIPELINE_JOBS_FILE")
+    assert not (tmp_path / ".backup_pipeline").exists()
+
+
+def test_options_of_the_command_group_are_taken_after_the_command_too(workspace: Workspace) -> None:
+    workspace.write_jobs([job(DOUALA, "compta_db", 13)])
+    assert workspace.cli("backups", "sync", "-v").exit_code == 0
+    assert json_array(workspace.cli("status", "--json", "--verbose")) != []
+
+
+def test_a_usage_error_is_one_line_with_a_hint(workspace: Workspace) -> None:
+    result = workspace.cli("status", "--nope", expect_ok=False)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: No such option '--nope'.",
+        "hint: `backup-pipeline status --help` lists what it takes",
+    ]

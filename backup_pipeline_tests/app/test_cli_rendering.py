@@ -5,62 +5,20 @@ with nothing added. Hashes are shortened unless `--wide`."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from backup_pipeline.app.render import wrap_text
 from backup_pipeline.config.settings import load_settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.metrics_fleet import DAY, DOUALA, build_fleet
-
-CLI = Path(sys.executable).parent / "backup-pipeline"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def on_terminal(*args: str, columns: int = 120, timeout: float = 240) -> str:
-    """What `backup-pipeline ARGS` writes to a pseudo-terminal `columns` wide (escape codes kept)."""
-    master, slave = pty.openpty()
-    env = os.environ | {"COLUMNS": str(columns), "LINES": "50", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    process = subprocess.Popen(
-        [str(CLI), *args], stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            elif process.poll() is not None:
-                break
-        else:
-            pytest.fail(f"backup-pipeline {' '.join(args)} did not finish within {timeout} s")
-        assert process.wait(timeout=30) == 0, b"".join(chunks).decode(errors="replace")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 9)
-        os.close(master)
-    return b"".join(chunks).decode().replace("\r\n", "\n")
-
-
-def visible(text: str) -> list[str]:
-    return [ANSI.sub("", line) for line in text.splitlines()]
+from backup_pipeline_tests.support.terminal import ANSI, on_terminal, visible
 
 
 def test_status_on_a_terminal_is_coloured_and_fits_120_columns(workspace: Workspace) -> None:
@@ -122,7 +80,8 @@ def test_progress_shows_on_a_terminal_only(workspace: Workspace, tmp_path: Path)
     ]
     args += ["--at", f"{DAY}T23:00:00Z"]
     plain = workspace.cli(*args).stdout
-    assert plain.startswith("simulated 40 agent(s)") and plain.count("\n") == 1
+    summary, how_to_scan = plain.splitlines()  # and no progress bar
+    assert summary.startswith("simulated 40 agent(s)") and how_to_scan.startswith("to judge these days:")
     shown = on_terminal(*args)
     assert "simulating agents" in shown and "40/40" in ANSI.sub("", shown)
     # A scan shows each run's steps as they end, then leaves only its tables.
@@ -162,3 +121,16 @@ def test_the_demo_partitions_start_at_the_simulated_fleets_first_day_and_it_dril
     assert exported.start_date == first
     partitions = build_definitions(exported).resolve_job_def(SCAN_JOB).partitions_def
     assert partitions is not None and partitions.get_first_partition_key() == first.isoformat()
+
+
+@given(
+    text=st.text(st.sampled_from("ab_./ -x1"), max_size=120) | st.text(max_size=80),
+    width=st.integers(min_value=1, max_value=40),
+)
+def test_long_texts_wrap_between_words_and_never_lose_a_character(text: str, width: int) -> None:
+    lines = wrap_text(text, width)
+    assert all(len(line) <= width for line in lines)
+    assert "".join("".join(lines).split()) == "".join(text.split())  # every character, in order
+    for word in text.split():
+        if len(word) <= width:  # a word that fits is never cut
+            assert any(word in line.split() for line in lines), (word, lines)

@@ -48,7 +48,7 @@ def test_no_restore_drill_anywhere_is_the_environments_policy(tmp_path: Path) ->
     ("value", "message"),
     [
         ("{every_days: 0}", "restore_drill.every_days"),
-        ("{max_bytes: lots}", "must be a number of bytes or a size such as 512MiB or 20GiB"),
+        ("{max_bytes: lots}", "must be a number of bytes or a size such as 512MiB, 16GiB or 20GB"),
         ("{max_bytes: 1MiB}", "restore_drill.max_bytes"),
         ("{shrink_below: 2}", "restore_drill.shrink_below"),
         ("{often: true}", "restore_drill.often"),

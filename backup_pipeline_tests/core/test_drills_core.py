@@ -1,5 +1,6 @@
-"""The pure part of restore drills: which are due and in what order, the run's budget, batches by
-bytes, the comparison with the previous drill, and what a dump is from its first bytes."""
+"""The pure part of restore drills: which are due and in what order, how long they take, the run's
+budget and the batches by estimated time, the comparison with the previous drill, and what a dump is
+from its first bytes."""
 
 from __future__ import annotations
 
@@ -9,18 +10,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backup_pipeline.core.drills import (
+    DRILL_FIXED_SECONDS,
+    ChosenDrill,
     DrillCandidate,
+    DrillCost,
     DrillPolicy,
     Figures,
-    batch_by_bytes,
+    batch_by_time,
     compare,
     estimate_seconds,
     is_due,
+    measured_cost,
     plan_due,
 )
 from backup_pipeline.core.dump_formats import Compression, DumpFormat, compression_of, detect
 
 NOW = datetime(2025, 11, 21, 4, 0, tzinfo=UTC)
+MIB = 1 << 20
+COST = DrillCost(fixed_seconds=1.0, bytes_per_second=100 * MIB)
 
 
 def candidate(
@@ -50,19 +57,68 @@ def test_the_plan_takes_never_drilled_then_oldest_first_within_the_budget() -> N
         candidate(3, 30, took=2.0),
         candidate(4, 3),
     ]
-    planned = plan_due(backups, NOW, budget_seconds=3600)
+    planned = plan_due(backups, NOW, 3600, COST)
     assert [c.job_id for c in planned] == [2, 3, 1]  # 4 is not due
-    first_estimate = estimate_seconds(backups[1])
-    tight = plan_due(backups, NOW, budget_seconds=first_estimate + 2.5)
+    first_estimate = estimate_seconds(backups[1], COST)
+    tight = plan_due(backups, NOW, first_estimate + 2.5, COST)
     assert [c.job_id for c in tight] == [2, 3]
-    assert [c.job_id for c in plan_due(backups, NOW, budget_seconds=0.001)] == [2]  # one always runs
+    assert [c.job_id for c in plan_due(backups, NOW, 0.001, COST)] == [2]  # one always runs
 
 
-def test_batches_group_consecutive_drills_by_staged_bytes() -> None:
-    planned = [candidate(i, None, size=s) for i, s in enumerate([400, 500, 300, 2000, 100])]
-    batches = batch_by_bytes(planned, max_batch_bytes=1000)
-    assert [b.entry_ids for b in batches] == [[100, 101], [102], [103], [104]]
-    assert [b.staged_bytes for b in batches] == [900, 300, 2000, 100]
+def test_a_drill_is_estimated_at_its_fixed_cost_plus_its_bytes_or_at_its_last_duration() -> None:
+    assert estimate_seconds(candidate(1, None, size=300 * MIB), COST) == 4.0
+    assert estimate_seconds(candidate(1, None, size=0), COST) == 1.0  # an empty dump still costs a drill
+    assert estimate_seconds(candidate(1, 8, size=300 * MIB, took=42.0), COST) == 42.0
+    assert estimate_seconds(candidate(1, 8, took=0.1), COST) == 1.0  # never below the fixed cost
+
+
+def test_thousands_of_tiny_dumps_are_spread_over_steps_by_their_fixed_cost() -> None:
+    """The defect: by bytes, 3,000 dumps of 10 KiB were one step of 3,000 drills (about 50 minutes)."""
+    tiny = [ChosenDrill(i, 10 * 1024) for i in range(3000)]
+    batches = batch_by_time(tiny, 600, COST)
+    assert [len(b.entry_ids) for b in batches] == [599] * 5 + [5]  # 1.0001 s each
+    assert all(b.estimated_seconds <= 600 for b in batches)
+    assert [i for b in batches for i in b.entry_ids] == list(range(3000))  # in order, each once
+
+
+def test_batches_group_consecutive_drills_by_estimated_time() -> None:
+    sizes = [40 * MIB, 50 * MIB, 30 * MIB, 2000 * MIB, 10 * MIB]  # 1.4 s, 1.5 s, 1.3 s, 21 s, 1.1 s
+    planned = [candidate(i, None, size=s) for i, s in enumerate(sizes)]
+    batches = batch_by_time(planned, 3.0, COST)
+    assert [b.entry_ids for b in batches] == [[100, 101], [102], [103], [104]]  # 21 s: a step of its own
+    assert [b.staged_bytes for b in batches] == [90 * MIB, 30 * MIB, 2000 * MIB, 10 * MIB]
+    assert [round(b.estimated_seconds, 2) for b in batches] == [2.9, 1.3, 21.0, 1.1]
+
+
+@given(
+    sizes=st.lists(st.integers(0, 4000 * MIB), min_size=1, max_size=60),
+    took=st.lists(st.none() | st.floats(0, 100), min_size=60, max_size=60),
+    budget=st.floats(1, 300),
+    step=st.floats(0.5, 100),
+)
+def test_the_budget_and_the_batches_count_the_same_estimates(
+    sizes: list[int], took: list[float | None], budget: float, step: float
+) -> None:
+    backups = [
+        candidate(i, None if t is None else 8, size=s, took=t)
+        for i, (s, t) in enumerate(zip(sizes, took[: len(sizes)], strict=True))
+    ]
+    planned = plan_due(backups, NOW, budget, COST)
+    batches = batch_by_time(planned, step, COST)
+    total = sum(b.estimated_seconds for b in batches)
+    assert abs(total - sum(estimate_seconds(c, COST) for c in planned)) < 1e-6
+    assert len(planned) == 1 or total <= budget + 1e-6
+    assert all(len(b.entry_ids) == 1 or b.estimated_seconds <= step for b in batches)
+
+
+def test_the_restore_rate_is_measured_on_drills_large_enough_to_tell() -> None:
+    assert measured_cost([]) == DrillCost()  # nothing measured yet: the assumed rate
+    few = [(100 * MIB, 11.0), (200 * MIB, 21.0)]
+    assert measured_cost(few) == DrillCost()
+    measured = measured_cost([*few, (300 * MIB, 31.0), (1024, 0.9), (2048, 1.2)])
+    assert measured.fixed_seconds == DRILL_FIXED_SECONDS
+    assert measured.bytes_per_second == 600 * MIB / 60.0  # 10 MiB/s: the tiny drills tell nothing
+    assert measured.of_bytes(50 * MIB) == 6.0
 
 
 @settings(max_examples=100, deadline=None)
@@ -85,8 +141,8 @@ def test_a_simulated_month_drills_every_backup_within_its_period_when_the_budget
             DrillCandidate(job, day * 100 + job, now, 0, DrillPolicy(every_days=every), last[job], took)
             for job, every in enumerate(periods)
         ]
-        planned = plan_due(backups, now, budget)
-        assert len(planned) == 1 or sum(estimate_seconds(c) for c in planned) <= budget
+        planned = plan_due(backups, now, budget, COST)
+        assert len(planned) == 1 or sum(estimate_seconds(c, COST) for c in planned) <= budget
         for c in planned:
             last[c.job_id] = now
             drilled[c.job_id].append(day)

@@ -102,8 +102,42 @@ HOSTILE = {
     "truncated_statement": (dump("")[: -len(FOOT)] + b"CREATE TABLE t (a int", "middle of a statement"),
     "truncated_copy": (dump("")[: -len(FOOT)] + b"COPY t FROM stdin;\n1\n", "inside the data of a COPY"),
     "truncated_string": (dump("")[: -len(FOOT)] + b"SELECT 'abc", "inside a quoted string"),
-    "no_footer": (HEAD.encode() + f"SELECT 1;\n\\unrestrict {KEY}\n".encode(), "dump complete' line"),
+    "no_footer": (HEAD.encode() + f"SELECT 1;\n\\unrestrict {KEY}\n".encode(), "dump complete' footer"),
     "no_unrestrict": (HEAD.encode() + b"SELECT 1;\n", "without the \\unrestrict"),
+    # The footer's words must be the dump's end, not anywhere in it (a table may bear them as a name).
+    "footer_as_a_name": (
+        HEAD.encode()
+        + b"--\n-- Name: PostgreSQL database dump complete; Type: TABLE; Schema: public; Owner: -\n--\n\n"
+        + b'CREATE TABLE public."PostgreSQL database dump complete" (a integer);\n'
+        + f"\\unrestrict {KEY}\n".encode(),
+        "dump complete' footer",
+    ),
+    "statement_after_footer": (
+        HEAD.encode()
+        + FOOT.split("\\unrestrict")[0].encode()
+        + b"SELECT 1;\n"
+        + f"\\unrestrict {KEY}\n".encode(),
+        "dump complete' footer",
+    ),
+    "comment_after_footer": (
+        HEAD.encode()
+        + FOOT.split("\\unrestrict")[0].encode()
+        + b"-- more\n"
+        + f"\\unrestrict {KEY}\n".encode(),
+        "dump complete' footer",
+    ),
+    "footer_after_unrestrict": (
+        HEAD.encode() + f"\\unrestrict {KEY}\n--\n-- PostgreSQL database dump complete\n--\n".encode(),
+        "dump complete' footer",
+    ),
+    "long_footer_comment": (
+        HEAD.encode()
+        + b"-- PostgreSQL database dump complete"
+        + b" " * 200
+        + b"(not really)\n"
+        + f"\\unrestrict {KEY}\n".encode(),
+        "dump complete' footer",
+    ),
 }
 
 
@@ -114,6 +148,15 @@ def test_what_pg_dump_never_writes_is_refused_with_its_line(case: str) -> None:
     assert reason in refused.reason
     assert refused.line >= 1
     assert refusal(data, cuts=list(range(1, len(data), 3))).reason == refused.reason
+
+
+def test_an_old_dump_is_complete_only_when_its_footer_ends_it() -> None:
+    old = b"--\n-- PostgreSQL database dump\n--\n\nCREATE TABLE t (a int);\n"
+    footer = b"\n--\n-- PostgreSQL database dump complete\n--\n\n"
+    assert run(old + footer + b"\n\n--\n")[1].footer_seen
+    spoof = old + b"--\n-- Name: PostgreSQL database dump complete; Type: TABLE\n--\n"
+    assert "dump complete' footer" in refusal(spoof + b"CREATE TABLE x (a int);\n").reason
+    assert "dump complete' footer" in refusal(old + footer + b"CREATE TABLE y (a int);\n").reason
 
 
 def test_an_old_dump_without_restrict_passes_but_no_meta_command_ever_does() -> None:
@@ -161,3 +204,15 @@ def test_any_text_ends_in_output_or_a_refusal_never_a_crash(middle: str, cuts: l
         return
     assert out.count(b"\n") == data.count(b"\n")
     assert out == run(data)[0]
+
+
+@pytest.mark.parametrize("token", [b"1", b"$1"])
+def test_a_huge_number_passes_through_as_it_comes(token: bytes) -> None:
+    """A number (or a `$n` parameter) megabytes long is passed on in pieces, never held whole: the
+    guard's memory and work stay proportional to the chunk, whatever the token."""
+    guard = PsqlScriptGuard(max_bytes=1 << 30)
+    passed = len(guard.feed(HEAD.encode() + b"SELECT " + token))
+    chunk = b"1" * (64 << 10)
+    for _ in range(64):  # 4 MiB of one number
+        passed += len(guard.feed(chunk))
+    assert passed >= 3 << 20, f"only {passed:,} bytes passed: the number is held"

@@ -4,6 +4,7 @@ batches of whole agents, and entries written (then rewritten in place) by the ru
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -165,20 +166,26 @@ def test_entries_carry_the_run_id_and_a_rerun_updates_them_in_place(workspace: W
 
 
 @pytest.mark.slow
-def test_dagster_definitions_validate_cli(workspace: Workspace) -> None:
-    """`dagster definitions validate -w workspace.yaml` from the repo root, with the venv's dagster.
+def test_dagster_definitions_validate_cli(workspace: Workspace, tmp_path: Path) -> None:
+    """`dagster definitions validate -w workspace.yaml` beside the shipped `dagster.yaml`, with the
+    venv's dagster.
 
     The shipped `dagster.yaml` (read from the working directory when DAGSTER_HOME is unset) keeps
     Dagster's storage in PostgreSQL at BACKUP_PIPELINE_DAGSTER_PG_URL: give it the test's database.
-    A jobs file declares a few databases so their assets, checks, schedule and sensor load too.
+    A jobs file declares a few databases so their assets, checks, schedule and sensor load too. Not
+    run in the checkout itself: Dagster would load a `.env` there (the demo's) over this environment.
     """
     simulate_fleet(workspace, agents=3, databases=2)
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env["BACKUP_PIPELINE_DAGSTER_PG_URL"] = workspace.database_url
     dagster = Path(sys.executable).parent / "dagster"
+    beside = tmp_path / "checkout_like"
+    beside.mkdir()
+    for shipped in ("dagster.yaml", "workspace.yaml"):
+        shutil.copyfile(PROJECT_ROOT / shipped, beside / shipped)
     completed = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=PROJECT_ROOT,
+        cwd=beside,
         env=env,
         capture_output=True,
         text=True,
@@ -282,3 +289,36 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     assert on_demand.passed is False and reported.passed is False
     assert on_demand.metadata["problems"].value == "no cycle evaluated yet"
     assert reported.metadata["problems"].value == "no cycle evaluated yet"
+
+
+@pytest.mark.slow
+def test_without_dagster_home_a_scan_runs_on_the_instance_dev_prepared(workspace: Workspace) -> None:
+    """After `dev` (or the demo) made BACKUP_PIPELINE_HOME/dagster_home, a scan from the command line
+    records its runs there, so they show in that UI; before, it runs on a throwaway instance."""
+    simulate_fleet(workspace, agents=1, databases=1)
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL")}
+    cli = str(Path(sys.executable).parent / "backup-pipeline")
+    printed = subprocess.run(
+        [cli, "dev", "--print-env"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert printed.returncode == 0, printed.stderr
+    home = workspace.home / "dagster_home"
+    assert f"export DAGSTER_HOME={home}" in printed.stdout and (home / "dagster.yaml").is_file()
+
+    scanned = subprocess.run(
+        [cli, "scan", "--at", SCAN_AT, "--partition", DAY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+    run_ids = {e["dagster_run_id"] for e in workspace.entries()}
+    os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"] = workspace.database_url
+    try:
+        instance = DagsterInstance.from_config(str(home))
+        assert all(instance.get_run_by_id(r) is not None for r in run_ids)
+        instance.dispose()
+    finally:
+        del os.environ["BACKUP_PIPELINE_DAGSTER_PG_URL"]

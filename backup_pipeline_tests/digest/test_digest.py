@@ -70,7 +70,7 @@ def fleet(workspace: Workspace) -> Workspace:
 
 
 def test_report_json_summarises_the_fleet(fleet: Workspace) -> None:
-    report = json.loads(fleet.cli("report", "--date", DAY, "--format", "json").stdout)
+    report = json.loads(fleet.cli("digest", "--date", DAY, "--format", "json").stdout)
     assert report["day"] == DAY
     agents = {a["agent_id"]: a for a in report["agents"]}
     assert list(agents) == [DOUALA, YAOUNDE]
@@ -97,26 +97,27 @@ def test_report_json_summarises_the_fleet(fleet: Workspace) -> None:
     declared = yaml.safe_load(fleet.jobs_file.read_text())["jobs"]
     fleet.write_jobs([*declared, job(DOUALA, "new_db")])
     fleet.cli("jobs", "sync", "--at", f"{DAY}T20:00:00Z")
-    again = json.loads(fleet.cli("report", "--date", DAY, "--format", "json").stdout)
+    again = json.loads(fleet.cli("digest", "--date", DAY, "--format", "json").stdout)
     assert (again["total"]["jobs"], again["total"]["pending"]) == (4, 1)
-    tomorrow = json.loads(fleet.cli("report", "--date", "2025-11-22", "--format", "json").stdout)
+    tomorrow = json.loads(fleet.cli("digest", "--date", "2025-11-22", "--format", "json").stdout)
     assert (tomorrow["total"]["jobs"], tomorrow["total"]["pending"]) == (5, 5)
 
-    earlier = json.loads(fleet.cli("report", "--date", DAYS[0], "--format", "json").stdout)
+    earlier = json.loads(fleet.cli("digest", "--date", DAYS[0], "--format", "json").stdout)
     assert earlier["total"]["missing"] == 2  # stock_db and late_db on the first day
     assert earlier["anomalies"] == [] and earlier["total"]["size_anomalies"] == 0
 
 
 def test_report_table_and_csv(fleet: Workspace) -> None:
-    table = fleet.cli("report", "--date", DAY).stdout
-    assert table.startswith(f"Fleet health on {DAY}: 2 agent(s), 4 job(s), 3 evaluated, 2 problem(s)")
+    table = fleet.cli("digest", "--date", DAY).stdout
+    headline = f"Fleet health on {DAY}: 2 agent(s), 4 expected backup(s), 3 evaluated, 2 problem(s)"
+    assert table.startswith(headline)
     assert "Problems" in table and "Size anomalies" in table and "TOTAL" in table
 
-    rows = list(csv.DictReader(io.StringIO(fleet.cli("report", "--date", DAY, "--format", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(fleet.cli("digest", "--date", DAY, "--format", "csv").stdout)))
     assert [r["agent_id"] for r in rows] == [DOUALA, YAOUNDE, "TOTAL"]
     assert rows[0]["failed"] == "1" and rows[1]["missing"] == "1" and rows[2]["jobs"] == "4"
 
-    bad = fleet.cli("report", "--date", "21/11/2025", expect_ok=False)
+    bad = fleet.cli("digest", "--date", "21/11/2025", expect_ok=False)
     assert bad.exit_code == 2 and "is not a day" in bad.stderr
 
 
@@ -137,7 +138,7 @@ def test_the_asset_writes_the_same_csv_and_a_markdown_table(fleet: Workspace) ->
     assert "**Problems**" in markdown and "**Size anomalies**" in markdown
     path = fleet.home / "digests" / f"digest_{DAY}.csv"
     assert metadata["csv"].value == str(path)
-    assert path.read_text() == fleet.cli("report", "--date", DAY, "--format", "csv").stdout
+    assert path.read_text() == fleet.cli("digest", "--date", DAY, "--format", "csv").stdout
 
 
 def _resolved(hour: int, minute: int, window: int) -> DeclaredBackup:

@@ -169,9 +169,8 @@ def test_psql_as_drills_start_it_stays_restricted_and_runs_as_the_drill_user(
     """Whatever reaches psql after the drill's own `\\restrict` line, no meta-command runs; and the
     client tools run as the drill user (the product's own user when it is not root)."""
     env = drill_environment
-    with ScratchCluster(
-        env.root, env.tools, env.user, Limits(env.memory_bytes, 1 << 30), "defence"
-    ) as cluster:
+    limits = Limits(env.memory_bytes, 1 << 30)
+    with ScratchCluster(env.root, env.tools, env.user, limits, "defence", env.sandbox) as cluster:
         cluster.create()
         cluster.start_from(env.template, {"fsync": "off"})
         psql = cluster.client("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"], stdin=subprocess.PIPE)

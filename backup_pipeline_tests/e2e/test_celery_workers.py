@@ -14,10 +14,13 @@ steps, a tampered dump, a broken report, a late report). Every scenario runs the
 runs (day 1, then day 2, as of the same instant) as a control made with the multiprocess executor
 (`dagster job execute`), and must end in its exact state. Staged files are measured one per step
 (`BACKUP_PIPELINE_MEASURE_BATCH_BYTES=1`) so that measurement fans out too; drills likewise one per
-step (`BACKUP_PIPELINE_DRILL_BATCH_BYTES=1`), of the fleet's good entries and of one more agent's
+step (`BACKUP_PIPELINE_DRILL_BATCH_SECONDS=0.001`), of the fleet's good entries and of one more agent's
 real pg_dump output, against an in-process `backup-pipeline drill --due` of the same entries.
 
-The tests run in file order on one cluster: the last two kill a worker and then the broker.
+Both workers consume both queues (scans' and drills'), as `backup-pipeline worker` does by default; one
+test restarts them on one queue each, to show a scan completing while a long drill holds the drill
+worker. Every test leaves the cluster as it found it (a killed worker or broker is started again), so
+the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,11 +40,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
-from dagster._core.instance.ref import InstanceRef
 from sqlalchemy.engine import make_url
 
 from backup_pipeline.app.launcher import DAGSTER_URL_ENV, SHIPPED_INSTANCE_CONFIG
 from backup_pipeline.defs.workers import WORKER_EVENT
+from backup_pipeline_tests.conftest import reachable_folder
 from backup_pipeline_tests.support.dagster_servers import (
     BIN,
     PROJECT,
@@ -98,6 +100,21 @@ def _paused(*args, **kwargs):
     while True:
         _time.sleep(1)
 _measure.measure_batch = _paused
+# The drill step that finds the shared `drill_arm` file first records its host and waits until the
+# `drill_release` file appears (a long drill). Patched before the definitions import it.
+import backup_pipeline.drill.run as _drill_run
+_drill_original = _drill_run.drill_entries
+@_ft.wraps(_drill_original)
+def _long_drill(*args, **kwargs):
+    try:
+        _os.rename(_os.environ["TEST_DRILL_ARM"], _os.environ["TEST_DRILL_ARM"] + ".taken")
+    except FileNotFoundError:
+        return _drill_original(*args, **kwargs)
+    _pl.Path(_os.environ["TEST_DRILL_PAUSED"]).write_text(_socket.gethostname())
+    while not _os.path.exists(_os.environ["TEST_DRILL_RELEASE"]):
+        _time.sleep(0.2)
+    return _drill_original(*args, **kwargs)
+_drill_run.drill_entries = _long_drill
 """
 LAUNCH = """mutation Launch($job: String!, $config: RunConfigData, $tags: [ExecutionTag!]) {
   launchRun(executionParams: {
@@ -135,7 +152,7 @@ def hard_timeout() -> Iterator[None]:
 
 
 def start(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
+    with log.open("ab") as out:  # a restarted process's log follows its previous one
         return subprocess.Popen(
             command,
             cwd=cwd,
@@ -170,7 +187,10 @@ class Worker:
     host: str
     folder: Path
     process: subprocess.Popen[bytes]
-    drills: Path  # its drill folder: local to the host (under /tmp, where the drill user reaches it)
+    drills: Path  # its drill folder: local to the host (where the drill user reaches it)
+    env: dict[str, str]
+    masked: Path
+    queues: tuple[str, ...] = ()  # its --queue options: none, both queues (the default)
 
     @property
     def log(self) -> Path:
@@ -188,6 +208,8 @@ class Cluster:
     control: dict[str, Any]
     arm: Path
     paused: Path
+    redis_port: int
+    redis_folder: Path
 
     def logs(self) -> list[Path]:
         return [w.log for w in self.workers.values()] + [self.servers.log(n) for n in self.servers.processes]
@@ -211,6 +233,33 @@ class Cluster:
         run_id = launched["run"]["runId"]
         assert self.run(run_id).run_config == config, self.run(run_id).run_config
         return run_id
+
+    def restart_worker(self, host: str, queues: tuple[str, ...] = ()) -> None:
+        """The host's worker started again (stopped first if it runs), consuming `queues` (none: the
+        default)."""
+        old = self.workers[host]
+        stop(old.process)
+        self.workers[host] = start_worker(
+            host, old.folder, old.env, old.masked, old.folder / "jobs.yaml", old.drills, queues
+        )
+
+    @contextlib.contextmanager
+    def consuming(self, queues: dict[str, tuple[str, ...]]) -> Iterator[None]:
+        """Workers restarted on the given queues, then on the default ones again."""
+        try:
+            for host, names in queues.items():
+                self.restart_worker(host, names)
+            yield
+        finally:
+            for host in queues:
+                self.restart_worker(host)
+
+    def restart_redis(self) -> None:
+        """The broker again, on its port (after a test stopped it), and workers connected to it."""
+        stop(self.redis)
+        self.redis, _ = start_redis(self.redis_folder, self.redis_port)
+        for host in self.workers:
+            self.restart_worker(host)
 
     def run(self, run_id: str) -> Any:
         return self.instance.get_run_by_id(run_id)
@@ -255,10 +304,12 @@ def dagster_home(folder: Path) -> Path:
     return folder
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is absent: .ci/run installs Debian's redis-server")
-    port = free_port()
+    port = port or free_port()
+    log = folder / "redis.log"
+    log.unlink(missing_ok=True)
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = start([*command, "--requirepass", PASSWORD], folder / "redis.log", dict(os.environ), folder)
     wait_for(
@@ -271,14 +322,21 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def start_worker(
-    host: str, folder: Path, env: dict[str, str], masked: Path, jobs_file: Path, drills: Path
+    host: str,
+    folder: Path,
+    env: dict[str, str],
+    masked: Path,
+    jobs_file: Path,
+    drills: Path,
+    queues: tuple[str, ...] = (),
 ) -> Worker:
     """`backup-pipeline worker` on its own "host": UTS and mount namespaces, folder, home, drill
-    folder, DAGSTER_HOME."""
+    folder, DAGSTER_HOME; consuming `queues` (none given: the default, both)."""
     if os.geteuid() != 0:
         pytest.fail("the worker hosts need `unshare --uts --mount`: run as root (CI does)")
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(jobs_file, folder / "jobs.yaml")  # the deployment's configuration, on each host
+    if jobs_file != folder / "jobs.yaml":
+        shutil.copyfile(jobs_file, folder / "jobs.yaml")  # the deployment's configuration, on each host
     own = env | {
         "BACKUP_PIPELINE_JOBS_FILE": str(folder / "jobs.yaml"),
         "BACKUP_PIPELINE_HOME": str(folder / "home"),
@@ -287,19 +345,22 @@ def start_worker(
         "MASKED": str(masked),
         "WORKDIR": str(folder),
     }
-    command = cli_command("worker", "--concurrency", "1", prelude=PAUSE_WHEN_ARMED)
+    options = [option for name in queues for option in ("--queue", name)]
+    command = cli_command("worker", "--concurrency", "1", *options, prelude=PAUSE_WHEN_ARMED)
+    log = folder / "worker.log"
+    ready = f"backup-pipeline@{host} ready"
+    ready_before = log.read_text(errors="replace").count(ready) if log.exists() else 0
     process = start(
         ["unshare", "--uts", "--mount", "sh", "-c", ISOLATED, host, *command],
         folder / "worker.log",
         own,
         folder,
     )
-    worker = Worker(host, folder, process, drills)
+    worker = Worker(host, folder, process, drills, env, masked, queues)
     wait_for(
         f"worker {host}",
         lambda: (
-            f"backup-pipeline@{host} ready" in worker.log.read_text(errors="replace")
-            or process.poll() is not None
+            worker.log.read_text(errors="replace").count(ready) > ready_before or process.poll() is not None
         ),
         90,
         [worker.log],
@@ -425,7 +486,7 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             processes.append(redis)
             shared = {
                 "BACKUP_PIPELINE_MEASURE_BATCH_BYTES": "1",
-                "BACKUP_PIPELINE_DRILL_BATCH_BYTES": "1",
+                "BACKUP_PIPELINE_DRILL_BATCH_SECONDS": "0.001",
                 DAGSTER_URL_ENV: dagster_db,
             }
             control = run_control(stage, base / "control", shared)
@@ -438,6 +499,9 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                     "BACKUP_PIPELINE_CELERY_BROKER": f"redis://:{PASSWORD}@127.0.0.1:{port}/0",
                     "TEST_ARM": str(base / "arm"),
                     "TEST_PAUSED": str(base / "paused"),
+                    "TEST_DRILL_ARM": str(base / "drill_arm"),
+                    "TEST_DRILL_PAUSED": str(base / "drill_paused"),
+                    "TEST_DRILL_RELEASE": str(base / "drill_release"),
                     "PYTHONUNBUFFERED": "1",
                 }
             )
@@ -453,20 +517,22 @@ def cluster(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             servers.start("dagster-daemon", "run")
             workers = {}
             for host in HOSTS:
-                drills = Path(tempfile.mkdtemp(prefix=f"bp-drills-{host}-", dir="/tmp"))
+                drills = reachable_folder(tmp_path_factory, f"drills-{host}")
                 drill_dirs.append(drills)
-                os.chmod(drills, 0o711)
                 workers[host] = start_worker(host, base / host, settings, home, live.jobs_file, drills)
                 processes.append(workers[host].process)
             wait_ready(servers)
             os.environ[DAGSTER_URL_ENV] = dagster_db  # read while the instance is built, then no more
             try:
-                instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+                instance = DagsterInstance.from_config(str(home))
             finally:
                 os.environ.pop(DAGSTER_URL_ENV)
-            yield Cluster(
-                stage, live, servers, instance, redis, workers, control, base / "arm", base / "paused"
+            arm, paused = base / "arm", base / "paused"
+            cluster = Cluster(
+                stage, live, servers, instance, redis, workers, control, arm, paused, port, redis_folder=base
             )
+            yield cluster
+            processes = [cluster.redis] + [w.process for w in cluster.workers.values()]
         finally:
             if instance is not None:
                 instance.dispose()
@@ -617,8 +683,14 @@ def test_a_worker_killed_in_the_middle_of_a_step_leaves_the_state_of_an_uninterr
         cluster.logs(),
     )
     cluster.paused.unlink()
-    stop(cluster.workers[host].process)  # SIGKILL to the worker and its pool: a host lost mid-step
+    try:
+        stop(cluster.workers[host].process)  # SIGKILL to the worker and its pool: a host lost mid-step
+        _a_killed_worker_costs_one_step(cluster, interrupted, host)
+    finally:
+        cluster.restart_worker(host)
 
+
+def _a_killed_worker_costs_one_step(cluster: Cluster, interrupted: str, host: str) -> None:
     run = cluster.finished(interrupted)
     assert run.status == DagsterRunStatus.FAILURE
     assert f"Celery worker backup-pipeline@{host} stopped answering" in failure_messages(
@@ -636,9 +708,16 @@ def test_a_broker_stopped_during_a_run_fails_it_clearly_within_its_limit(cluster
     limit = 150
     run_id = cluster.launch(D1, **{"dagster/max_runtime": str(limit)})
     wait_for("a measurement step to start on a worker", cluster.paused.exists, 120, cluster.logs())
+    cluster.paused.unlink()
     stop(cluster.redis)
     stopped = time.monotonic()
+    try:
+        _the_run_fails_clearly(cluster, run_id, limit, stopped)
+    finally:
+        cluster.restart_redis()  # and the workers, whose paused step was never acknowledged
 
+
+def _the_run_fails_clearly(cluster: Cluster, run_id: str, limit: int, stopped: float) -> None:
     run = cluster.finished(run_id, timeout=limit + 150)  # the limit, and one run-monitoring interval
     assert run.status == DagsterRunStatus.FAILURE
     assert time.monotonic() - stopped < limit
@@ -648,3 +727,41 @@ def test_a_broker_stopped_during_a_run_fails_it_clearly_within_its_limit(cluster
     )
     assert PASSWORD not in said
     assert secret_rows(cluster.servers.env[DAGSTER_URL_ENV]) == []
+
+
+# ---------------------------------------------------------------- queues
+
+
+def test_a_scan_completes_while_a_long_drill_holds_the_drill_worker(cluster: Cluster) -> None:
+    """node1 consumes the drill queue only and is held by a long drill; node2, on the scan queue, runs
+    a whole scan meanwhile (were drill steps sent to the scan queue, node2 would take the long drill
+    and the scan would wait behind it)."""
+    base = cluster.arm.parent
+    drill_arm, drill_paused, release = base / "drill_arm", base / "drill_paused", base / "drill_release"
+    cluster.reset()
+    with cluster.consuming({"node1": ("drills",), "node2": ("dagster",)}):
+        first = cluster.finished(cluster.launch(D1))
+        assert first.status == DagsterRunStatus.SUCCESS, failure_messages(cluster.instance, first.run_id)
+        drill_arm.touch()
+        try:
+            drills = cluster.launch_job("restore_drills", DRILL_CONFIG, {"dagster/partition": D2})
+            held_on = wait_for(
+                "a drill step to start on a worker",
+                lambda: drill_paused.exists() and drill_paused.read_text(),
+                120,
+                cluster.logs(),
+            )
+            assert held_on == "node1"
+            scan = cluster.finished(cluster.launch(D2))
+            assert scan.status == DagsterRunStatus.SUCCESS, failure_messages(cluster.instance, scan.run_id)
+            assert cluster.run(drills).status == DagsterRunStatus.STARTED  # the drill still holds node1
+            _, steps = step_runs(cluster.instance, scan.run_id)
+            assert {where.host for where in steps.values()} == {"node2"}, steps
+        finally:
+            release.touch()
+        run = cluster.finished(drills)
+        assert run.status == DagsterRunStatus.SUCCESS, failure_messages(cluster.instance, drills)
+        _, steps = step_runs(cluster.instance, drills)
+        assert {where.host for where in steps.values()} == {"node1"}, steps
+    for path in (release, drill_paused, drill_arm, Path(f"{drill_arm}.taken")):
+        path.unlink(missing_ok=True)

@@ -36,13 +36,13 @@ def test_badges_show_the_most_severe_status(workspace: Workspace) -> None:
     with exporter() as url:
         kind, svg = _get(f"{url}/badge/{DOUALA}.svg")
         assert kind.startswith("image/svg+xml")
-        assert {DOUALA, "FAILED: 1 of 3"} <= set(_texts(svg))
+        assert {DOUALA, "FAILED: 2 of 3 failing"} <= set(_texts(svg))  # paie_db is failing too
         kind, body = _get(f"{url}/badge/{DOUALA}.json")
         assert kind == "application/json"
         assert json.loads(body) == {
             "schemaVersion": 1,
             "label": DOUALA,
-            "message": "FAILED: 1 of 3",
+            "message": "FAILED: 2 of 3 failing",
             "color": "red",
             "cacheSeconds": 300,
         }
@@ -53,7 +53,7 @@ def test_badges_show_the_most_severe_status(workspace: Workspace) -> None:
         assert json.loads(_get(f"{url}/badge/{YAOUNDE}/compta_db.json")[1])["color"] == "red"
         assert json.loads(_get(f"{url}/badge/{LIMBE}.json")[1])["color"] == "lightgrey"
         ok = json.loads(_get(f"{url}/badge/{DOUALA}/compta_db.json")[1])
-        assert (ok["label"], ok["message"]) == (f"{DOUALA}/compta_db", "FAILED: 1 of 2")
+        assert (ok["label"], ok["message"]) == (f"{DOUALA}/compta_db", "FAILED: 1 of 2 failing")
 
 
 def test_unknown_names_are_404_and_hostile_names_stay_text(workspace: Workspace) -> None:
@@ -104,8 +104,10 @@ def test_any_label_renders_as_well_formed_svg_and_json(label: str) -> None:
         (["OK"], "OK", "brightgreen"),
         (["OK", "OK"], "OK", "brightgreen"),
         (["OK", "UNKNOWN"], "UNKNOWN: 1 of 2", "lightgrey"),
-        (["TRANSFER_INTEGRITY_FAILED", "FAILED", "OK"], "FAILED: 1 of 3", "red"),
-        (["FAILED", "MISSING", "MISSING"], "MISSING: 2 of 3", "red"),
+        (["TRANSFER_INTEGRITY_FAILED", "FAILED", "OK"], "FAILED: 2 of 3 failing", "red"),
+        (["FAILED", "MISSING", "MISSING"], "MISSING: 3 of 3 failing", "red"),
+        (["MISSING", "OK", "TRANSFER_INTEGRITY_FAILED", "OK", "UNKNOWN"], "MISSING: 2 of 5 failing", "red"),
+        (["FAILED", "FAILED"], "FAILED", "red"),
     ],
 )
 def test_the_most_severe_status_wins(statuses: list[str], message: str, colour: str) -> None:

@@ -295,7 +295,7 @@ def test_notify_test_reports_each_target_redacted(
     assert rows[f"json://127.0.0.1:{http.port}"]["configured_in"] == "environment"
     assert rows[f"mailto://127.0.0.1:{smtp.port}"]["result"] == "sent"
     team = rows["${TEAM_HOOK}"]  # shown by the name of its variable, never its value
-    assert (team["result"], team["configured_in"]) == ("FAILED", "1 job(s)")
+    assert (team["result"], team["configured_in"]) == ("FAILED", "1 expected backup(s)")
     assert team["error"]
     (posted,) = http.take()
     assert posted.title == "[backup_pipeline] test notification"

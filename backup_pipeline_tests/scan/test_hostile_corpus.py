@@ -13,7 +13,6 @@ import hashlib
 import os
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -189,17 +188,18 @@ contents = st.binary(max_size=300) | st.sampled_from([b"", b"{}", b"[]", b'{"age
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=file_names, data=contents)
-def test_any_file_name_and_bytes_on_disk_give_a_storable_record(
-    tmp_path: Path, name: bytes, data: bytes
+def test_any_file_name_and_bytes_on_disk_are_recorded_in_postgresql(
+    tmp_path: Path, database_url: str, name: bytes, data: bytes
 ) -> None:
-    """What ingestion makes of a file in log/ (read from disk, with its real name, as bytes): a record
-    PostgreSQL can store (UTF-8 text, JSON payload), accepted or with a reason, never an exception."""
-    import json
+    """What ingestion makes of a file in log/ (read from disk, with its real name, as bytes): one record
+    stored in PostgreSQL, accepted or with a reason, never an exception."""
+    import sqlalchemy as sa
 
-    from backup_pipeline.adapters.deposit import AgentFolder, list_reports
+    from backup_pipeline.adapters.deposit import AgentFolder
     from backup_pipeline.config.settings import Settings
     from backup_pipeline.scan.context import ScanContext, ScanRequest
-    from backup_pipeline.scan.ingest import IngestSummary, _examine
+    from backup_pipeline.scan.ingest import ingest
+    from backup_pipeline.storage.database import open_database
 
     agent = AgentFolder(AGENT, tmp_path / AGENT)
     agent.log_dir.mkdir(parents=True, exist_ok=True)
@@ -208,16 +208,15 @@ def test_any_file_name_and_bytes_on_disk_give_a_storable_record(
     raw = name if name.endswith(b".json") else name + b".json"
     with open(os.fsencode(agent.log_dir) + b"/" + raw, "wb") as handle:
         handle.write(data)
-    ctx = ScanContext(
-        settings=Settings(storage_root=tmp_path, settle_seconds=0),
-        database=None,  # type: ignore[arg-type]
-        request=ScanRequest(as_of=utc(AT)),
-    )
-    (report,) = list(list_reports(agent))
-    row = _examine(ctx, agent, report, ZoneInfo("UTC"), IngestSummary())
-    assert row is not None
-    row["file_name"].encode("utf-8")  # storable as text
-    assert (row["reason"] is None) == row["accepted"]
-    if row["reason"] is not None:
-        row["reason"].encode("utf-8")
-    json.dumps(row["payload"], ensure_ascii=False).encode("utf-8")
+    config = Settings(storage_root=tmp_path, settle_seconds=0, database_url=database_url)
+    database = open_database(config)
+    summary = ingest(ScanContext(config, database, ScanRequest(as_of=utc(AT))))
+    assert summary.accepted + summary.rejected + summary.already_recorded == 1, summary
+    with database.sessions() as session:
+        accepted, reason = session.execute(  # this file's record (the latest of its content)
+            sa.text("SELECT accepted, reason FROM status_reports WHERE content_sha256 = :h ORDER BY id DESC"),
+            {"h": hashlib.sha256(data).hexdigest()},
+        ).first()
+    assert (reason is None) == accepted
+    if not summary.already_recorded:
+        assert accepted == (summary.accepted == 1)

@@ -55,7 +55,7 @@ class Servers:
         with self.log(name).open("wb") as out:
             self.processes[name] = subprocess.Popen(
                 [str(BIN / name), *args, "-w", str(PROJECT / "workspace.yaml")],
-                cwd=PROJECT,
+                cwd=self.home,  # not the checkout: Dagster would load a .env there over `env`
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -95,7 +95,7 @@ class Servers:
         """The `dagster` CLI on this instance; what it said (it must succeed)."""
         done = subprocess.run(
             [str(BIN / "dagster"), *args],
-            cwd=PROJECT,
+            cwd=self.home,
             env=self.env,
             capture_output=True,
             text=True,

@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from backup_pipeline.app.sample_databases import SampleDatabase, SampleServer
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.drill.restore import DrillEnvironment
 from backup_pipeline.drill.run import prepare_environment
-from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.conftest import Workspace, reachable_folder
 from backup_pipeline_tests.support.deposit_builder import Agent
 from backup_pipeline_tests.support.scan_harness import create_database, drop_database
 
@@ -36,11 +35,9 @@ SITE = "ACME_DOUALA_PORT"
 
 
 @pytest.fixture(scope="session")
-def drill_dir() -> Iterator[Path]:
-    """A drill folder under /tmp (pytest's own temp folders are private to root: the drill user
-    could not reach them)."""
-    folder = Path(tempfile.mkdtemp(prefix="bp-drills-", dir="/tmp"))
-    os.chmod(folder, 0o711)
+def drill_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's drill folder, in its base folder (which the drill user may cross)."""
+    folder = reachable_folder(tmp_path_factory, "drills")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -216,7 +213,12 @@ def described(pids: list[int]) -> str:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 args = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            lines.append(f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')})")
+            text = Path(f"/proc/{pid}/status").read_text()
+            status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            lines.append(
+                f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')}; parent {status['PPid'].strip()}, "
+                f"state {status['State'].strip()})"
+            )
         except OSError:
             lines.append(f"{pid}: gone")
     return "; ".join(lines)

@@ -28,7 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-TEMPLATE = "bp_test_template"  # migrated by conftest's pg_server fixture
+# Migrated by conftest's pg_server fixture: one per session, so sessions sharing a server (an external
+# BACKUP_PIPELINE_DATABASE_URL) never drop each other's.
+TEMPLATE = f"bp_test_template_{os.getpid()}"
 _names = itertools.count()
 
 
@@ -109,6 +111,23 @@ import sys
 from backup_pipeline.app.cli import main
 main(args=sys.argv[1:], prog_name="backup-pipeline")
 """
+
+
+# A prelude printing the process's peak resident set at exit. VmHWM is this program's own (exec starts
+# a new memory map); getrusage's ru_maxrss would start from the parent's size at fork (pytest's).
+PEAK_RSS = """
+import atexit
+def _peak_rss():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
+atexit.register(_peak_rss)
+"""
+
+
+def peak_rss_kib(stderr: str) -> int:
+    """The peak a process run with the PEAK_RSS prelude printed."""
+    return int(stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
 
 
 def cli_command(*args: str, prelude: str = "") -> list[str]:
