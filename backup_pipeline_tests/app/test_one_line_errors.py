@@ -96,7 +96,18 @@ def test_a_dagster_storage_url_that_cannot_work_is_one_line(
 @pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom"])
 def test_a_jobs_file_that_is_not_a_regular_file_is_refused_unread(workspace: Workspace, source: str) -> None:
     result = workspace.cli("backups", "sync", "--file", source, expect_ok=False)
-    assert_expected_error(result, source, "not a regular file")
+    line = assert_expected_error(result, source)
+    assert "not a file" in line or "not a regular file" in line
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "/dev/urandom"])
+def test_the_jobs_file_reader_itself_never_reads_a_device(source: str) -> None:
+    """Whatever path reaches it (a scan's BACKUP_PIPELINE_JOBS_FILE, a code location's load)."""
+    from backup_pipeline.config.jobs_file import JobsFileError, jobs_file_digest, load_jobs_file
+
+    with pytest.raises(JobsFileError, match="is not a regular file \\(not read\\)"):
+        load_jobs_file(Path(source), 60)
+    assert jobs_file_digest(Path(source), 60) is None
 
 
 def test_a_jobs_file_larger_than_the_limit_is_refused_unread(workspace: Workspace) -> None:
