@@ -39,7 +39,7 @@ ARCHIVE_NAME_BYTES = MAX_FILE_NAME_BYTES - 15
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC  # only ever a regular file: nothing to block on
 
 
 class UnsafeFile(OSError):
@@ -183,12 +183,11 @@ def _folder(agent_dir: Path, *parts: str) -> Iterator[int]:
     opened relative to the one above without following a link (UnsafeFolder says which is not a
     real directory). The deposit root is the operator's own path and is opened as it is."""
     opened: list[int] = []
+    names = [agent_dir.name, *parts]
     try:
         opened.append(os.open(agent_dir.parent, _ROOT_FLAGS))
-        where = agent_dir.name
-        for name in (agent_dir.name, *parts):
-            where = where if name == agent_dir.name else f"{where}/{name}"
-            opened.append(_open_dir(name, opened[-1], shown_name(where)))
+        for depth, name in enumerate(names):
+            opened.append(_open_dir(name, opened[-1], shown_name("/".join(names[: depth + 1]))))
         yield opened[-1]
     finally:
         for fd in reversed(opened):
