@@ -255,6 +255,10 @@ def backups_sync(jobs_file: Path | None, at: str | None) -> None:
         f"{summary.active} active expected backup(s): {summary.added} added, "
         f"{summary.deactivated} deactivated"
     )
+    if summary.changed:  # the UI's assets are read from the synced fleet when the code location loads
+        from backup_pipeline.defs.reload import reload_code_location
+
+        click.echo(reload_code_location(settings).message)
 
 
 @backups.command("list")
@@ -433,12 +437,13 @@ def drill(
     as_json: bool,
     wide: bool,
 ) -> None:
-    """Restore backups into throw-away PostgreSQL clusters and check what comes back.
+    """Restore backups into throw-away PostgreSQL clusters and check what comes back: a run of the
+    drill job in process (it shows in the UI when DAGSTER_HOME is set).
 
     Exit code 0 when the drills ran, whatever their outcomes; 1 when they could not run.
     """
-    from backup_pipeline.drill.run import DrillUnavailable, drill_entries, plan_drills
-    from backup_pipeline.notify.deliver import notify
+    from backup_pipeline.app.run_progress import RunProgress
+    from backup_pipeline.app.runner import run_drills
     from backup_pipeline.scan.sync import sync_before_scan
     from backup_pipeline.storage.drills import chosen_entries
 
@@ -448,33 +453,27 @@ def drill(
     when = _bounded_as_of(at, settings)
     db = _stored(settings)
     sync_before_scan(settings, db, when)
-    deadline = None
-    if due:
-        entry_ids = [i for batch in plan_drills(settings, db, when) for i in batch.entry_ids]
-        deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
-    else:
+    entry_ids = None
+    if not due:
         with db.sessions() as session:
             entry_ids = chosen_entries(session, agent, database, _cycle(cycle), when)
         if not entry_ids:
             raise click.ClickException("no entry to drill: no good (SUCCESS or HASH_MISMATCH) cycle matches")
-    try:
-        with progress("restore drills", total=len(entry_ids)) as task:
-            results = drill_entries(
-                settings,
-                db,
-                entry_ids,
-                when,
-                redrill=redrill,
-                deadline=deadline,
-                on_drill=lambda _: task.advance(),
-            )
-    except DrillUnavailable as exc:
-        raise click.ClickException(f"the drills could not run: {exc}") from None
-    emit(views.drill_rows(results), as_json, [*views.DRILL_COLUMNS, "note"], wide=wide, keep=views.DRILL_KEEP)
-    notified = _notification_line([notify(settings, db, None)])
+    with progress_bars() as bars:
+        run = run_drills(settings, when, entry_ids=entry_ids, redrill=redrill, progress=RunProgress(bars))
+    if not run.success:
+        raise click.ClickException(run.error or "the drills could not run")
+    emit(
+        views.drill_rows(run.results),
+        as_json,
+        [*views.DRILL_COLUMNS, "note"],
+        wide=wide,
+        keep=views.DRILL_KEEP,
+    )
+    notified = _notification_line([run.notified] if run.notified else [])
     if notified:
         click.echo(notified, err=as_json)
-    refused = [r for r in results if r.outcome is None and r.skipped and not due]
+    refused = [r for r in run.results if r.outcome is None and r.skipped and not due]
     if refused:
         raise click.ClickException(f"{len(refused)} drill(s) could not run: {refused[0].skipped}")
 
@@ -594,12 +593,15 @@ def _how_to_scan(settings: Settings, root: Path, jobs_file: Path, days: list[str
 def dev(port: int, host: str, print_env: bool) -> None:
     """Start the Dagster UI and daemon (dagster dev) on the product's PostgreSQL."""
     from backup_pipeline.app.launcher import dagster_environment, run_dagster_dev
+    from backup_pipeline.scan.sync import sync_before_scan
 
     settings = _settings()
     if print_env:
         for variable, value in sorted(dagster_environment(settings, host=host, port=port).items()):
             click.echo(f"export {variable}={shlex.quote(value)}")
         return
+    if settings.jobs_file.exists():  # the UI shows the synced fleet: the jobs file as a scan would sync it
+        sync_before_scan(settings, open_database(settings), datetime.now(UTC))
     sys.exit(run_dagster_dev(settings, host=host, port=port))
 
 
@@ -719,7 +721,7 @@ def demo(root: Path, port: int, no_ui: bool) -> None:
     rows = views.backup_rows(open_database(settings), active_only=True)
     emit(rows, False, views.STATUS_COLUMNS, keep=views.STATUS_KEEP)
     if environment is not None:
-        _demo_drills(settings, environment, as_of)
+        _demo_drills(settings, as_of)
     if not no_ui:
         sys.exit(run_dagster_dev(settings, host="127.0.0.1", port=port))
 
@@ -771,22 +773,18 @@ def _demo_drill_environment() -> DrillEnvironment | None:
         return None
 
 
-def _demo_drills(settings: Settings, environment: DrillEnvironment, as_of: datetime) -> None:
-    """The restore drills that are due, as the daily drill job would run them."""
-    from backup_pipeline.drill.run import DrillUnavailable, drill_entries, plan_drills
+def _demo_drills(settings: Settings, as_of: datetime) -> None:
+    """The restore drills that are due, in a run of the daily drill job (it shows in the UI)."""
+    from backup_pipeline.app.run_progress import RunProgress
+    from backup_pipeline.app.runner import run_drills
 
-    db = open_database(settings)
-    entry_ids = [i for batch in plan_drills(settings, db, as_of) for i in batch.entry_ids]
-    try:
-        with progress("restore drills", total=len(entry_ids)) as task:
-            results = drill_entries(
-                settings, db, entry_ids, as_of, environment=environment, on_drill=lambda _: task.advance()
-            )
-    except DrillUnavailable as exc:
-        click.echo(f"restore drills could not run: {exc}")
+    with progress_bars() as bars:
+        run = run_drills(settings, as_of, progress=RunProgress(bars))
+    if not run.success:
+        click.echo(f"restore drills could not run: {run.error}")
         return
     click.echo("\nRestore drills of each database's latest good backup:")
-    emit(views.drill_rows(results), False, views.DRILL_COLUMNS, keep=views.DRILL_KEEP)
+    emit(views.drill_rows(run.results), False, views.DRILL_COLUMNS, keep=views.DRILL_KEEP)
 
 
 # ---------------------------------------------------------------- notifications and the digest

@@ -9,12 +9,14 @@ with runs and events on the pooled engine its webserver already uses (one connec
 process, a few more under concurrency, recycled hourly, closed when the instance is disposed) and
 the checks table's existence remembered once seen.
 
-`dagster.yaml` names it (`storage: custom:`); `backup-pipeline dev`, the daemon, run workers and
-CLI scans all load it from there.
+`dagster.yaml` names it (`storage: custom:`); `backup-pipeline dev`, `dg dev`, the daemon, run
+workers and CLI scans all load it from there. Without a URL in its configuration it stores on the
+product's PostgreSQL (BACKUP_PIPELINE_DAGSTER_PG_URL, else a `dagster` database beside the product's).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from dagster_postgres import (
@@ -97,7 +99,20 @@ class PooledPostgresStorage(DagsterPostgresStorage):
     ) -> PooledPostgresStorage:
         return cls(
             inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
+            postgres_url=_storage_url(config_value),
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+
+def _storage_url(config_value: Any) -> str:
+    """The URL dagster.yaml gives, else the product's own (BACKUP_PIPELINE_DAGSTER_PG_URL, else the
+    `dagster` database of the product's PostgreSQL): any Dagster command started from the checkout
+    (`dg dev`, `dg check defs`, `dagster dev`) stores on the same server as the product."""
+    if config_value.get("postgres_url") or config_value.get("postgres_db"):
+        return pg_url_from_config(config_value)
+    from backup_pipeline.app.launcher import DAGSTER_URL_ENV, ensure_dagster_storage_url
+    from backup_pipeline.config.settings import load_settings
+
+    ensure_dagster_storage_url(load_settings())
+    return os.environ[DAGSTER_URL_ENV]

@@ -1,4 +1,6 @@
-"""Running the Dagster scan job in process (what `backup-pipeline scan` does).
+"""Running the product's Dagster jobs in process: the scan job (what `backup-pipeline scan` does) and
+the restore drills' job (`backup-pipeline drill`), so that their runs, events and checks show in the
+UI when DAGSTER_HOME is set, exactly as the daemon's runs do.
 
 Without explicit partitions a scan catches up: every day that still has a cycle without an entry
 (since the expected backups exist) up to the day of `as_of`, the days the report files waiting in
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from dagster import DagsterError, DagsterInstance, ExecuteInProcessResult, JobDefinition
@@ -22,8 +24,11 @@ from backup_pipeline.app.errors import ScanError
 from backup_pipeline.app.launcher import DAGSTER_HOME_FOLDER, ensure_dagster_storage_url
 from backup_pipeline.app.run_progress import RunProgress
 from backup_pipeline.config.settings import Settings
-from backup_pipeline.defs import SCAN_JOB, build_definitions
+from backup_pipeline.defs import DRILL_JOB, SCAN_JOB, build_definitions
+from backup_pipeline.defs.drill_job import DrillBatchResult, DrillConfig, drill_run_config
+from backup_pipeline.defs.reload import reload_code_location
 from backup_pipeline.defs.scan_job import ScanConfig, ScanStarted, scan_run_config
+from backup_pipeline.drill.run import DrillResult
 from backup_pipeline.notify.deliver import NotifySummary
 from backup_pipeline.scan.archive import ArchiveSummary
 from backup_pipeline.scan.days import first_day, open_days, waiting_days
@@ -127,7 +132,10 @@ class _Scan:
         self.rehash, self.log_level, self.progress = rehash, log_level, progress
 
     def run(self, partitions: list[date] | None) -> list[PartitionRun]:
-        sync_before_scan(self.settings, self.database, self.as_of)
+        synced = sync_before_scan(self.settings, self.database, self.as_of)
+        if synced is not None and synced.changed:  # the UI's assets follow the synced fleet
+            reload = reload_code_location(self.settings)
+            (log.warning if reload.asked and not reload.reloaded else log.info)(reload.message)
         if not self.settings.storage_root.is_dir():  # say so here rather than as a failed Dagster step
             raise ScanError(
                 f"deposit root {self.settings.storage_root} does not exist or is not a directory "
@@ -191,6 +199,67 @@ class _Scan:
         return _partition_run(day, result)
 
 
+@dataclass
+class DrillRun:
+    run_id: str
+    success: bool
+    results: list[DrillResult] = field(default_factory=list)  # in the order the plan gave them
+    notified: NotifySummary | None = None
+    error: str | None = None
+
+
+def run_drills(
+    settings: Settings,
+    as_of: datetime,
+    *,
+    entry_ids: list[int] | None = None,
+    redrill: bool = False,
+    log_level: str = "WARNING",
+    progress: RunProgress | None = None,
+) -> DrillRun:
+    """One in-process run of the drill job for `as_of`'s day: the due drills within the budget, or
+    exactly `entry_ids` (a person's choice, drilled whole)."""
+    job = build_definitions(settings).resolve_job_def(DRILL_JOB)
+    if progress is not None:
+        job = progress.job(job)
+        progress.start("restore drills", len(job.nodes))
+    config = DrillConfig(
+        as_of=as_of.isoformat(), entry_ids=entry_ids, redrill=redrill, budget=entry_ids is None
+    )
+    loggers: dict[str, object] = {"console": {"config": {"log_level": log_level}}}
+    if progress is not None:
+        loggers |= progress.run_config()
+    day = as_of.astimezone(UTC).date()
+    try:
+        result = job.execute_in_process(
+            partition_key=day.isoformat(),
+            run_config=drill_run_config(config) | {"loggers": loggers},
+            instance=dagster_instance(settings),
+            raise_on_error=False,
+            tags=IN_PROCESS_TAGS,
+        )
+    except Exception as exc:  # e.g. a day outside the partitions (before BACKUP_PIPELINE_START_DATE)
+        raise ScanError(f"cannot run the restore drills for {day}: {exc}") from None
+    run = DrillRun(run_id=result.run_id, success=result.success)
+    if not result.success:
+        run.error = _failure(result, with_step=False)
+        return run
+    steps = _outputs(result, "drill_batch")
+    run.results = [r for _, batch in sorted(steps.items()) for r in batch.results]
+    if entry_ids is not None:  # steps are sized by bytes: give them back in the order asked
+        order = {entry_id: n for n, entry_id in enumerate(entry_ids)}
+        run.results.sort(key=lambda r: order.get(r.entry_id, len(order)))
+    run.notified = result.output_for_node("notify_drills")
+    return run
+
+
+def _outputs(result: ExecuteInProcessResult, node: str) -> dict[str, DrillBatchResult]:
+    """A mapped node's outputs by mapping key (none when its dynamic input yielded nothing)."""
+    if not any(e.is_successful_output and e.step_key.startswith(f"{node}[") for e in result.all_events):
+        return {}
+    return result.output_for_node(node)
+
+
 def _partition_run(day: date, result: ExecuteInProcessResult) -> PartitionRun:
     run = PartitionRun(day=day, run_id=result.run_id, success=result.success)
     if not result.success:
@@ -204,16 +273,18 @@ def _partition_run(day: date, result: ExecuteInProcessResult) -> PartitionRun:
     return run
 
 
-def _failure(result: ExecuteInProcessResult) -> str:
+def _failure(result: ExecuteInProcessResult, *, with_step: bool = True) -> str:
+    """The first failed step's own error, in one line (with the step's name unless `with_step`)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
             while error.cause is not None and error.cls_name in _DAGSTER_WRAPPERS:
                 error = error.cause
             if error.cls_name in _DATABASE_ERRORS:  # the driver's first line, not SQLAlchemy's footer
-                reason = f"PostgreSQL unreachable or failing: {db_error_line(error.message)}"
-                return f"step {event.step_key} failed: {reason}"
-            return f"step {event.step_key} failed: {error.message.strip().splitlines()[-1]}"
+                line = f"PostgreSQL unreachable or failing: {db_error_line(error.message)}"
+            else:
+                line = error.message.strip().splitlines()[-1]
+            return f"step {event.step_key} failed: {line}" if with_step else line
     return "the run failed (see its logs in Dagster)"
 
 

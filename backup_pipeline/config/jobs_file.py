@@ -29,6 +29,7 @@ from backup_pipeline.config.schedules import check_cron, cron_schedule, overlap
 from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
 from backup_pipeline.core.drills import DrillPolicy
+from backup_pipeline.core.names import shared_asset_names
 from backup_pipeline.core.reports import (
     MAX_AGENT_ID,
     MAX_FILE_NAME_BYTES,
@@ -560,7 +561,7 @@ _LOADER = _Loader
 
 _KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,40}")
 _cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
-CACHE_VERSION = 4  # bump when DeclaredBackup or the resolution rules change (4: restore_drill)
+CACHE_VERSION = 5  # bump when DeclaredBackup or the resolution rules change (5: shared asset names refused)
 DISK_CACHE_MIN_BACKUPS = 1000
 
 
@@ -732,6 +733,7 @@ def _resolve(
     if not isinstance(jobs, list):
         raise JobsFileError(f"{path}:{nodes.section('jobs').start_mark.line + 1}: 'jobs' must be a list")
     resolved: list[DeclaredBackup] = []
+    indices: list[int] = []  # each resolved backup's job index, for the asset-name check below
     seen: dict[tuple[str, str, str], int] = {}
     for index, item in enumerate(jobs):
         where = f"job #{index + 1}"
@@ -759,9 +761,35 @@ def _resolve(
             errors.append(_field_error(path, nodes.job(index), where, "schedule", problem_text))
             continue
         resolved.append(backup)
+        indices.append(index)
+    errors += _shared_asset_names(path, nodes, resolved, indices)
     if errors:
         raise JobsFileError(_invalid(errors))
     return resolved
+
+
+def _shared_asset_names(
+    path: Path, nodes: _Nodes, backups: list[DeclaredBackup], indices: list[int]
+) -> list[str]:
+    """Two expected backups that Dagster would show as one asset (names that differ only in what an
+    asset key cannot hold): refused, never merged."""
+    errors = []
+    for shared in shared_asset_names(b.key for b in backups):
+        first, second = indices[shared.first], indices[shared.second]
+        a, b = backups[shared.first], backups[shared.second]
+        what = "agents" if len(shared.path) == 2 else "expected backups"
+        errors.append(
+            f"{path}:{nodes.job(second).start_mark.line + 1}: job #{second + 1} ({_identity(b)}) and job "
+            f"#{first + 1} at line {nodes.job(first).start_mark.line + 1} ({_identity(a)}) would share the "
+            f"Dagster asset `{'/'.join(shared.path)}`: rename one of these {what} (asset keys keep letters, "
+            "digits and `_` only)"
+        )
+    return errors
+
+
+def _identity(backup: DeclaredBackup) -> str:
+    name = f", name {backup.name!r}" if backup.name else ""
+    return f"agent {backup.agent_id!r}, database {backup.database_name!r}{name}"
 
 
 def _invalid(errors: list[str]) -> str:

@@ -136,3 +136,30 @@ def _probes(days: tuple[date, ...], schedule: Schedule) -> list[tuple[date, date
 @lru_cache(maxsize=512)
 def _transitions(zone: ZoneInfo) -> list[datetime]:
     return transitions(zone, *CHECK_SPAN)
+
+
+def deadline_cron(expression: str, grace_minutes: int) -> str | None:
+    """A cron expression firing `grace_minutes` after each time `expression` fires (same zone), or
+    None when no single 5-field expression says it: shifted minutes and hours that no longer form a
+    grid, or a shift past midnight on a schedule whose days are restricted by date or month (only
+    weekdays move along). Dagster's cron freshness policies take one such expression."""
+    text = check_cron(expression)
+    parsed = CronSim(text, datetime(2000, 1, 1))
+    shifted = {h * 60 + m + grace_minutes for h in parsed.hours for m in parsed.minutes}
+    days_later = {t // (24 * 60) for t in shifted}
+    if len(days_later) != 1:
+        return None
+    later = days_later.pop()
+    minutes = sorted({t % 60 for t in shifted})
+    hours = sorted({t // 60 % 24 for t in shifted})
+    if len(minutes) * len(hours) != len(shifted):
+        return None
+    _, _, dom, month, dow = text.split()
+    if later:
+        if dom != "*" or month != "*":
+            return None
+        if dow != "*":
+            if "#" in dow or "L" in dow.upper():  # the nth or last weekday of a month
+                return None
+            dow = ",".join(str(d) for d in sorted({(d + later) % 7 for d in parsed.weekdays}))
+    return f"{','.join(map(str, minutes))} {','.join(map(str, hours))} {dom} {month} {dow}"

@@ -7,7 +7,6 @@ midnight. A UTC day holds the cycles whose T falls on it: none for a weekly back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -97,22 +96,3 @@ def days_between(first: date, last: date) -> list[date]:
 def days_touched_in_any_zone(named_at: datetime, window: timedelta) -> list[date]:
     """UTC days a report can bear on when its time was read without knowing the agent's zone."""
     return days_touched(named_at, window + ZONE_SLACK)
-
-
-def days_with_open_cycles(
-    backups: Sequence[ExpectedBackup], as_of: datetime, lookback: timedelta
-) -> list[date]:
-    """UTC days that a periodic scan at `as_of` must evaluate.
-
-    Today always counts; yesterday counts while one of its cycles is still inside its window, or
-    closed less than `lookback` ago (the scan interval), so that the scan right after a deadline
-    records MISSING on time. Windows end at most 12 hours after their day, so no earlier day can.
-    """
-    today = as_of.date()
-    yesterday = today - timedelta(days=1)
-    days = [today] if backups else []
-    timings = {(b.schedule, b.grace_minutes): b for b in backups}  # a fleet has few distinct timings
-    for backup in timings.values():
-        if any(c.deadline >= as_of - lookback for c in cycles_on(backup, yesterday)):
-            return [yesterday, *days]
-    return days

@@ -45,6 +45,23 @@ def integrity_passes(statuses: Iterable[str]) -> bool:
     return bool(seen) and all(status in SUCCESS_STATUSES for status in seen)
 
 
+class DayVerdict(enum.StrEnum):
+    """What one day of an expected backup (or of an agent's backups) amounts to, in Dagster's terms: a
+    partition is materialized only when a good backup exists for every cycle of it."""
+
+    GOOD = "GOOD"  # every cycle owed that day is decided, each a technical success
+    BAD = "BAD"  # a cycle is decided and is not a technical success
+    OPEN = "OPEN"  # nothing bad so far, but a cycle owed that day is not decided yet
+
+
+def day_verdict(statuses: Iterable[str], undecided: int) -> DayVerdict:
+    """The verdict over a day's decided cycles' statuses and its number of cycles still undecided."""
+    seen = list(statuses)
+    if any(status not in SUCCESS_STATUSES for status in seen):
+        return DayVerdict.BAD
+    return DayVerdict.GOOD if seen and not undecided else DayVerdict.OPEN
+
+
 class BackupStatus(enum.StrEnum):
     """An expected backup's current status, which follows its latest cycle."""
 

@@ -11,6 +11,7 @@ same digest from the command line.
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -30,7 +31,7 @@ from dagster import (
     schedule,
 )
 
-from backup_pipeline.config.jobs_file import DeclaredBackup, schedule_of
+from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.schedules import latest_time_of_day
 from backup_pipeline.defs.fleet import REPORTS_ASSET
@@ -45,12 +46,12 @@ DIGEST_SCHEDULE = "daily_fleet_digest"
 SETTLE = timedelta(minutes=30)  # two scans after the last deadline
 
 
-def digest_delay(backups: Sequence[DeclaredBackup], reference: date | None = None) -> timedelta:
+def digest_delay(backups: Sequence[Any], reference: date | None = None) -> timedelta:
     """How long after a day's midnight (UTC) all its cycles are decided and scanned: the latest time
     of day any schedule fires at (each local time read at each offset its zone takes during the
     reference year), plus its grace."""
     reference = reference or datetime.now(UTC).date()
-    timings = {(b.schedule_text, b.grace_minutes): b for b in backups}
+    timings = {(schedule_of(b), b.grace_minutes): b for b in backups}
     deadlines = [
         latest + timedelta(minutes=b.grace_minutes)
         for b in timings.values()
@@ -106,7 +107,7 @@ def build_digest_job(partitions: PartitionsDefinition) -> JobDefinition:
     )
 
 
-def build_digest_schedule(job: JobDefinition, backups: Sequence[DeclaredBackup]) -> ScheduleDefinition:
+def build_digest_schedule(job: JobDefinition, backups: Sequence[Any]) -> ScheduleDefinition:
     delay = digest_delay(backups)
     minutes = int(delay.total_seconds() // 60) % (24 * 60)
 

@@ -35,12 +35,10 @@ from pydantic import BaseModel
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import day_bounds, parse_instant
 from backup_pipeline.defs.executors import executor_for, run_tags
-from backup_pipeline.defs.fleet import FleetAssets, agent_asset_key, asset_key
+from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
-from backup_pipeline.defs.restorable import agent_evaluation, database_evaluation, stored_drill
 from backup_pipeline.drill.run import DrillResult, DrillUnavailable, batch_chosen, drill_entries, plan_drills
 from backup_pipeline.notify.deliver import NotifySummary, notify
-from backup_pipeline.storage import drills as stored_drills
 
 DRILL_JOB = "restore_drills"
 DRILL_SCHEDULE = "daily_restore_drills"
@@ -54,6 +52,9 @@ class DrillConfig(Config):
     as_of: str | None = None  # ISO-8601 instant the due policy is evaluated at
     entry_ids: list[int] | None = None  # exactly these entries instead of the due ones
     redrill: bool = False  # with entry_ids: drill again entries already drilled
+    # No drill starts past the budget (BACKUP_PIPELINE_DRILL_BUDGET_MINUTES) after the run's start;
+    # `backup-pipeline drill --agent/--database` drills a person's choice whole, as it always did.
+    budget: bool = True
 
 
 class DrillStep(BaseModel):
@@ -63,7 +64,7 @@ class DrillStep(BaseModel):
     entry_ids: list[int]
     staged_bytes: int
     as_of: datetime
-    deadline: datetime
+    deadline: datetime | None
     redrill: bool = False
 
 
@@ -96,7 +97,7 @@ def plan_drills_op(
     database: DatabaseResource,
 ):
     as_of = _as_of(context, config)
-    deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes)
+    deadline = datetime.now(UTC) + timedelta(minutes=settings.drill_budget_minutes) if config.budget else None
     if config.entry_ids is not None:  # a person's choice, spread by bytes like the due drills
         batches = batch_chosen(settings, database.get(), config.entry_ids)
     else:
@@ -140,7 +141,9 @@ def drill_batch(
         )
     except DrillUnavailable as exc:
         raise Failure(f"the drills could not run: {exc}") from None
-    for event in _check_events(database, fleet, [r for r in results if r.ran]):
+    ran = [r for r in results if r.ran]
+    events, _ = fleet.on_synced_fleet(settings, database.get(), lambda f: f.drill_events(database.get(), ran))
+    for event in events:
         context.log_event(event)
     for r in results:
         what = r.outcome if r.ran else f"not drilled ({r.skipped})"
@@ -148,30 +151,6 @@ def drill_batch(
         said = f"{r.agent_id} {r.database_name} {r.cycle_expected_at:%Y-%m-%dT%H:%MZ}: {what}"
         context.log.info(f"{said}: {detail}" if detail else said)
     return DrillBatchResult(results=results)
-
-
-def _check_events(database: DatabaseResource, fleet: FleetAssets, ran: list[DrillResult]) -> list:
-    if fleet.per_database:
-        events = []
-        for r in ran:
-            key = asset_key(r.agent_id, r.database_name, r.name)
-            if fleet.knows(key):
-                events.append(database_evaluation(key, r.model_dump() | {"id": r.drill_id}))
-        return events
-    agents = sorted({r.agent_id for r in ran})
-    events = []
-    with database.get().sessions() as session:
-        for agent in agents:
-            key = agent_asset_key(agent)
-            if not fleet.knows(key):
-                continue
-            latest = [
-                stored_drill(d, j.database_name)
-                for d, j in stored_drills.latest_drills_of_agent(session, agent)
-            ]
-            day = max(r.cycle_expected_at for r in ran if r.agent_id == agent).date().isoformat()
-            events.append(agent_evaluation(key, latest, day))
-    return events
 
 
 @op(name="notify_drills", description="Send the alerts the drills raised (and retry unsent ones).")

@@ -3,8 +3,9 @@ agent, in large fleets), with the drill's figures as metadata.
 
 Passed when the latest drill restored; a warning when the restore shrank since the previous drill
 or the dump is not PostgreSQL's (not drillable: never shown as a failure); an error when it does
-not restore. The drill job reports an evaluation per drill; the check can also be run on demand
-from the UI, which re-publishes the latest recorded drills.
+not restore. The drill job reports an evaluation per drill on the drilled cycle's day, and an
+observation with the restore's figures (rows, bytes, seconds) that the asset's plots graph; the
+check can also be run from the UI, which publishes the latest recorded drills again.
 """
 
 from collections.abc import Iterable, Mapping
@@ -12,10 +13,9 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetKey,
+    AssetObservation,
     MetadataValue,
 )
 
@@ -24,18 +24,6 @@ from backup_pipeline.core.drills import DrillOutcome
 
 RESTORABLE_CHECK = "restorable"
 NOT_DRILLED = "no restore drill yet"
-
-
-def restorable_spec(key: AssetKey) -> AssetCheckSpec:
-    return AssetCheckSpec(
-        name=RESTORABLE_CHECK,
-        asset=key,
-        description=(
-            "Passes when the latest restore drill restored the backup into a scratch PostgreSQL; warns "
-            "when it shrank since the previous drill or is not a PostgreSQL dump; fails when it does "
-            "not restore."
-        ),
-    )
 
 
 def verdict(drills: Iterable[Mapping[str, Any]]) -> tuple[bool, AssetCheckSeverity]:
@@ -51,15 +39,13 @@ def verdict(drills: Iterable[Mapping[str, Any]]) -> tuple[bool, AssetCheckSeveri
 
 
 def drill_metadata(d: Mapping[str, Any]) -> dict[str, Any]:
-    """One drill's figures (agents' and dumps' texts are plain text metadata, never markdown)."""
+    """One drill's figures, numbers under stable keys for the asset's plots (agents' and dumps' texts
+    are plain text metadata, never markdown)."""
     cycle = d["cycle_expected_at"]
     metadata: dict[str, Any] = {
         "outcome": d["outcome"],
         "cycle_expected_at": cycle.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tables": _int(d.get("tables")),
-        "rows": _int(d.get("rows")),
-        "restored_bytes": _int(d.get("bytes")),
-        "duration_seconds": MetadataValue.float(float(d.get("duration_seconds") or 0.0)),
+        **drill_figures([d]),
         "detected": d.get("detected_kind") or "",
         "amcheck": d.get("amcheck") or "",
         "tool_versions": MetadataValue.json(dict(d.get("tool_versions") or {})),
@@ -71,6 +57,35 @@ def drill_metadata(d: Mapping[str, Any]) -> dict[str, Any]:
     if d.get("drill_id") or d.get("id"):
         metadata["drill_id"] = MetadataValue.int(int(d.get("drill_id") or d.get("id")))
     return metadata
+
+
+def drill_figures(drills: Iterable[Mapping[str, Any]]) -> dict[str, MetadataValue]:
+    """Restored tables, rows and bytes and the drills' seconds, summed (null when none restored)."""
+    drills = list(drills)
+
+    def total(field: str) -> MetadataValue:
+        values = [d.get(field) for d in drills if d.get(field) is not None]
+        return MetadataValue.int(sum(values)) if values else MetadataValue.null()
+
+    return {
+        "restored_tables": total("tables"),
+        "restored_rows": total("rows"),
+        "restored_bytes": total("bytes"),
+        "drill_seconds": MetadataValue.float(float(sum(d.get("duration_seconds") or 0.0 for d in drills))),
+    }
+
+
+def drill_observation(
+    key: AssetKey, drills: list[Mapping[str, Any]], partition: str | None = None
+) -> AssetObservation:
+    """The drills' figures on the asset itself, where its Plots tab graphs them (a check's metadata is
+    not plotted): one drill's on its cycle's day, or an agent's drills of one run."""
+    if len(drills) == 1:
+        metadata = drill_metadata(drills[0])
+    else:
+        metadata = {**agent_summary(drills), **drill_figures(drills)}
+    day = partition or drills[0]["cycle_expected_at"].date().isoformat()
+    return AssetObservation(asset_key=key, partition=day, metadata=metadata)
 
 
 def database_evaluation(key: AssetKey, d: Mapping[str, Any]) -> AssetCheckEvaluation:
@@ -113,18 +128,14 @@ def agent_evaluation(key: AssetKey, drills: list[Mapping[str, Any]], partition: 
     return _evaluation(key, drills, agent_summary(drills), partition)
 
 
-def on_demand_result(
-    key: AssetKey, drills: list[Mapping[str, Any]], *, per_database: bool
-) -> AssetCheckResult:
-    passed, severity = verdict(drills)
-    if not drills:
-        metadata: dict[str, Any] = {"note": NOT_DRILLED}
-    elif per_database and len(drills) == 1:
-        metadata = drill_metadata(drills[0])
-    else:
-        metadata = agent_summary(drills)
-    return AssetCheckResult(
-        asset_key=key, check_name=RESTORABLE_CHECK, passed=passed, severity=severity, metadata=metadata
+def not_drilled_evaluation(key: AssetKey) -> AssetCheckEvaluation:
+    """Asked before any drill of the asset: not a pass (nothing vouches for it), a warning."""
+    return AssetCheckEvaluation(
+        asset_key=key,
+        check_name=RESTORABLE_CHECK,
+        passed=False,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"note": NOT_DRILLED},
     )
 
 
@@ -133,7 +144,3 @@ def stored_drill(drill: Any, database_name: str) -> dict[str, Any]:
     fields = ("id", "outcome", "cycle_expected_at", "tables", "rows", "bytes", "duration_seconds", "reason")
     fields += ("detected_kind", "amcheck", "tool_versions", "shrank", "comparison")
     return {name: getattr(drill, name) for name in fields} | {"database_name": database_name}
-
-
-def _int(value: int | None) -> MetadataValue:
-    return MetadataValue.int(value) if value is not None else MetadataValue.null()

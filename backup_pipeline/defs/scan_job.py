@@ -36,6 +36,7 @@ from backup_pipeline.core.cycles import instant_problem, parse_instant
 from backup_pipeline.core.text import visible
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
+from backup_pipeline.defs.reload import reload_code_location
 from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.notify.deliver import NotifySummary, notify
 from backup_pipeline.scan.archive import ArchiveSummary, archive
@@ -44,7 +45,7 @@ from backup_pipeline.scan.days import first_day
 from backup_pipeline.scan.evaluate import evaluate_batch
 from backup_pipeline.scan.ingest import IngestSummary, ingest
 from backup_pipeline.scan.measure import MeasurementBatch, MeasurementResult, measure_batch, plan_measurements
-from backup_pipeline.scan.outcomes import BatchResult, agent_days
+from backup_pipeline.scan.outcomes import BatchResult
 from backup_pipeline.scan.plan import BatchPlan, plan_batches
 from backup_pipeline.scan.sync import sync_before_scan
 from backup_pipeline.storage import expected_backups
@@ -115,8 +116,11 @@ def ingest_reports(
         day = date.fromisoformat(context.partition_key)
         record_scan_start(session, context.run_id, day, request.automatic, datetime.now(UTC))
     sync = sync_before_scan(settings, ctx.database, request.as_of)
-    if sync is not None and (sync.added or sync.deactivated):
-        context.log.info(f"jobs file synced: {sync.added} backup(s) added, {sync.deactivated} deactivated")
+    if sync is not None and sync.changed:
+        context.log.info(
+            f"jobs file synced: {sync.added} backup(s) added, {sync.updated} changed, {sync.deactivated} "
+            f"deactivated; {reload_code_location(settings).message}"
+        )
     summary = ingest(ctx)
     _log_ingested(context, summary)
     covered = (
@@ -229,12 +233,12 @@ def evaluate(
 ) -> BatchResult:
     ctx = ScanContext(settings, database.get(), plan.request, context.run_id)
     result = evaluate_batch(ctx, plan)
-    if fleet.per_database:
-        events = fleet.outcome_events(result.outcomes, plan.day)
-    else:
-        written = sorted({o.agent_id for o in result.outcomes})
-        events = fleet.agent_events(agent_days(ctx, written, plan.day) if written else [])
-    for event in events:
+    events, changed = fleet.on_synced_fleet(
+        settings, ctx.database, lambda f: f.scan_events(ctx.database, result.outcomes, plan.day)
+    )
+    if changed:
+        context.log.info("the fleet was synced since these definitions were loaded: events on its assets now")
+    for event in events:  # AssetCheckEvaluation directly: no lookup of the partition's materialization
         context.log_event(event)
     _log_evaluated(context, plan, result)
     return result

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from backup_pipeline.adapters.notify_targets import Target, send, split_urls, targets
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.alerts import AlertEvent, AlertLine, Level, Notice, compose, retry_delay
-from backup_pipeline.core.names import agent_asset_path, backup_asset_path
+from backup_pipeline.core.names import asset_path, per_database_assets
 from backup_pipeline.storage import alerts as stored_alerts
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.locks import Lock, advisory_lock
@@ -219,17 +219,16 @@ class _Links:
 
     def __init__(self, settings: Settings, session: Any) -> None:
         self.base = (settings.dagster_url or "").rstrip("/")
-        self.per_database = (
-            bool(self.base) and stored_alerts.active_backup_count(session) <= settings.per_database_assets_max
+        # The definitions' own rule, over the same synced fleet (`defs.fleet.FleetAssets`).
+        self.per_database = bool(self.base) and per_database_assets(
+            stored_alerts.active_backup_count(session), settings.per_database_assets_max
         )
 
     def to(self, alert: AlertRow, backup: ExpectedBackupRow) -> str | None:
         if not self.base:
             return None
-        path = (
-            backup_asset_path(backup.agent_id_responsible, backup.database_name, backup.name)
-            if self.per_database
-            else agent_asset_path(backup.agent_id_responsible)
+        path = asset_path(
+            backup.agent_id_responsible, backup.database_name, backup.name, per_database=self.per_database
         )
         day = alert.cycle_expected_at.astimezone(UTC).date().isoformat()
         return f"{self.base}/assets/{'/'.join(path)}?view=partitions&partition={day}"

@@ -42,6 +42,19 @@ def open_days(database: Database, settings: Settings, as_of: datetime) -> list[d
     return days or [as_of.date()]
 
 
+def overdue_days(database: Database, settings: Settings, as_of: datetime) -> list[date]:
+    """Days up to `as_of`'s with a cycle past its deadline and still without an entry, since the
+    expected backups exist: what the periodic scan must evaluate so that MISSING is recorded on time
+    (a cycle whose report arrives is the deposit sensor's work). None when nothing is overdue."""
+    with database.sessions() as session:
+        created = expected_backups.earliest_backup_creation(session)
+        if created is None:
+            return []
+        first = max(settings.start_date, created.date())
+        groups = scheduled_cycles(expected_backups.schedule_groups(session), first, as_of.date())
+        return expected_backups.open_days(session, groups, past_deadline_at=as_of)
+
+
 def scheduled_cycles(groups: Iterable[Any], first: date, last: date) -> list[ScheduledCycles]:
     """Each schedule's backups (from groups of backups expected alike: schedule columns and ids) with
     its instants on the UTC days [first, last]."""

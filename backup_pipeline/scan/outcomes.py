@@ -1,15 +1,18 @@
 """What leaves a scan's evaluation: its counts and the entries it wrote (for Dagster events, logs and
-the CLI), and the per-agent summary of a day that large fleets show as one asset per agent."""
+the CLI), and the summary of an asset's day (one expected backup's, or one agent's in large fleets)
+that says whether the day holds a good backup for every cycle owed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from backup_pipeline.core.cycles import day_bounds
-from backup_pipeline.core.domain import SUCCESS_STATUSES, integrity_passes
-from backup_pipeline.scan.context import ScanContext, Summary
-from backup_pipeline.storage import entries
+from backup_pipeline.config.jobs_file import to_expected_backup
+from backup_pipeline.core.cycles import cycles_on, day_bounds
+from backup_pipeline.core.domain import SUCCESS_STATUSES, DayVerdict, day_verdict, integrity_passes
+from backup_pipeline.scan.context import Summary
+from backup_pipeline.storage import entries, expected_backups
+from backup_pipeline.storage.database import Database
 
 
 class EntryOutcome(Summary):
@@ -54,33 +57,59 @@ class BatchResult(Summary):
         return [o for o in self.outcomes if o.changed]
 
 
-class AgentDay(Summary):
-    """All of one agent's entries for a day, for the agent-level asset of large fleets."""
+class AssetDay(Summary):
+    """One asset's day: all the entries of one expected backup (per-database assets) or of one
+    agent's expected backups (per-agent assets), and the cycles owed that day still undecided."""
 
     agent_id: str
+    database_name: str | None = None  # with `name`: the expected backup; None for the agent's asset
+    name: str | None = None
     day: date
     statuses: dict[str, int]
     problems: list[str]
     total_size: int
     entries: int
+    undecided: int = 0  # cycles owed that day (since the backup exists) without an entry yet
     anomalies: list[str] = []  # size anomalies of successful cycles
 
     @property
     def passed(self) -> bool:
-        """The agent's integrity verdict for the day, as the on-demand check gives it."""
+        """The integrity verdict for the day, as the on-demand check gives it."""
         return integrity_passes(status for status, n in self.statuses.items() for _ in range(n))
 
+    @property
+    def verdict(self) -> DayVerdict:
+        """GOOD only when a good backup exists for every cycle owed that day."""
+        return day_verdict((status for status, n in self.statuses.items() for _ in range(n)), self.undecided)
 
-def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[AgentDay]:
+
+def asset_days(database: Database, agents: Sequence[str], day: date, *, per_database: bool) -> list[AssetDay]:
+    """The day of every asset of these agents: one per active expected backup with a cycle or an
+    entry that day (per-database assets), or one per agent."""
     start, end = day_bounds(day)
-    with ctx.database.sessions() as session:
+    with database.sessions() as session:
         rows = entries.day_entries_of_agents(session, agents, start, end)
-    summaries: dict[str, AgentDay] = {}
+        timings = expected_backups.backup_timings(session, agents=agents)
+    decided = {(row.job_id, row.cycle_expected_at) for row in rows}
+    days: dict[tuple[str, ...], AssetDay] = {}
+
+    def of(agent: str, database: str, name: str) -> AssetDay:
+        key = (agent, database, name) if per_database else (agent,)
+        if key not in days:
+            backup = {"database_name": database, "name": name} if per_database else {}
+            days[key] = AssetDay(
+                agent_id=agent, day=day, statuses={}, problems=[], total_size=0, entries=0, **backup
+            )
+        return days[key]
+
+    for timing in timings:
+        cycles = cycles_on(to_expected_backup(timing), day)
+        if cycles:  # cycles due before the backup existed are not owed (never evaluated automatically)
+            of(timing.agent_id, timing.database_name, timing.name).undecided += sum(
+                c.deadline >= timing.created_at and (timing.id, c.expected_at) not in decided for c in cycles
+            )
     for row in rows:
-        summary = summaries.setdefault(
-            row.agent_id,
-            AgentDay(agent_id=row.agent_id, day=day, statuses={}, problems=[], total_size=0, entries=0),
-        )
+        summary = of(row.agent_id, row.database_name, row.name)
         summary.entries += 1
         summary.statuses[row.status] = summary.statuses.get(row.status, 0) + 1
         summary.total_size += row.size or 0
@@ -93,4 +122,4 @@ def agent_days(ctx: ScanContext, agents: Sequence[str], day: date) -> list[Agent
                 f"{row.database_name} {row.cycle_expected_at:%H:%MZ} {row.size_anomaly}: "
                 f"{row.size} bytes, median {row.size_median:.0f}"
             )
-    return [summaries[a] for a in sorted(summaries)]
+    return [days[key] for key in sorted(days)]

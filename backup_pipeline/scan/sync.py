@@ -8,14 +8,18 @@ Either way, a file whose content the expected backups already reflect costs one 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from backup_pipeline.config.jobs_file import jobs_file_digest, load_jobs_file
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.storage import expected_backups
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.expected_backups import SyncSummary
+
+log = logging.getLogger(__name__)
 
 
 def sync_jobs_file(
@@ -60,3 +64,19 @@ def _apply(
     declared = load_jobs_file(path, settings.window_minutes, settings.cache_dir)
     with database.sessions() as session:
         return expected_backups.sync_backups(session, declared, as_of, digest=digest, path=path)
+
+
+def synced_fleet(settings: Settings, database: Database, as_of: datetime) -> list[Any]:
+    """The fleet as scans evaluate it, for everything else that shows or schedules it (Dagster's
+    assets, schedules and sensor): the active expected backups synced into PostgreSQL. Only a
+    database that never had a jobs file synced gets the configured one first (a fresh install): any
+    later change is synced by a scan or by `backups sync`, never by loading definitions — every run
+    worker and Celery step loads them, some from a copy of the jobs file of their own."""
+    with database.sessions() as session:
+        bootstrap = not expected_backups.ever_synced(session)
+    if bootstrap and settings.jobs_file.exists():
+        sync_jobs_file(settings, database, as_of)
+    elif bootstrap:
+        log.warning("no jobs file at %s and none synced yet: no expected backup to show", settings.jobs_file)
+    with database.sessions() as session:
+        return expected_backups.backup_timings(session)

@@ -205,13 +205,16 @@ def list_entries(session: Session, filters: EntryFilter) -> list[tuple[BackupEnt
 def day_entries_of_agents(
     session: Session, agents: Sequence[str], first: datetime, last: datetime
 ) -> list[Any]:
-    """The agents' entries of a day, as rows of the few columns a per-agent summary reads
-    (`agent_id`, `database_name`, `cycle_expected_at`, `status`, `message`, `size`, `size_anomaly`,
-    `size_median`): whole ORM objects cost ten times as much to load for a large fleet's scan."""
+    """The agents' entries of a day, as rows of the few columns a day's summary reads (`job_id`,
+    `agent_id`, `database_name`, `name`, `cycle_expected_at`, `status`, `message`, `size`,
+    `size_anomaly`, `size_median`): whole ORM objects cost ten times as much to load for a large
+    fleet's scan."""
     query = (
         sa.select(
+            BackupEntryRow.job_id,
             ExpectedBackupRow.agent_id_responsible.label("agent_id"),
             ExpectedBackupRow.database_name,
+            ExpectedBackupRow.name,
             BackupEntryRow.cycle_expected_at,
             BackupEntryRow.status,
             BackupEntryRow.message,

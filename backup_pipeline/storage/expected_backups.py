@@ -23,6 +23,12 @@ class SyncSummary:
     active: int
     added: int
     deactivated: int
+    updated: int = 0  # existing backups whose configuration changed, or active again
+
+    @property
+    def changed(self) -> bool:
+        """Whether the synced fleet differs from before (what Dagster shows of it too)."""
+        return bool(self.added or self.deactivated or self.updated)
 
 
 def sync_backups(
@@ -70,7 +76,8 @@ def sync_backups(
         )
     _record_sync(session, digest, len(backups), path)
     session.commit()
-    return SyncSummary(active=len(backups), added=len(declared - set(existing)), deactivated=len(stale))
+    added = len(declared - set(existing))
+    return SyncSummary(active=len(backups), added=added, deactivated=len(stale), updated=len(changed) - added)
 
 
 def synced_jobs_file(session: Session, digest: str) -> int | None:
@@ -81,6 +88,11 @@ def synced_jobs_file(session: Session, digest: str) -> int | None:
     """
     row = session.get(FleetStateRow, FLEET_STATE_ID)
     return row.active_jobs if row is not None and row.jobs_file_digest == digest else None
+
+
+def ever_synced(session: Session) -> bool:
+    """Whether a jobs file was ever synced into this database."""
+    return session.get(FleetStateRow, FLEET_STATE_ID) is not None
 
 
 def _record_sync(session: Session, digest: str | None, active: int, path: Path | None) -> None:
@@ -207,9 +219,11 @@ def active_backups(session: Session, ids: Iterable[int] | None = None) -> list[E
     return list(session.execute(query.order_by(ExpectedBackupRow.id)).scalars())
 
 
-def backup_timings(session: Session, ids: Iterable[int] | None = None) -> list[Any]:
-    """Active expected backups' (all, or these) identity, timing and policy columns only: rows with
-    attribute access, named as `config.jobs_file.to_expected_backup` reads them."""
+def backup_timings(
+    session: Session, ids: Iterable[int] | None = None, *, agents: Iterable[str] | None = None
+) -> list[Any]:
+    """Active expected backups' (all, these, or these agents') identity, timing and policy columns
+    only: rows with attribute access, named as `config.jobs_file.to_expected_backup` reads them."""
     query = sa.select(
         ExpectedBackupRow.id,
         ExpectedBackupRow.agent_id_responsible.label("agent_id"),
@@ -227,6 +241,8 @@ def backup_timings(session: Session, ids: Iterable[int] | None = None) -> list[A
     ).where(ExpectedBackupRow.is_active)
     if ids is not None:
         query = query.where(ExpectedBackupRow.id.in_(list(ids)))
+    if agents is not None:
+        query = query.where(ExpectedBackupRow.agent_id_responsible.in_(list(agents)))
     return list(session.execute(query.order_by(ExpectedBackupRow.id)))
 
 
@@ -273,8 +289,11 @@ def agent_windows(session: Session, agent_ids: Sequence[str] | None = None) -> d
     return {agent: window for agent, window in rows}
 
 
-def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]:
-    """The UTC days of these cycles that some backup of their group owes without an entry yet.
+def open_days(
+    session: Session, cycles: Sequence[ScheduledCycles], *, past_deadline_at: datetime | None = None
+) -> list[date]:
+    """The UTC days of these cycles that some backup of their group owes without an entry yet (only
+    cycles whose deadline is before `past_deadline_at`, when given).
 
     Each group is the active backups sharing a schedule and its expected instants over the days
     looked at (computed by the caller from the schedule); PostgreSQL pairs them. Cycles whose
@@ -305,6 +324,8 @@ def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]
             WHERE c.day = d.day
               AND j.is_active
               AND c.t + make_interval(mins => j.grace_minutes) >= j.created_at
+              AND (CAST(:past_deadline_at AS timestamptz) IS NULL
+                   OR c.t + make_interval(mins => j.grace_minutes) < CAST(:past_deadline_at AS timestamptz))
               AND NOT EXISTS (
                   SELECT 1 FROM backup_entries e WHERE e.job_id = j.id AND e.cycle_expected_at = c.t
               )
@@ -320,6 +341,7 @@ def open_days(session: Session, cycles: Sequence[ScheduledCycles]) -> list[date]
             "group_of_job": [g for g, _ in members],
             "job_ids": [job_id for _, job_id in members],
             "days": days,
+            "past_deadline_at": past_deadline_at,
         },
     )
     return [row.day for row in rows]

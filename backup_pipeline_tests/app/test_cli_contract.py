@@ -115,6 +115,19 @@ def assert_iso_z(value: str | None) -> datetime:
 # ---------------------------------------------------------------- jobs sync / jobs list
 
 
+def test_backups_sync_refuses_two_backups_that_would_be_one_dagster_asset(workspace: Workspace) -> None:
+    """`compta.db` and `compta_db` of one agent would be merged into one asset by Dagster: the sync
+    names both lines and the key, and syncs nothing."""
+    workspace.write_jobs([job(DOUALA, "compta.db", 13), job(DOUALA, "compta_db", 13)])
+    refused = workspace.cli("backups", "sync", expect_ok=False)
+    assert refused.exit_code == 1
+    line = refused.output.strip()
+    assert f"{workspace.jobs_file}:6: job #2 (agent '{DOUALA}', database 'compta_db'" in line
+    assert "and job #1 at line 2" in line and f"`backups/{DOUALA}/compta_db_1300`" in line
+    assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert json_array(workspace.cli("backups", "list", "--json")) == []
+
+
 def test_jobs_sync_and_list_keep_every_job_and_only_deactivate_removed_ones(workspace: Workspace) -> None:
     ws = workspace
     evening = job(

@@ -161,10 +161,12 @@ def test_agent_texts_reach_markdown_and_html_notifications_as_plain_text(
 def test_agent_texts_in_the_dagster_metadata_of_large_fleets_are_escaped() -> None:
     """Large fleets show one asset per agent whose `problems` metadata is markdown built from entry
     messages, which quote agents' error texts."""
-    from backup_pipeline.defs.fleet import agent_events
-    from backup_pipeline.scan.outcomes import AgentDay
+    from dagster import AssetKey
 
-    day = AgentDay(
+    from backup_pipeline.defs.fleet import agent_day_events
+    from backup_pipeline.scan.outcomes import AssetDay
+
+    day = AssetDay(
         agent_id=AGENT,
         day=date(2025, 11, 21),
         statuses={"FAILED": 1},
@@ -174,7 +176,7 @@ def test_agent_texts_in_the_dagster_metadata_of_large_fleets_are_escaped() -> No
     )
     texts = [
         value.value
-        for event in agent_events([day])
+        for event in agent_day_events(AssetKey(["backups", AGENT]), day)
         for value in event.metadata.values()
         if type(value).__name__ == "MarkdownMetadataValue"
     ]

@@ -313,3 +313,45 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.write_bytes(b"jobs:\n  - agent_id: \xff\xfe\n")
     with pytest.raises(JobsFileError, match="is not UTF-8 text \\(invalid byte at offset 20\\)"):
         load_jobs_file(path, 60)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "key"),
+    [
+        pytest.param(
+            ("SIRPACAM_DOUALA_NEWBELL", "compta.db", ""),
+            ("SIRPACAM_DOUALA_NEWBELL", "compta_db", ""),
+            "backups/SIRPACAM_DOUALA_NEWBELL/compta_db_1300",
+            id="database-punctuation",
+        ),
+        pytest.param(
+            ("SIRPACAM_DOUALA_NEWBELL", "stock_db", "full_weekly"),
+            ("SIRPACAM_DOUALA_NEWBELL", "stock", "db_full_weekly"),
+            "backups/SIRPACAM_DOUALA_NEWBELL/stock_db_full_weekly",
+            id="database-and-name-run-together",
+        ),
+        pytest.param(
+            ("SIRPACAM-NORD_DOUALA_NEWBELL", "compta_db", ""),
+            ("SIRPACAM_NORD_DOUALA_NEWBELL", "paie_db", ""),
+            "backups/SIRPACAM_NORD_DOUALA_NEWBELL",
+            id="agent-punctuation",
+        ),
+    ],
+)
+def test_two_backups_that_would_be_one_dagster_asset_are_refused_naming_both_lines(
+    tmp_path: Path, first: tuple[str, str, str], second: tuple[str, str, str], key: str
+) -> None:
+    """Dagster asset keys keep [A-Za-z0-9_]: two expected backups (or agents, shown as one asset each
+    in large fleets) whose names differ only elsewhere would be merged into one asset."""
+    jobs = "".join(
+        f"  - {{agent_id: {agent}, database_name: {database}, expected_hour_utc: 13, expected_minute_utc: 0"
+        + (f", name: {name}" if name else "")
+        + "}\n"
+        for agent, database, name in (("SIRPACAM_BAFOUSSAM_CAMPUS_1", "ventes_db", ""), first, second)
+    )
+    path, message = error_of(tmp_path, "jobs:\n" + jobs)
+    assert message.startswith(
+        f"invalid jobs file: {path}:4: job #3 (agent '{second[0]}', database '{second[1]}'"
+    )
+    assert f"and job #2 at line 3 (agent '{first[0]}', database '{first[1]}'" in message
+    assert f"would share the Dagster asset `{key}`" in message

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backup_pipeline.config.schedules import CronClock, cron_schedule, overlap
-from backup_pipeline.core.cycles import cycles_on, days_with_open_cycles
+from backup_pipeline.core.cycles import cycles_on
 from backup_pipeline.core.domain import ExpectedBackup
 from backup_pipeline.core.schedules import DailyAt, Schedule, latest_time_of_day, to_instant
 
@@ -143,17 +143,6 @@ def test_the_daily_utc_form_is_a_schedule_too() -> None:
     assert schedule.instants_on(date(2025, 11, 21)) == (at("2025-11-21T13:00:00"),)
     assert schedule.text == "daily at 13:00 (UTC)"
     assert Schedule(DailyAt(13, 0)) == schedule  # equal timings share cached instants
-
-
-def test_the_periodic_scan_looks_at_yesterday_only_for_schedules_with_a_cycle_there() -> None:
-    weekly = ExpectedBackup("A_B_C", "db", cron_schedule("50 23 * * 6", "UTC"))  # Saturdays 23:50
-    assert days_with_open_cycles([weekly], at("2025-11-23T00:20:00"), timedelta(minutes=15)) == [
-        date(2025, 11, 22),
-        date(2025, 11, 23),
-    ]
-    assert days_with_open_cycles([weekly], at("2025-11-24T00:20:00"), timedelta(minutes=15)) == [
-        date(2025, 11, 24)
-    ]
 
 
 def test_the_latest_time_of_day_reads_each_local_time_at_each_offset() -> None:

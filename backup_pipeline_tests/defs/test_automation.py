@@ -1,8 +1,8 @@
 """The scans that start by themselves, at unit level: schedule ticks, sensor ticks, loadable definitions.
 
-Schedule and sensor come from the product's definitions built for a chosen list of expected backups
-and evaluated the way the daemon evaluates them (`evaluate_tick`), without a webserver, a daemon or
-a database.
+Schedule and sensor come from the product's definitions and are evaluated the way the daemon
+evaluates them (`evaluate_tick`), without a webserver or a daemon: the sensor for a chosen list of
+expected backups, the schedule on the fleet synced into PostgreSQL, as in production.
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from dagster import (
 )
 
 from backup_pipeline.config.jobs_file import DeclaredBackup
-from backup_pipeline.config.settings import Settings
-from backup_pipeline.core.cycles import days_with_open_cycles
-from backup_pipeline.core.domain import ExpectedBackup
-from backup_pipeline.core.schedules import Schedule
+from backup_pipeline.config.settings import Settings, load_settings
 from backup_pipeline.defs import SCAN_JOB, build_definitions
 from backup_pipeline.defs.automation import DEPOSIT_SENSOR, SCAN_SCHEDULE
 from backup_pipeline.defs.fleet import FleetAssets
+from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline.defs.scan_job import AUTOMATIC_TAG
-from backup_pipeline_tests.support.dagster_runs import definitions, run_scan_job
+from backup_pipeline.scan.sync import sync_jobs_file
+from backup_pipeline.storage.database import open_database
+from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline_tests.support.dagster_runs import run_scan_job
 from backup_pipeline_tests.support.deposit_builder import Agent, utc
 
 AGENT = "SIRPACAM_DOUALA_NEWBELL"
 OTHER = "SIRPACAM_BAFOUSSAM_CAMPUS_1"
-QUARTER = timedelta(minutes=15)
 
 
 def defs_for(backups: list[DeclaredBackup], settings: Settings | None = None) -> Definitions:
@@ -66,109 +66,92 @@ def resolved(hour: int, minute: int, window: int = 60, database: str = "compta_d
 
 
 # ---------------------------------------------------------------- schedule
+#
+# Each tick asks the synced fleet in PostgreSQL which days owe something: a cycle past its deadline
+# and still without an entry. Jobs at 13:00 and 23:50, both with 60-minute windows (deadlines 14:00
+# and 00:50 the next day), created at the start of 2025-11-21.
 
-# Jobs at 13:00 and 23:50, both with 60-minute windows: the 23:50 cycle's deadline is 00:50 next day.
-TWO_JOBS = [resolved(13, 0), resolved(23, 50, database="paie_db")]
+TWO_JOBS = [
+    {"agent_id": AGENT, "database_name": database, "expected_hour_utc": hour, "expected_minute_utc": minute}
+    for database, hour, minute in (("compta_db", 13, 0), ("paie_db", 23, 50))
+]
+CREATED = "2025-11-21T00:00:00Z"
 
 
-def tick(jobs: list[DeclaredBackup], at: str) -> list:
-    defs = defs_for(jobs)
+def scheduled(at: str) -> list[str] | str:
+    """The partitions the shipped schedule requests at `at` (UTC), or its skip reason."""
+    settings = load_settings()
+    defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCAN_SCHEDULE)
-    repository = defs.get_repository_def()
-    with instance_for_test() as instance:
-        data = schedule.evaluate_tick(
-            build_schedule_context(
-                instance=instance, scheduled_execution_time=utc(at), repository_def=repository
-            )
-        )
-    return list(data.run_requests or [])
+    resources = {"settings": settings, "database": DatabaseResource(settings=settings)}
+    with (
+        instance_for_test() as instance,
+        build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=utc(at),
+            repository_def=defs.get_repository_def(),
+            resources=resources,
+        ) as context,
+    ):
+        data = schedule.evaluate_tick(context)
+    requests = list(data.run_requests or [])
+    for request in requests:
+        assert request.tags[AUTOMATIC_TAG] == "true"
+        assert request.run_key and request.run_key == f"{request.partition_key}@{at[:16]}"
+    return [r.partition_key for r in requests] if requests else data.skip_message or ""
+
+
+def nothing_owed(at: str) -> str:
+    return f"no cycle past its deadline without an entry as of {at[:10]} {at[11:16]} UTC"
+
+
+@pytest.fixture
+def two_jobs(workspace: Workspace) -> Workspace:
+    workspace.write_jobs(TWO_JOBS)
+    workspace.cli("backups", "sync", "--at", CREATED)
+    return workspace
 
 
 @pytest.mark.parametrize(
     ("at", "expected"),
     [
-        pytest.param("2025-11-21T10:00:00Z", ["2025-11-21"], id="morning-today-only"),
-        pytest.param("2025-11-22T00:15:00Z", ["2025-11-21", "2025-11-22"], id="yesterday-window-open"),
-        pytest.param("2025-11-22T00:45:00Z", ["2025-11-21", "2025-11-22"], id="just-before-deadline"),
-        pytest.param("2025-11-22T01:00:00Z", ["2025-11-21", "2025-11-22"], id="first-tick-past-deadline"),
-        pytest.param("2025-11-22T01:05:00Z", ["2025-11-21", "2025-11-22"], id="deadline-closed-recently"),
-        pytest.param("2025-11-22T02:00:00Z", ["2025-11-22"], id="yesterday-all-closed"),
-        pytest.param("2025-11-22T13:30:00Z", ["2025-11-22"], id="afternoon"),
+        # The morning owes nothing: no cycle of today is past its deadline (ticks used to ask for today).
+        pytest.param("2025-11-21T10:00:00Z", [], id="morning-nothing-due"),
+        pytest.param("2025-11-21T13:59:00Z", [], id="before-the-first-deadline"),
+        pytest.param("2025-11-21T14:00:01Z", ["2025-11-21"], id="first-deadline-passed"),
+        pytest.param("2025-11-22T00:45:00Z", ["2025-11-21"], id="yesterday-still-owed"),
+        pytest.param("2025-11-23T10:00:00Z", ["2025-11-21", "2025-11-22"], id="two-days-owed"),
     ],
 )
-def test_schedule_tick_requests_partitions_with_open_cycles(at: str, expected: list[str]) -> None:
-    requests = tick(TWO_JOBS, at)
-
-    assert [r.partition_key for r in requests] == expected
-    for request in requests:
-        assert request.tags[AUTOMATIC_TAG] == "true"
-        assert request.run_key and request.run_key.startswith(request.partition_key)
-    assert len({r.run_key for r in requests}) == len(requests)
+def test_schedule_ticks_request_only_the_days_with_a_cycle_past_its_deadline_without_entry(
+    two_jobs: Workspace, at: str, expected: list[str]
+) -> None:
+    assert scheduled(at) == (expected or nothing_owed(at))
 
 
-def test_schedule_run_keys_differ_between_ticks_so_each_tick_runs() -> None:
-    first = tick(TWO_JOBS, "2025-11-21T10:00:00Z")
-    second = tick(TWO_JOBS, "2025-11-21T10:15:00Z")
+def test_schedule_ticks_stop_asking_for_a_day_once_its_overdue_cycles_are_recorded(
+    two_jobs: Workspace,
+) -> None:
+    assert scheduled("2025-11-21T14:15:00Z") == ["2025-11-21"]
+    automatic_scan("2025-11-21", "2025-11-21T14:15:00Z")  # what that tick's run does: 13:00 MISSING
+    assert two_jobs.entries()[0]["status"] == "MISSING"
 
-    assert [r.partition_key for r in first] == [r.partition_key for r in second] == ["2025-11-21"]
-    assert first[0].run_key != second[0].run_key
+    assert scheduled("2025-11-21T14:30:00Z") == nothing_owed("2025-11-21T14:30:00Z")
+    assert scheduled("2025-11-22T00:45:00Z") == nothing_owed("2025-11-22T00:45:00Z")  # 23:50: not yet
+    assert scheduled("2025-11-22T01:00:00Z") == ["2025-11-21"]  # now it is
 
 
-def test_schedule_with_no_jobs_requests_nothing() -> None:
-    assert tick([], "2025-11-21T10:00:00Z") == []
+def test_schedule_with_no_jobs_requests_nothing(workspace: Workspace) -> None:
+    assert scheduled("2025-11-21T10:00:00Z") == nothing_owed("2025-11-21T10:00:00Z")
 
 
 def test_shipped_schedule_runs_every_15_minutes_utc_by_default() -> None:
-    schedule = definitions().resolve_schedule_def(SCAN_SCHEDULE)
+    schedule = defs_for([resolved(13, 0)]).resolve_schedule_def(SCAN_SCHEDULE)
 
     assert schedule.cron_schedule == "*/15 * * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     assert schedule.job_name == SCAN_JOB
-
-
-def daily(plan: list[tuple[int, int, int]]) -> list[ExpectedBackup]:
-    """Daily-UTC backups from (hour, minute, window)."""
-    return [
-        ExpectedBackup(AGENT, "compta_db", Schedule.daily_utc(h, m), early_minutes=w, grace_minutes=w)
-        for h, m, w in plan
-    ]
-
-
-@pytest.mark.parametrize(
-    ("plan", "now", "expected"),
-    [
-        pytest.param([], "2025-11-21T10:00:00Z", [], id="no-jobs"),
-        pytest.param([(13, 0, 60)], "2025-11-21T00:05:00Z", ["2025-11-21"], id="yesterday-13h-long-closed"),
-        # A cycle at 23:30 with a 60-minute window is still collecting reports at 00:20 the next day.
-        pytest.param([(23, 30, 60)], "2025-11-22T00:20:00Z", ["2025-11-21", "2025-11-22"], id="straddle"),
-        # Deadline 00:30: the tick at 00:45 must still record MISSING for yesterday.
-        pytest.param([(23, 30, 60)], "2025-11-22T00:45:00Z", ["2025-11-21", "2025-11-22"], id="just-closed"),
-        pytest.param([(23, 30, 60)], "2025-11-22T00:46:00Z", ["2025-11-22"], id="closed-beyond-interval"),
-        # The widest window (12 h): a cycle at 23:00 is open until 11:00 the next day.
-        pytest.param([(23, 0, 720)], "2025-11-22T10:50:00Z", ["2025-11-21", "2025-11-22"], id="wide-open"),
-        pytest.param([(23, 0, 720)], "2025-11-22T11:15:00Z", ["2025-11-21", "2025-11-22"], id="wide-closed"),
-        pytest.param([(23, 0, 720)], "2025-11-22T11:16:00Z", ["2025-11-22"], id="wide-done"),
-        # One open cycle among closed ones is enough, and yesterday is listed once.
-        pytest.param(
-            [(1, 0, 60), (23, 50, 60), (23, 55, 60)],
-            "2025-11-22T00:30:00Z",
-            ["2025-11-21", "2025-11-22"],
-            id="several",
-        ),
-    ],
-)
-def test_days_with_open_cycles(plan: list[tuple[int, int, int]], now: str, expected: list[str]) -> None:
-    days = days_with_open_cycles(daily(plan), utc(now), QUARTER)
-
-    assert [d.isoformat() for d in days] == expected
-
-
-def test_days_with_open_cycles_across_a_month_and_year_end() -> None:
-    assert days_with_open_cycles(daily([(23, 50, 60)]), utc("2026-01-01T00:15:00Z"), QUARTER) == [
-        date(2025, 12, 31),
-        date(2026, 1, 1),
-    ]
 
 
 # ---------------------------------------------------------------- sensor
@@ -395,7 +378,7 @@ def test_sensor_never_requests_days_outside_the_partitions(deposit: Path, instan
 
 
 def test_shipped_sensor_runs_by_default_on_the_scan_job() -> None:
-    sensor = definitions().resolve_sensor_def(DEPOSIT_SENSOR)
+    sensor = defs_for([resolved(13, 0)]).resolve_sensor_def(DEPOSIT_SENSOR)
 
     assert sensor.default_status == DefaultSensorStatus.RUNNING
     assert sensor.job_name == SCAN_JOB
@@ -414,15 +397,23 @@ DECLARED = [
 ] + [{"agent_id": AGENT, "database_name": "compta_db", "expected_hour_utc": 1, "expected_minute_utc": 30}]
 
 
-def settings_with_jobs_file(tmp_path: Path, **overrides: object) -> Settings:
+def settings_with_jobs_file(tmp_path: Path, database_url: str, **overrides: object) -> Settings:
     tmp_path.mkdir(parents=True, exist_ok=True)
     jobs_file = tmp_path / "jobs.yaml"
     jobs_file.write_text(yaml.safe_dump({"jobs": DECLARED}))
-    return Settings(jobs_file=jobs_file, storage_root=tmp_path, home=tmp_path / "home", **overrides)
+    return Settings(
+        jobs_file=jobs_file,
+        storage_root=tmp_path,
+        home=tmp_path / "home",
+        database_url=database_url,
+        **overrides,
+    )
 
 
-def test_definitions_declare_one_partitioned_asset_and_check_per_expected_backup(tmp_path: Path) -> None:
-    loaded = build_definitions(settings_with_jobs_file(tmp_path))
+def test_definitions_declare_one_partitioned_asset_and_check_per_expected_backup(
+    tmp_path: Path, database_url: str
+) -> None:
+    loaded = build_definitions(settings_with_jobs_file(tmp_path, database_url))
     Definitions.validate_loadable(loaded)
 
     graph = loaded.resolve_asset_graph()
@@ -450,8 +441,10 @@ def test_definitions_declare_one_partitioned_asset_and_check_per_expected_backup
     assert loaded.resolve_schedule_def(SCAN_SCHEDULE)
 
 
-def test_definitions_of_a_large_fleet_declare_one_asset_and_check_per_agent(tmp_path: Path) -> None:
-    loaded = build_definitions(settings_with_jobs_file(tmp_path, per_database_assets_max=2))
+def test_definitions_of_a_large_fleet_declare_one_asset_and_check_per_agent(
+    tmp_path: Path, database_url: str
+) -> None:
+    loaded = build_definitions(settings_with_jobs_file(tmp_path, database_url, per_database_assets_max=2))
     Definitions.validate_loadable(loaded)
 
     graph = loaded.resolve_asset_graph()
@@ -465,13 +458,19 @@ def test_definitions_of_a_large_fleet_declare_one_asset_and_check_per_agent(tmp_
     assert checks == {(k, name) for k in agents for name in ("integrity", "size", "restorable")}
 
 
-def test_definitions_load_nothing_at_import_and_follow_the_settings_given(tmp_path: Path) -> None:
+def test_definitions_load_nothing_at_import_and_follow_the_settings_given(
+    tmp_path: Path, database_url: str
+) -> None:
     """Two jobs files, two sets of definitions in one process: nothing was read at import time."""
-    small = build_definitions(settings_with_jobs_file(tmp_path / "a", start_date=date(2025, 1, 1)))
+    small = build_definitions(
+        settings_with_jobs_file(tmp_path / "a", database_url, start_date=date(2025, 1, 1))
+    )
     other = tmp_path / "b"
     other.mkdir()
     (other / "jobs.yaml").write_text(yaml.safe_dump({"jobs": DECLARED[:1]}))
-    single = build_definitions(Settings(jobs_file=other / "jobs.yaml", start_date=date(2025, 6, 1)))
+    settings = Settings(jobs_file=other / "jobs.yaml", start_date=date(2025, 6, 1), database_url=database_url)
+    sync_jobs_file(settings, open_database(settings), datetime.now(UTC))  # what a scan of it would do
+    single = build_definitions(settings)
     assert len(small.resolve_asset_graph().get_all_asset_keys()) == 7
     assert len(single.resolve_asset_graph().get_all_asset_keys()) == 3
     assert single.resolve_job_def(SCAN_JOB).partitions_def.get_first_partition_key() == "2025-06-01"

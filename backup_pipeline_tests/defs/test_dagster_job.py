@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DailyPartitionsDefinition, Definitions, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, DailyPartitionsDefinition, Definitions, ExecuteInProcessResult
 
 from backup_pipeline.app.simulator import SimulationSpec, simulate
 from backup_pipeline.defs import SCAN_JOB
@@ -196,6 +196,31 @@ def test_dagster_definitions_validate_cli(workspace: Workspace, tmp_path: Path) 
     assert "All code locations passed validation" in completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
+def test_dg_checks_and_lists_the_definitions_from_the_checkout(workspace: Workspace) -> None:
+    """Dagster's project CLI (`dg`, [tool.dg] in pyproject.toml) finds the package at the repository
+    root and loads its definitions; the shipped dagster.yaml needs no URL of its own (Dagster's
+    storage goes to the product's PostgreSQL)."""
+    simulate_fleet(workspace, agents=2, databases=2)
+    workspace.cli("backups", "sync")
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL")}
+    env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
+    dg = Path(sys.executable).parent / "dg"
+
+    def run(*args: str) -> str:
+        completed = subprocess.run(
+            [str(dg), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        said = completed.stdout + completed.stderr
+        assert completed.returncode == 0, said
+        assert "Traceback" not in said
+        return said
+
+    assert "All definitions loaded successfully" in run("check", "defs")
+    listed = run("list", "defs", "--json")
+    assert "backups/SIRPACAM" in listed and "backup_scan" in listed and "restore_drills" in listed
+
+
 def _scan_with_dagster_home(workspace: Workspace, home: Path) -> subprocess.CompletedProcess[str]:
     """`backup-pipeline scan` in its own process with DAGSTER_HOME set and no Dagster storage URL."""
     env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINE_DAGSTER_PG_URL"}
@@ -262,8 +287,8 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     (the check said "failed", the scan's event "passed")."""
     from dagster import AssetCheckEvaluation, AssetSelection, define_asset_job
 
-    from backup_pipeline.defs.fleet import agent_asset_key, agent_events
-    from backup_pipeline.scan.outcomes import AgentDay
+    from backup_pipeline.defs.fleet import agent_day_events
+    from backup_pipeline.scan.outcomes import AssetDay
 
     monkeypatch.setenv("BACKUP_PIPELINE_PER_DATABASE_ASSETS_MAX", "0")
     agent = "SIRPACAM_DOUALA_NEWBELL"
@@ -272,18 +297,18 @@ def test_an_agent_without_entries_gets_one_integrity_verdict_from_the_check_and_
     )
     workspace.cli("jobs", "sync")
     check_now = define_asset_job(
-        "check_now", selection=AssetSelection.checks_for_assets(agent_asset_key(agent))
+        "check_now", selection=AssetSelection.checks_for_assets(AssetKey(["backups", agent]))
     )
     defs = Definitions.merge(definitions(), Definitions(jobs=[check_now]))
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("check_now").execute_in_process(instance=instance)
     on_demand = {c.check_name: c for c in result.get_asset_check_evaluations()}["integrity"]
-    empty = AgentDay(
+    empty = AssetDay(
         agent_id=agent, day=datetime(2025, 11, 21).date(), statuses={}, problems=[], total_size=0, entries=0
     )
     (reported,) = [
         e
-        for e in agent_events([empty])
+        for e in agent_day_events(AssetKey(["backups", agent]), empty)
         if isinstance(e, AssetCheckEvaluation) and e.check_name == "integrity"
     ]
     assert on_demand.passed is False and reported.passed is False

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from dagster import (
     AssetCheckSeverity,
+    AssetKey,
     AssetSelection,
     DagsterInstance,
     Definitions,
@@ -18,7 +19,6 @@ from dagster import (
 
 from backup_pipeline.defs import DRILL_JOB
 from backup_pipeline.defs.drill_job import DRILL_SCHEDULE, DrillConfig, drill_run_config
-from backup_pipeline.defs.fleet import agent_asset_key, asset_key
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.dagster_runs import definitions
 from backup_pipeline_tests.support.drill_fixtures import (
@@ -61,6 +61,15 @@ def restorable(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
     }
 
 
+def observed(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The drills' observations on the assets, by asset."""
+    return {
+        e.event_specific_data.asset_observation.asset_key.path[-1]: e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    }
+
+
 def test_the_drill_job_reports_each_outcome_as_a_restorable_check(
     drill_workspace: Workspace, sample_dumps: SampleDumps
 ) -> None:
@@ -72,8 +81,14 @@ def test_the_drill_job_reports_each_outcome_as_a_restorable_check(
         assert set(checks) == {"good_1300", "broken_1300", "mysql_1300", "shrunk_1300"}
         good = checks["good_1300"]
         assert good.passed and good.metadata["outcome"].value == "RESTORED"
-        assert good.metadata["tables"].value == 2 and good.metadata["rows"].value == 315
+        assert good.metadata["restored_tables"].value == 2 and good.metadata["restored_rows"].value == 315
         assert good.metadata["restored_bytes"].value > 0 and good.partition == DAY1
+        # The figures the asset's Plots tab graphs are on an observation of the asset, for the cycle's day.
+        plotted = observed(first)["good_1300"]
+        assert plotted.partition == DAY1
+        assert plotted.metadata["restored_rows"].value == 315
+        assert plotted.metadata["restored_bytes"].value == good.metadata["restored_bytes"].value
+        assert plotted.metadata["drill_seconds"].value > 0
         broken = checks["broken_1300"]
         assert not broken.passed and broken.severity == AssetCheckSeverity.ERROR
         assert "truncated" in broken.metadata["reason"].value
@@ -120,24 +135,24 @@ def test_large_fleets_get_one_restorable_verdict_per_agent_and_the_check_runs_on
     with DagsterInstance.ephemeral() as instance:
         result = run(DAY1, instance, as_of=f"{DAY1}T23:00:00Z")
         (agent,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "restorable"]
-        assert agent.asset_key == agent_asset_key(SITE)
+        assert agent.asset_key == AssetKey(["backups", SITE])
         assert not agent.passed and agent.severity == AssetCheckSeverity.ERROR  # one backup does not restore
         assert agent.metadata["drilled"].value == 4 and agent.metadata["restored"].value == 2
         assert "broken: RESTORE_FAILED (the dump ends" in agent.metadata["drills"].value
 
         check_now = define_asset_job(
-            "check_now", selection=AssetSelection.checks_for_assets(agent_asset_key(SITE))
+            "check_now", selection=AssetSelection.checks_for_assets(AssetKey(["backups", SITE]))
         )
         defs = Definitions.merge(definitions(), Definitions(jobs=[check_now]))
         on_demand = defs.resolve_job_def("check_now").execute_in_process(instance=instance)
         checks = {c.check_name: c for c in on_demand.get_asset_check_evaluations()}
         again = checks["restorable"]
-        assert (again.passed, again.severity) == (agent.passed, agent.severity)
-        # the on-demand integrity check of an agent with failing entries names them (it used to crash)
-        assert (
-            not checks["integrity"].passed
-            and "good: MISSING" in checks["integrity"].metadata["problems"].value
-        )
+        assert (again.passed, again.severity, again.partition) == (agent.passed, agent.severity, DAY1)
+        # the on-demand integrity check of an agent with failing entries names them (it used to crash),
+        # for the latest day it judges
+        integrity = checks["integrity"]
+        assert not integrity.passed and integrity.partition == DAY2
+        assert "good 13:00Z MISSING" in integrity.metadata["problems"].value
 
 
 def test_the_drill_schedule_requests_todays_partition_once_a_day(drill_workspace: Workspace) -> None:
@@ -158,7 +173,7 @@ def test_the_drill_schedule_requests_todays_partition_once_a_day(drill_workspace
     job = defs.resolve_job_def(DRILL_JOB)
     assert job.tags["backup_pipeline/drill"] == "exclusive"
     assert job.executor_def.name == "multiprocess"
-    key = asset_key(SITE, "good", "1300")
+    key = AssetKey(["backups", SITE, "good_1300"])
     assert any(
         k.asset_key == key and k.name == "restorable" for k in defs.resolve_asset_graph().asset_check_keys
     )

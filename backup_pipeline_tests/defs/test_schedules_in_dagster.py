@@ -13,6 +13,7 @@ from backup_pipeline.config.settings import load_settings
 from backup_pipeline.defs import build_definitions
 from backup_pipeline.defs.automation import SCAN_SCHEDULE
 from backup_pipeline.defs.digest import digest_delay
+from backup_pipeline.defs.resources import DatabaseResource
 from backup_pipeline_tests.conftest import Workspace
 from backup_pipeline_tests.support.dagster_runs import run_scan_job
 from backup_pipeline_tests.support.deposit_builder import Agent, gz, utc
@@ -75,16 +76,25 @@ def test_the_scan_job_materializes_each_cycle_on_its_backups_asset(workspace: Wo
 
 
 def test_the_periodic_scan_and_the_digest_follow_the_schedules(workspace: Workspace) -> None:
-    defs = fleet_defs(workspace)
+    """The weekly backup alone: Saturday 23:50 in Paris is 22:50 UTC in winter, its deadline 00:50 on
+    Sunday (grace 120 min). The 15-minute schedule asks for Saturday once that deadline has passed."""
+    workspace.write_jobs([JOBS[1]])
+    workspace.cli("backups", "sync", "--at", "2025-11-20T00:00:00Z")
+    settings = load_settings()
+    defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def(SCAN_SCHEDULE)
-    # Sunday 00:30 UTC: Saturday's weekly cycle (22:50 UTC, grace 120 min) is still open.
-    sunday = datetime(2025, 11, 23, 0, 30, tzinfo=UTC)
-    context = build_schedule_context(
-        scheduled_execution_time=sunday, repository_def=defs.get_repository_def()
-    )
-    requests = schedule.evaluate_tick(context).run_requests
-    assert sorted(r.partition_key for r in requests or []) == ["2025-11-22", "2025-11-23"]
+
+    def requested(at: datetime) -> list[str]:
+        resources = {"settings": settings, "database": DatabaseResource(settings=settings)}
+        with build_schedule_context(
+            scheduled_execution_time=at, repository_def=defs.get_repository_def(), resources=resources
+        ) as context:
+            return sorted(r.partition_key for r in schedule.evaluate_tick(context).run_requests or [])
+
+    assert requested(datetime(2025, 11, 23, 0, 45, tzinfo=UTC)) == []
+    assert requested(datetime(2025, 11, 23, 1, 0, tzinfo=UTC)) == ["2025-11-22"]
     # The latest deadline of a day: the weekly one, 23:50 Paris = 22:50 UTC in winter, + 120 min.
+    workspace.write_jobs(JOBS)
     declared = load_jobs_file(workspace.jobs_file, 60)
     delay = digest_delay(declared, date(2025, 1, 1))
     assert delay == timedelta(hours=22, minutes=50 + 120 + 30)

@@ -640,7 +640,7 @@ def test_drills_run_on_both_worker_hosts_and_record_what_an_in_process_drill_rec
     env = scanned_with_real_dumps(cluster, sample_dumps, drill_dir)
     ok(run_cli(env, "drill", "--due", "--at", AT))
     control, runs = drills_recorded(env.database_url)
-    assert runs == {None}
+    assert len(runs) == 1 and None not in runs  # the CLI runs the drill job in process: one Dagster run
     outcomes = {(r[0], r[1]): r[5] for r in control}
     assert {d: outcomes[(DRILL_SITE, d)] for d in ("sales", "ledger", "broken")} == {
         "sales": "RESTORED",

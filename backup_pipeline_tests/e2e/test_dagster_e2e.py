@@ -111,10 +111,14 @@ MATERIALIZATIONS_QUERY = """query Mats($path: [String!]!, $partitions: [String!]
       metadataEntries { __typename label
         ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } } } } }"""
 
+OBSERVATIONS_QUERY = MATERIALIZATIONS_QUERY.replace("assetMaterializations", "assetObservations")
+
 CHECKS_QUERY = """query Checks($path: [String!]!) {
   assetCheckExecutions(assetKey: {path: $path}, checkName: "integrity", limit: 100) {
     runId status evaluation { success partition
       metadataEntries { label ... on TextMetadataEntry { text } } } } }"""
+
+RESTORABLE_QUERY = CHECKS_QUERY.replace('checkName: "integrity"', 'checkName: "restorable"')
 
 LAUNCH_BACKFILL = """mutation Backfill($partitions: [String!]) {
   launchPartitionBackfill(backfillParams: {
@@ -150,6 +154,14 @@ def materializations(servers: Servers, path: list[str], partition: str | None = 
     ]
     assert data["__typename"] == "Asset", f"asset {'/'.join(path)} unknown to Dagster: {data}"
     return data["assetMaterializations"]
+
+
+def observations(servers: Servers, path: list[str], partition: str | None = None) -> list[dict]:
+    data = servers.graphql(OBSERVATIONS_QUERY, path=path, partitions=[partition] if partition else None)[
+        "assetOrError"
+    ]
+    assert data["__typename"] == "Asset", f"asset {'/'.join(path)} unknown to Dagster: {data}"
+    return data["assetObservations"]
 
 
 def check_evaluations(servers: Servers, path: list[str], partition: str) -> list[dict]:
@@ -306,12 +318,14 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     for entry in entries.values():
         assert by_id[entry["dagster_run_id"]].partition == day
 
-    # ---- each database's asset is materialized once for today's partition, with the entry's values.
+    # ---- a good backup materializes its day; a bad one is an observation, with the entry's values.
+    good = {"compta_db", "ventes_db"}
     for agent, database in DATABASES:
         entry = entries[(agent, database, day)]
-        found = materializations(servers, scenario.asset(agent, database), day)
-        assert len(found) == 1, f"{database}: expected one materialization for {day}, got {found}"
-        (event,) = found
+        made = materializations(servers, scenario.asset(agent, database), day)
+        seen = observations(servers, scenario.asset(agent, database), day)
+        assert (len(made), len(seen)) == ((1, 0) if database in good else (0, 1)), (database, made, seen)
+        (event,) = made + seen
         values = metadata(event["metadataEntries"])
         assert event["partition"] == day
         assert event["runId"] == entry["dagster_run_id"]
@@ -320,24 +334,25 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
         assert values["entry_id"] == entry["entry_id"]
         assert values["cycle_expected_at"] == f"{cycle:%Y-%m-%dT%H:%M}:00Z"
         assert values["report_file"] == (entry["report_file"] or "")
-    compta = metadata(
-        materializations(servers, scenario.asset(AGENT, "compta_db"), day)[0]["metadataEntries"]
-    )
-    assert compta["server_size"] == len(scenario.compta_packed[scenario.day])  # an int, plotted by the UI
-    assert compta["agent_size"] == compta["server_size"]
+
+    def values_of(database: str, agent: str = AGENT) -> dict[str, Any]:
+        path = scenario.asset(agent, database)
+        (event,) = materializations(servers, path, day) + observations(servers, path, day)
+        return metadata(event["metadataEntries"])
+
+    compta = values_of("compta_db")
+    assert compta["staged_bytes"] == len(scenario.compta_packed[scenario.day])  # an int, plotted by the UI
+    assert compta["agent_bytes"] == compta["staged_bytes"]
     assert compta["server_sha256"] == compta["agent_sha256"] == sha(scenario.compta_packed[scenario.day])
     assert compta["report_file"] == f"{cycle + timedelta(minutes=5):%Y%m%d_%H%M%S}_{AGENT}.json"
-    paie = metadata(materializations(servers, scenario.asset(AGENT, "paie_db"), day)[0]["metadataEntries"])
+    paie = values_of("paie_db")
     assert paie["server_sha256"] == sha(scenario.paie_packed) != paie["agent_sha256"]
-    assert paie["server_size"] == len(scenario.paie_packed)
-    stock = metadata(materializations(servers, scenario.asset(AGENT, "stock_db"), day)[0]["metadataEntries"])
-    assert stock["server_size"] is None  # never measured: the agent reported a failed step
+    assert paie["staged_bytes"] == len(scenario.paie_packed)
+    stock = values_of("stock_db")
+    assert stock["staged_bytes"] is None  # never measured: the agent reported a failed step
     assert "BACKUP, TRANSFER" in stock["message"], stock["message"]
     assert "nothing to send" in stock["message"] and "connection refused" in stock["message"]
-    ventes = metadata(
-        materializations(servers, scenario.asset(OTHER, "ventes_db"), day)[0]["metadataEntries"]
-    )
-    assert ventes["server_size"] == scenario.ventes_size
+    assert values_of("ventes_db", OTHER)["staged_bytes"] == scenario.ventes_size
 
     # ---- the integrity checks follow the statuses.
     expected_checks = {"compta_db": True, "paie_db": False, "stock_db": False, "ventes_db": True}
@@ -379,6 +394,11 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
             assert entries[(agent, database, d)]["dagster_run_id"] == run_of_day[d], (agent, database, d)
         compta_event = materializations(servers, scenario.asset(AGENT, "compta_db"), d)
         assert [e["runId"] for e in compta_event] == [run_of_day[d]]
+        for agent, database in DATABASES[1:]:  # MISSING: observed, never materialized
+            assert materializations(servers, scenario.asset(agent, database), d) == []
+            assert [e["runId"] for e in observations(servers, scenario.asset(agent, database), d)] == [
+                run_of_day[d]
+            ]
     assert "do not list it" in entries[(AGENT, "paie_db", past[0])]["message"]
 
     # ---- a second backfill, from the CLI, re-evaluates yesterday and today in place.
@@ -421,7 +441,8 @@ def check_ui(servers: Servers, scenario: Scenario, *backfill_ids: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    asset = "/".join(scenario.asset(AGENT, "paie_db"))
+    asset = "/".join(scenario.asset(AGENT, "compta_db"))
+    failing = "/".join(scenario.asset(AGENT, "paie_db"))
     day = scenario.day.isoformat()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -439,25 +460,25 @@ def check_ui(servers: Servers, scenario: Scenario, *backfill_ids: str) -> None:
                 finally:
                     page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
 
-            # The asset's partitions: three days materialized, today's selected with its status.
+            # A database with a good backup every day: three days materialized, today's selected.
             visit(
                 f"/assets/{asset}?view=partitions&partition={day}",
                 "e2e-asset-partitions.png",
-                f"paie_db_{scenario.hhmm}",
+                f"compta_db_{scenario.hhmm}",
                 "Materialized (3)",
                 day,
-                "TRANSFER_INTEGRITY_FAILED",
+                "SUCCESS",
                 "entry_id",
             )
-            # Its overview (latest event: a day of the backfills) and checks tab (the check failed).
+            # Its overview (latest event: a day of the backfills); the failing database's checks.
             visit(
                 f"/assets/{asset}",
                 "e2e-asset-overview.png",
                 "Latest materialization",
                 "status",
-                re.compile("MISSING|TRANSFER_INTEGRITY_FAILED"),
+                "SUCCESS",
             )
-            visit(f"/assets/{asset}?view=checks", "e2e-asset-checks.png", "integrity", "Failed")
+            visit(f"/assets/{failing}?view=checks", "e2e-asset-checks.png", "integrity", "Failed")
             # The scan job: its graph, then its partitions with both backfills.
             visit(
                 f"/locations/backup_pipeline/jobs/{JOB}",
@@ -633,3 +654,104 @@ def test_a_failed_scan_run_is_re_executed_by_the_daemon(
     today = {k: e for k, e in entries_by_cycle(workspace).items() if k[2] == scenario.day.isoformat()}
     assert len(today) == len(DATABASES)
     assert {e["dagster_run_id"] for e in today.values()} == {retry}
+
+
+# ---------------------------------------------------------------- the demo's failed database
+
+
+def test_the_demo_shows_a_failed_day_not_materialized_with_its_check_failed(
+    workspace: Workspace, dagster_storage_url: str, drill_dir: Path, tmp_path: Path
+) -> None:
+    """`backup-pipeline demo` (as scripts/demo.sh runs it, without its UI), then the UI on its
+    instance: a database whose failed day sits among good ones shows that day not materialized, the
+    good days materialized, and its integrity check failed for that day."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(SHIPPED_INSTANCE_CONFIG, home / "dagster.yaml")
+    root = tmp_path / "demo" / "deposit"
+    env = os.environ.copy() | {
+        "DAGSTER_HOME": str(home),
+        DAGSTER_URL_ENV: dagster_storage_url,
+        "PYTHONUNBUFFERED": "1",
+        "BACKUP_STORAGE_ROOT": str(root),  # what the demo itself uses, for the webserver's code location
+        "BACKUP_PIPELINE_JOBS_FILE": str(root.parent / "jobs.yaml"),
+        "BACKUP_PIPELINE_DRILL_DIR": str(drill_dir),  # a folder the drill user can reach
+    }
+    demo = subprocess.run(
+        [str(BIN / "backup-pipeline"), "demo", "--no-ui", "--root", str(root)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    path, bad_day, good_days = _a_failed_day_among_good_ones(workspace)
+    servers = Servers(port=free_port(), home=home, env=env, artifacts="e2e-demo")
+    try:
+        servers.start("dagster-webserver", "-h", "127.0.0.1", "-p", str(servers.port))
+        servers.start("dagster-daemon", "run")  # as `demo` runs it (freshness is the daemon's)
+        wait_ready(servers)
+        materialized = {m["partition"] for m in materializations(servers, path)}
+        assert bad_day not in materialized and set(good_days) <= materialized, (bad_day, good_days)
+        (failed,) = check_evaluations(servers, path, bad_day)
+        assert failed["status"] == "FAILED" and failed["evaluation"]["success"] is False
+        # The demo's drills ran the drill job: each drilled database's restorable check was evaluated.
+        drilled = [e for e in workspace.entries() if e.get("restore_drill")]
+        assert drilled, f"the demo drilled nothing:\n{demo.stdout}"
+        for entry in drilled:
+            cycle = entry["cycle_expected_at"]
+            asset = ["backups", entry["agent_id"], f"{entry['database_name']}_{cycle[11:13]}{cycle[14:16]}"]
+            executions = servers.graphql(RESTORABLE_QUERY, path=asset)["assetCheckExecutions"]
+            assert [e["evaluation"]["partition"] for e in executions] == [cycle[:10]], asset
+        _show_the_failed_day(servers, "/".join(path), bad_day, len(materialized))
+    finally:
+        servers.stop()
+
+
+def _a_failed_day_among_good_ones(workspace: Workspace) -> tuple[list[str], str, list[str]]:
+    """The asset of a demo database with a bad day and good days, that day and the good days."""
+    per_backup: dict[tuple[str, str, str], dict[str, str]] = {}
+    for e in workspace.entries():
+        cycle = e["cycle_expected_at"]
+        per_backup.setdefault((e["agent_id"], e["database_name"], f"{cycle[11:13]}{cycle[14:16]}"), {})[
+            cycle[:10]
+        ] = e["status"]
+    for (agent, database, name), days in sorted(per_backup.items()):
+        good = sorted(d for d, status in days.items() if status in ("SUCCESS", "HASH_MISMATCH"))
+        bad = sorted(d for d, status in days.items() if status not in ("SUCCESS", "HASH_MISMATCH"))
+        if good and bad:
+            return ["backups", agent, f"{database}_{name}"], bad[0], good
+    raise AssertionError(f"the demo's fleet has no failed day among good ones: {per_backup}")
+
+
+def _show_the_failed_day(servers: Servers, asset: str, day: str, good: int) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is absent: apt-get install chromium (.ci/run installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            body = page.locator("body")
+            try:
+                # The failed day selected in the partitions: not materialized, the good days are.
+                page.goto(f"{servers.url}/assets/{asset}?view=partitions&partition={day}")
+                expect(body).to_contain_text(f"Materialized ({good})")
+                _dismiss_community_dialog(page)
+                # The day's detail: its title, then no materialization.
+                expect(body).to_contain_text(re.compile(rf"{day}\s*Latest materialization\s*None"))
+                page.screenshot(path=str(ARTIFACTS / "e2e-demo-failed-day.png"), full_page=True)
+                # The integrity check's partitions: that day failed.
+                page.goto(f"{servers.url}/assets/{asset}?view=checks")
+                expect(body).to_contain_text("integrity")
+                page.get_by_text("Partitions", exact=True).last.click()
+                expect(body).to_contain_text(day)
+                page.screenshot(path=str(ARTIFACTS / "e2e-demo-failed-check.png"), full_page=True)
+            finally:
+                (ARTIFACTS / "e2e-demo-page.txt").write_text(body.inner_text())
+        finally:
+            browser.close()
