@@ -22,12 +22,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
-from backup_pipeline.core.alerts import Notice, redact_url
+from backup_pipeline.core.alerts import Notice
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 MAX_ERROR = 500
+MAX_LABEL_HOST = 200  # labels are stored (notification_*.target, 255 characters)
 
 
 class TargetError(ValueError):
@@ -51,12 +53,16 @@ class Target:
 
     @cached_property
     def label(self) -> str:
+        """The scheme, and the host (with its port) when the service's host is a server's name and
+        Apprise finds it where no password can be: never a user, a password, a path or a query."""
         text = self.configured.strip()
         match = _SCHEME.match(text)
         if not match:
             references = ENV_REFERENCE.findall(text)
             return " ".join(f"${{{name}}}" for name in references) if references else "<not a URL>"
-        return redact_url(text, show_host=host_is_public(match.group(1)))
+        scheme = match.group(1).lower()
+        host = public_host(text) if host_is_public(scheme) else None
+        return f"{scheme}://{host[:MAX_LABEL_HOST]}" if host else f"{scheme}://…"
 
     def __str__(self) -> str:  # an accidental f"{target}" shows the label, never the URL
         return self.label
@@ -106,6 +112,57 @@ def host_is_public(scheme: str) -> bool:
     if scheme not in manager:
         return False
     return bool(getattr(manager[scheme], "protocol", None))
+
+
+def public_host(url: str) -> str | None:
+    """`host[:port]` as Apprise parses `url` (its service's own parser), or None when Apprise finds
+    none, or when the URL's text says a password may reach into what Apprise took for the host: an
+    `@` in the path or a second one before it (Apprise cuts a password at an `@`), a `#` right after
+    the host (a password cut there), a written password followed by another `@` anywhere (a password
+    cut at a `?`; a `${NAME}` reference holds no `@`), and no port when the query's first key holds
+    an `@` after a user's name taken for a host. A password Apprise reads whole is never in its host;
+    the one case the text cannot tell is a password starting with digits then a raw `?`
+    (`user:12?k=v@host`: Apprise sends to `user`, port 12), which must be percent-encoded anyway."""
+    rest = url[url.index("://") + 3 :]
+    cut = re.search(r"[/?#]", rest)
+    authority, after = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
+    cut_at_query = _at_in_first_key(after)  # `user:pass?word@host`: Apprise's query starts in it
+    if authority.count("@") > 1 or after.startswith("#") or "@" in after.split("?", 1)[0]:
+        return None
+    credentials = authority.rpartition("@")[0]
+    written_password = credentials.partition(":")[2]
+    if credentials and "@" in after and not ENV_REFERENCE.fullmatch(written_password):
+        return None  # `user:pa@ss?x@host`: which `@` ends the password, the text cannot say
+    if ENV_REFERENCE.fullmatch(authority.rsplit("@", 1)[-1]):
+        return authority.rsplit("@", 1)[-1]  # the name of a variable, read when sending
+    parsed = _parsed(url)
+    if not parsed or not parsed.get("host"):
+        return None
+    host, port = str(parsed["host"]), parsed.get("port")
+    with_port = f"{host}:{port}" if port is not None else host
+    if authority.rsplit("@", 1)[-1].lower() != with_port.lower():
+        return None  # Apprise read the authority otherwise than as user:password@host:port
+    if port is not None and cut_at_query:
+        return host  # the host is then the user's name, the port the password's beginning
+    return with_port
+
+
+def _at_in_first_key(after: str) -> bool:
+    query = after.split("?", 1)[1] if "?" in after else ""
+    return any("@" in field.split("=", 1)[0] for field in query.split("&")[:1])
+
+
+def _parsed(url: str) -> dict[str, Any] | None:
+    """What the Apprise service of `url`'s scheme makes of it (None if it cannot parse it)."""
+    manager = _manager()
+    scheme = url[: url.index("://")].lower()
+    if scheme not in manager:
+        return None
+    with quiet_apprise():
+        try:
+            return manager[scheme].parse_url(url)
+        except Exception:  # a service's parser failing on a strange URL: nothing to show
+            return None
 
 
 def problem(configured: str) -> str | None:
@@ -175,6 +232,12 @@ def scrub(text: str, url: str, *, extra: Iterable[str] = ()) -> str:
     secrets = {url, *extra}
     match = _SCHEME.match(url)
     rest = url[match.end() :] if match else url
+    # Whatever precedes the URL's last `@` may be credentials, whatever characters they hold.
+    credentials = rest.rpartition("@")[0]
+    secrets.update({credentials, credentials.partition(":")[2], *re.split(r"[:/@?#&=]", credentials)})
+    parsed = _parsed(url) if match else None
+    if parsed:
+        secrets.update(str(parsed[k]) for k in ("user", "password") if parsed.get(k))
     netloc, _, tail = rest.partition("/")
     if "?" in netloc:
         netloc, _, query_only = netloc.partition("?")

@@ -30,6 +30,7 @@ from isal import igzip_lib
 from backup_pipeline.adapters.deposit import UnsafeFile, open_staged_file
 from backup_pipeline.core import fingerprints
 from backup_pipeline.core.domain import StagedFileCheck
+from backup_pipeline.core.rules import EXPANDS_BEYOND
 
 READ_BLOCK = 1 << 20
 PIPELINE_MIN_BYTES = 16 << 20  # below this, helper threads cost more than they overlap
@@ -41,6 +42,50 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 class CorruptArchive(ValueError):
     pass
+
+
+class ExpandsTooMuch(CorruptArchive):
+    """The content grew past a limit of ExpansionLimits: decompression stops there."""
+
+
+# A small archive may always expand to this many times RATIO_FLOOR bytes (a 200-byte gzip of 1 MB of
+# blank rows is no bomb); beyond, to `ratio` times its own size.
+RATIO_FLOOR = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExpansionLimits:
+    """How far a staged archive may decompress: `ratio` times its size (at least `ratio` MiB), and
+    `max_bytes` whatever its size. Past either, a decompression bomb costs no more than that."""
+
+    ratio: int = 1000
+    max_bytes: int = 1 << 40
+
+    def allowed(self, archive_size: int) -> tuple[int, str]:
+        """The most content an archive of `archive_size` bytes may hold, and the limit in words."""
+        by_ratio = self.ratio * max(archive_size, RATIO_FLOOR)
+        if by_ratio < self.max_bytes:
+            return by_ratio, (
+                f"{EXPANDS_BEYOND} {by_ratio} bytes, {self.ratio} times its {archive_size} bytes "
+                "(BACKUP_PIPELINE_MAX_EXPANSION_RATIO)"
+            )
+        return (
+            self.max_bytes,
+            f"{EXPANDS_BEYOND} {self.max_bytes} bytes (BACKUP_PIPELINE_MAX_DECOMPRESSED_BYTES)",
+        )
+
+
+class _Bounded:
+    """A content sink that refuses to take more than `allowed` bytes (ExpandsTooMuch)."""
+
+    def __init__(self, sink: _Sink, allowed: int, message: str) -> None:
+        self.sink, self.allowed, self.message, self.taken = sink, allowed, message, 0
+
+    def update(self, data: bytes) -> None:
+        self.taken += len(data)
+        if self.taken > self.allowed:
+            raise ExpandsTooMuch(self.message)
+        self.sink.update(data)
 
 
 @dataclass(frozen=True)
@@ -272,8 +317,20 @@ _CONTENT_HASHES: dict[str, Callable[[], _Hash]] = {
 class _Pass:
     """One streaming pass over a file: its hash, and the content's hashes behind the decoder."""
 
-    def __init__(self, file_name: str, verify_archive: bool, also: frozenset[str], pipelined: bool) -> None:
-        self.file_name, self.verify_archive, self.pipelined = file_name, verify_archive, pipelined
+    def __init__(
+        self,
+        file_name: str,
+        verify_archive: bool,
+        also: frozenset[str],
+        pipelined: bool,
+        limit: tuple[int, str] | None = None,
+    ) -> None:
+        self.file_name, self.verify_archive, self.pipelined, self.limit = (
+            file_name,
+            verify_archive,
+            pipelined,
+            limit,
+        )
         self.file_hash = hashlib.sha256()
         wanted = {fingerprints.CONTENT, *also} if verify_archive else set()
         self.content = {a: make() for a, make in _CONTENT_HASHES.items() if a in wanted}
@@ -299,7 +356,8 @@ class _Pass:
             self.started = True
             fmt = _format_of(self.file_name, block[:4])
             if self.verify_archive and fmt is not None:
-                self.decoder = (_GzipContent if fmt == "gzip" else _ZstdContent)(self.content_sink)
+                sink = self.content_sink if self.limit is None else _Bounded(self.content_sink, *self.limit)
+                self.decoder = (_GzipContent if fmt == "gzip" else _ZstdContent)(sink)
         if self.archive_problem is not None or not self.verify_archive:
             return
         if self.decoder is None:
@@ -340,13 +398,17 @@ def measure_open_file(
     verify_archive: bool = True,
     also: frozenset[str] = frozenset(),
     alone: bool = True,
+    limits: ExpansionLimits | None = None,
 ) -> StagedFileCheck:
-    """Hash, size, content fingerprint and archive soundness of an opened staged file.
+    """Hash, size, content fingerprint and archive soundness of an opened staged file; a compressed
+    one is decompressed only as far as `limits` allow (default: ExpansionLimits()).
 
     `alone`: no other file is measured meanwhile, so helper threads would find idle cores (they
     cost a fifth more CPU in hand-overs and cache misses: not worth it when every core is busy)."""
-    pipelined = alone and verify_archive and os.fstat(fd).st_size >= PIPELINE_MIN_BYTES
-    measurement = _Pass(file_name, verify_archive, also, pipelined)
+    size = os.fstat(fd).st_size
+    pipelined = alone and verify_archive and size >= PIPELINE_MIN_BYTES
+    limit = (limits or ExpansionLimits()).allowed(size)
+    measurement = _Pass(file_name, verify_archive, also, pipelined, limit)
     try:
         while block := os.read(fd, READ_BLOCK):
             measurement.feed(block)
@@ -377,13 +439,22 @@ def still_being_written(
 
 
 def check_staged_file(
-    request: StagedFileRequest, *, verify_archive: bool = True, alone: bool = True
+    request: StagedFileRequest,
+    *,
+    verify_archive: bool = True,
+    alone: bool = True,
+    limits: ExpansionLimits | None = None,
 ) -> StagedFileCheck:
     """Measure one staged file; unsafe or unreadable files give a check with `problem` set."""
     try:
         with open_staged_file(request.agent_dir, request.file_name) as fd:
             return measure_open_file(
-                fd, request.file_name, verify_archive=verify_archive, also=request.also, alone=alone
+                fd,
+                request.file_name,
+                verify_archive=verify_archive,
+                also=request.also,
+                alone=alone,
+                limits=limits,
             )
     except UnsafeFile as exc:
         return StagedFileCheck(file_name=request.file_name, problem=str(exc))
@@ -399,6 +470,7 @@ def check_many(
     *,
     workers: int,
     verify_archive: bool = True,
+    limits: ExpansionLimits | None = None,
     measure: Callable[..., StagedFileCheck] = check_staged_file,
 ) -> list[StagedFileCheck]:
     """Measure files in parallel threads (hashlib, blake3, ISA-L and zstd release the GIL), in
@@ -415,11 +487,14 @@ def check_many(
         large = []  # measured below, in this thread
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="hash") as pool:
         futures = {
-            i: pool.submit(measure, items[i], verify_archive=verify_archive, alone=alone) for i in large
+            i: pool.submit(measure, items[i], verify_archive=verify_archive, alone=alone, limits=limits)
+            for i in large
         }
         for i in order:
             if i not in futures:
-                results[i] = measure(items[i], verify_archive=verify_archive, alone=alone and workers > 1)
+                results[i] = measure(
+                    items[i], verify_archive=verify_archive, alone=alone and workers > 1, limits=limits
+                )
         results.update((i, future.result()) for i, future in futures.items())
     return [results[i] for i in range(len(items))]
 

@@ -15,14 +15,14 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
 from backup_pipeline.app import render, views
-from backup_pipeline.app.errors import ScanError
+from backup_pipeline.app.errors import ConfigurationError, ScanError
 from backup_pipeline.app.progress import progress, progress_bars
 from backup_pipeline.config.jobs_file import JobsFileError
 from backup_pipeline.config.settings import (
@@ -32,8 +32,9 @@ from backup_pipeline.config.settings import (
     find_env_file,
     load_settings,
 )
-from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.core.cycles import instant_problem, parse_instant
 from backup_pipeline.core.sizes import format_byte_size, parse_byte_size
+from backup_pipeline.core.text import visible
 from backup_pipeline.storage.database import (
     Database,
     DatabaseFailure,
@@ -61,6 +62,7 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
             JobsFileError,
             DatabaseUnavailable,
             ScanError,
+            ConfigurationError,
             FileNotFoundError,
             SettingsError,
             EmbeddedServerError,
@@ -135,6 +137,16 @@ def _as_of(value: str | None) -> datetime:
         return parse_instant(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO-8601 date and time", param_hint="--at") from None
+
+
+def _bounded_as_of(value: str | None, settings: Settings, option: str = "--at") -> datetime:
+    """`--at` of a command that records what it decides: between the fleet's start date and a few
+    minutes after now (core.cycles.instant_problem), checked before anything is done."""
+    when = _as_of(value)
+    problem = instant_problem(when, first_day=settings.start_date, now=datetime.now(UTC))
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint=option)
+    return when
 
 
 def _day(value: str, option: str) -> date:
@@ -236,8 +248,9 @@ def backups_sync(jobs_file: Path | None, at: str | None) -> None:
     from backup_pipeline.scan.sync import sync_jobs_file
 
     settings = _settings()
+    when = _bounded_as_of(at, settings)
     _must_exist(jobs_file or settings.jobs_file, "jobs file", "--file or BACKUP_PIPELINE_JOBS_FILE")
-    summary = sync_jobs_file(settings, open_database(settings), _as_of(at), path=jobs_file)
+    summary = sync_jobs_file(settings, open_database(settings), when, path=jobs_file)
     click.echo(
         f"{summary.active} active expected backup(s): {summary.added} added, "
         f"{summary.deactivated} deactivated"
@@ -285,13 +298,14 @@ def scan(
 
     days = [_day(p, "--partition") for p in partitions]
     settings = _settings()
+    when = _bounded_as_of(at, settings)
     # Said before anything is started (a new embedded server, say) for a mistyped setting.
     _must_exist(settings.jobs_file, "jobs file", "BACKUP_PIPELINE_JOBS_FILE")
     _must_exist(settings.storage_root, "deposit root", "BACKUP_STORAGE_ROOT", folder=True)
     with progress_bars() as bars:  # each run's steps, on a terminal only
         runs = run_scan(
             settings,
-            _as_of(at),
+            when,
             partitions=days or None,
             rehash=rehash,
             log_level=ctx.obj["log_level"],
@@ -310,12 +324,12 @@ def scan(
             err=as_json,
         )
     if failed:
-        raise click.ClickException(f"scan of {failed[0].day} failed: {failed[0].error}")
+        raise click.ClickException(f"scan of {failed[0].day} failed: {visible(str(failed[0].error))}")
     unarchived = [e for r in runs if r.archived for e in r.archived.errors]
     if unarchived:  # the verdicts stand; the reports stay in log/ and the next scan retries
         raise click.ClickException(
             f"{len(unarchived)} report(s) could not be archived (left in log/, retried by the next scan): "
-            + "; ".join(unarchived[:3])
+            + "; ".join(visible(e) for e in unarchived[:3])
             + ("; …" if len(unarchived) > 3 else "")
         )
 
@@ -435,8 +449,8 @@ def drill(
 
     if due == bool(agent or database or cycle):
         raise click.UsageError("give either --due, or --agent/--database (and --cycle)")
-    when = _as_of(at)
     settings = _settings()
+    when = _bounded_as_of(at, settings)
     db = _stored(settings)
     sync_before_scan(settings, db, when)
     entry_ids = None
@@ -480,9 +494,9 @@ def _cycle(value: str | None) -> datetime | None:
 
 @main.command()
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="Deposit root to write.")
-@click.option("--agents", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--databases", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--days", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--agents", default=3, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--databases", default=4, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 3660))
 @click.option(
     "--size",
     default="64KiB",
@@ -567,7 +581,7 @@ def _how_to_scan(settings: Settings, root: Path, jobs_file: Path, days: list[str
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @click.option(
     "--print-env",
@@ -634,7 +648,7 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
     import os
 
     from backup_pipeline.app.launcher import ensure_dagster_storage_url
-    from backup_pipeline.defs.celery_app import celery_queues
+    from backup_pipeline.defs.celery_app import broker_problem, celery_queues
     from backup_pipeline.defs.workers import run_worker
 
     consumed = _queues(queues)
@@ -644,6 +658,8 @@ def worker(concurrency: int | None, queues: tuple[str, ...]) -> None:
             "a worker runs steps sent through a broker: set BACKUP_PIPELINE_EXECUTOR=celery and "
             "BACKUP_PIPELINE_CELERY_BROKER (the same for the daemon, the webserver and every worker)"
         )
+    if problem := broker_problem(settings):
+        raise click.ClickException(problem)
     open_database(settings)  # reachable and migrated before the first step arrives
     # The steps' processes rebuild the definitions from their environment: make it these settings,
     # and give Dagster's own storage the URL the shipped dagster.yaml reads.
@@ -665,7 +681,7 @@ def _queues(given: tuple[str, ...]) -> list[str]:
 
 @main.command()
 @click.option("--root", default=Path("demo/deposit"), type=click.Path(path_type=Path), show_default=True)
-@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--no-ui", is_flag=True, help="Stop after printing the status table.")
 @friendly_errors
 def demo(root: Path, port: int, no_ui: bool) -> None:
@@ -858,8 +874,16 @@ def digest(day: str | None, fmt: str, wide: bool) -> None:
     from backup_pipeline.digest.build import build_digest
     from backup_pipeline.digest.render import to_csv, to_json
 
+    settings = _settings()
     when = _day(day, "--date") if day else datetime.now(UTC).date()
-    built = build_digest(_stored(_settings()), when)
+    today = datetime.now(UTC).date()
+    if not settings.start_date <= when <= today + timedelta(days=1):
+        raise click.BadParameter(
+            f"{when} is outside the fleet's days, {settings.start_date} (BACKUP_PIPELINE_START_DATE) "
+            f"to {today + timedelta(days=1)}",
+            param_hint="--date",
+        )
+    built = build_digest(_stored(settings), when)
     if fmt == "csv":
         click.echo(to_csv(built), nl=False)
     elif fmt == "json":
@@ -879,15 +903,35 @@ def metrics() -> None:
 @metrics.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers", default=4, show_default=True, type=click.IntRange(1, 64), help="Requests answered at once."
+)
+@click.option(
+    "--read-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
+    help="Seconds a client has for each read, and to send its request.",
+)
 @friendly_errors
-def metrics_serve(host: str, port: int) -> None:
+def metrics_serve(host: str, port: int, workers: int, read_timeout: float) -> None:
     """Serve /metrics (Prometheus), /healthz and /badge/AGENT[/DATABASE].svg|.json until stopped."""
     from backup_pipeline.app.metrics_server import serve
+    from backup_pipeline.storage.database import serving_database
 
     settings = _settings()
     _stored(settings)  # a wrong URL or an unreachable server is said now, not at the first scrape
+    # One connection per worker: a request that waits longer than the read timeout for one is a 503.
+    database = serving_database(settings, connections=workers, wait_seconds=read_timeout)
     try:
-        serve(lambda: open_database(settings), host, port, lambda url: click.echo(f"serving {url}/metrics"))
+        serve(
+            lambda: database,
+            host,
+            port,
+            lambda url: click.echo(f"serving {url}/metrics"),
+            workers=workers,
+            read_timeout=read_timeout,
+        )
     except OSError as exc:  # the port is taken, the address is not this machine's...
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:

@@ -3,3 +3,7 @@
 
 class ScanError(RuntimeError):
     """A scan that could not run; the message says why and what to do."""
+
+
+class ConfigurationError(RuntimeError):
+    """A setting that cannot work as given; the message names it (never its secret value)."""

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from backup_pipeline.app.errors import ConfigurationError
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.storage.database import dagster_url, normalise_url
 
@@ -39,6 +40,12 @@ def ensure_dagster_storage_url(settings: Settings) -> None:
     if not os.environ.get(DAGSTER_URL_ENV):
         url = normalise_url(settings.database_url) if settings.database_url else dagster_url(settings)
         os.environ[DAGSTER_URL_ENV] = url
+    else:  # `postgresql://…` as people write it: dagster-postgres ships psycopg2, SQLAlchemy 2 wants it named
+        os.environ[DAGSTER_URL_ENV] = normalise_url(os.environ[DAGSTER_URL_ENV])
+    if not os.environ[DAGSTER_URL_ENV].startswith("postgresql+psycopg2://"):
+        raise ConfigurationError(
+            f"{DAGSTER_URL_ENV} is not a PostgreSQL URL (expected postgresql://user:password@host:port/database)"
+        )
 
 
 def dagster_environment(settings: Settings, *, host: str, port: int) -> dict[str, str]:

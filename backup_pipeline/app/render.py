@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from backup_pipeline.core.sizes import format_byte_size
+from backup_pipeline.core.text import visible
 from backup_pipeline.digest.build import FleetDigest
 from backup_pipeline.digest.render import (
     AGENT_COLUMNS,
@@ -126,7 +127,6 @@ CAPTIONABLE = frozenset({"agent_id", "database_name", "name", "schedule", "parti
 _INSTANT = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|[+-]\d{2}:\d{2})")
 _BREAK_AFTER = re.compile(r"(?<=[_./,:;=-])")  # where a word too long for its column may break
 _LONG_HEX = re.compile(r"\b[0-9a-f]{32,}\b")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 SEPARATOR = 2  # spaces between two columns (rich's SIMPLE_HEAD box, collapsed padding)
 MIN_WRAPPED = 16  # a wrapped text column narrower than this is left out rather than shown in shreds
 
@@ -338,7 +338,7 @@ def _plain(value: Any) -> str:
     else:
         text = str(value)
     text = " ".join(text.split("\n")).replace("\t", " ").replace("\r", " ")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return visible(text)  # escape sequences, other controls and bidirectional overrides: escaped
 
 
 def _print(renderable: Any, colours: bool, width: int | None) -> str:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import stat
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,12 @@ from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, Si
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
 from backup_pipeline.core.drills import DrillPolicy
 from backup_pipeline.core.names import shared_asset_names
-from backup_pipeline.core.reports import is_valid_agent_id, staged_base_name
+from backup_pipeline.core.reports import (
+    MAX_AGENT_ID,
+    MAX_FILE_NAME_BYTES,
+    agent_id_problem,
+    staged_base_name,
+)
 from backup_pipeline.core.schedules import Schedule
 from backup_pipeline.core.sizes import parse_byte_size
 
@@ -348,7 +354,10 @@ class BackupSpec(_AlertingFields, _WindowFields):
     @field_validator("agent_id")
     @classmethod
     def _agent(cls, value: str) -> str:
-        if not is_valid_agent_id(value):
+        problem = agent_id_problem(value)
+        if problem is not None and len(value) > MAX_AGENT_ID:
+            raise ValueError(f"is {len(value)} characters long; an agent id has at most {MAX_AGENT_ID}")
+        if problem is not None:
             raise ValueError("must look like ENTREPRISE_VILLE_QUARTIER (letters, digits, '-', 3+ '_' parts)")
         return value
 
@@ -379,6 +388,10 @@ class BackupSpec(_AlertingFields, _WindowFields):
     @field_validator("staged_file_name")
     @classmethod
     def _staged(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > MAX_FILE_NAME_BYTES:
+            raise ValueError(
+                f"is {len(value.encode())} bytes long; a file name has at most {MAX_FILE_NAME_BYTES}"
+            )
         if value is not None and staged_base_name(value) != value:
             raise ValueError("must be a plain file name (no directory part)")
         return value
@@ -546,6 +559,7 @@ _Loader.add_implicit_resolver(
 _LOADER = _Loader
 
 
+_KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,40}")
 _cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
 CACHE_VERSION = 5  # bump when DeclaredBackup or the resolution rules change (5: shared asset names refused)
 DISK_CACHE_MIN_BACKUPS = 1000
@@ -568,12 +582,43 @@ def load_jobs_file(path: Path, default_window: int, cache_dir: Path | None = Non
     return list(_cache[key])
 
 
+# A fleet's file of 20,000 jobs is a few MiB: anything far larger is not a jobs file.
+MAX_JOBS_FILE_BYTES = 64 << 20
+
+
+def read_jobs_file(path: Path) -> bytes:
+    """The bytes of a jobs file; JobsFileError (one line) when it is missing, not a regular file (a
+    device, a FIFO: never opened) or larger than MAX_JOBS_FILE_BYTES (never read)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise JobsFileError(
+            f"jobs file {path} not found (BACKUP_PIPELINE_JOBS_FILE names it, in the environment or a .env)"
+        ) from None
+    except OSError as exc:
+        raise JobsFileError(f"jobs file {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise JobsFileError(f"jobs file {path} is not a regular file (not read)")
+    if st.st_size > MAX_JOBS_FILE_BYTES:
+        raise JobsFileError(
+            f"jobs file {path} is {st.st_size} bytes, above the {MAX_JOBS_FILE_BYTES}-byte limit (not read)"
+        )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_JOBS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise JobsFileError(f"jobs file {path} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_JOBS_FILE_BYTES:
+        raise JobsFileError(f"jobs file {path} grew past the {MAX_JOBS_FILE_BYTES}-byte limit (not read)")
+    return data
+
+
 def jobs_file_digest(path: Path, default_window: int) -> str | None:
     """What the resolved jobs depend on (the file's bytes and the default window), or None when the
     file cannot be read (loading it then says why)."""
     try:
-        return _digest(path.read_bytes(), default_window)
-    except OSError:
+        return _digest(read_jobs_file(path), default_window)
+    except JobsFileError:
         return None
 
 
@@ -588,19 +633,16 @@ def _load_with_disk_cache(path: Path, default_window: int, cache_dir: Path | Non
     Every scan process (CLI, Dagster run worker, code server) reads the jobs file; libyaml needs
     ~1.5 s for 20,000 jobs where reading back validated JSON takes a fraction of that.
     """
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return _load_jobs_file(path, default_window)
+    data = read_jobs_file(path)
     if cache_dir is None:
-        return _load_jobs_file(path, default_window)
+        return _load_jobs_file(path, default_window, data)
     digest = _digest(data, default_window)
     cached = cache_dir / f"jobs-{digest}.json"
     try:
         return [DeclaredBackup.model_validate(item) for item in json.loads(cached.read_bytes())]
     except (OSError, ValueError, ValidationError):
         pass
-    backups = _load_jobs_file(path, default_window)
+    backups = _load_jobs_file(path, default_window, data)
     if len(backups) >= DISK_CACHE_MIN_BACKUPS:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -612,15 +654,15 @@ def _load_with_disk_cache(path: Path, default_window: int, cache_dir: Path | Non
     return backups
 
 
-def _load_jobs_file(path: Path, default_window: int) -> list[DeclaredBackup]:
+def _load_jobs_file(path: Path, default_window: int, data: bytes | None = None) -> list[DeclaredBackup]:
+    if data is None:
+        data = read_jobs_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise JobsFileError(
-            f"jobs file {path} not found (BACKUP_PIPELINE_JOBS_FILE names it, in the environment or a .env)"
+            f"jobs file {path} is not UTF-8 text (invalid byte at offset {exc.start})"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobsFileError(f"jobs file {path} cannot be read: {exc}") from None
     try:
         document = yaml.load(text, Loader=_LOADER)  # safe: refuses !!python tags
     except (yaml.YAMLError, TypeError) as exc:  # TypeError: unhashable keys such as lists
@@ -667,9 +709,13 @@ def _resolve(
 ) -> list[DeclaredBackup]:
     unknown = set(document) - {"defaults", "jobs"}
     if unknown:
-        raise JobsFileError(
-            f"{path}:{nodes.root_line()}: unknown top-level key(s): {sorted(unknown, key=str)}"
-        )
+        # Named when they look like keys (a typo); a file that is no jobs file is never quoted.
+        names = sorted((k for k in unknown if isinstance(k, str) and _KEY_LIKE.fullmatch(k)), key=str)
+        others = len(unknown) - len(names)
+        said = f"unknown top-level key(s): {names}" if names else "unknown top-level keys"
+        if others:
+            said += f"{' and' if names else ':'} {others} that are not names (is this a jobs file?)"
+        raise JobsFileError(f"{path}:{nodes.root_line()}: {said}")
     errors: list[str] = []
     defaults = BackupDefaults()
     if "defaults" in document:

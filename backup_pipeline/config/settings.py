@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     # Decompress staged archives to catch corrupt ones and fingerprint their content. Off, only the
     # file's SHA-256 and size are checked, and content policies compare raw file hashes.
     verify_archives: bool = Field(default=True, validation_alias="BACKUP_PIPELINE_VERIFY_ARCHIVES")
+    # How far a staged archive is decompressed at most: a ratio to its size (at least that many MiB)
+    # and a size. A decompression bomb stops there: FAILED "archive expands beyond ...".
+    max_expansion_ratio: int = Field(
+        default=1000, ge=2, le=1_000_000, validation_alias="BACKUP_PIPELINE_MAX_EXPANSION_RATIO"
+    )
+    max_decompressed_bytes: ByteSize = Field(
+        default=1 << 40, ge=1 << 20, validation_alias="BACKUP_PIPELINE_MAX_DECOMPRESSED_BYTES"
+    )
     max_batches: int = Field(default=8, ge=1, le=256, validation_alias="BACKUP_PIPELINE_MAX_BATCHES")
 
     # Above this many expected backups the UI shows one asset per agent instead of one per database:

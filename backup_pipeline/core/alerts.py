@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from backup_pipeline.core.domain import PROBLEM_STATUSES, SUCCESS_STATUSES, EntryStatus
+from backup_pipeline.core.text import visible
 
 # ---------------------------------------------------------------- events
 
@@ -304,7 +305,7 @@ def overall_level(events: Iterable[AlertEvent]) -> Level:
 
 
 def _block(line: AlertLine) -> str:
-    reason = " ".join(line.reason.split())
+    reason = visible(" ".join(line.reason.split()))
     if len(reason) > MAX_REASON:
         reason = reason[: MAX_REASON - 1] + "…"
     header = (
@@ -314,7 +315,6 @@ def _block(line: AlertLine) -> str:
     return "\n".join([header, f"  {reason}", *([f"  {line.link}"] if line.link else [])])
 
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>&~])")
 
 
@@ -334,22 +334,7 @@ def escape_markdown(text: str) -> str:
     that lets raw HTML through makes of it: one line, every character with a markdown or HTML meaning
     backslash-escaped (CommonMark renders `\\<` as a literal `<`), so no link, image, emphasis,
     table cell or tag can be smuggled in."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
-
-
-def redact_url(url: str, *, show_host: bool) -> str:
-    """A notification URL fit for logs and the CLI: its scheme, and its host when that is a server's
-    name rather than a token. Credentials, paths and query strings never appear."""
-    match = _SCHEME.match(url.strip())
-    if not match:
-        return "<not a URL>"
-    scheme = match.group(1).lower()
-    rest = url.strip()[match.end() :]
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    host = netloc.rsplit("@", 1)[-1]
-    if show_host and host:
-        return f"{scheme}://{host}"
-    return f"{scheme}://…"
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", visible(" ".join(text.split())))
 
 
 def size_part(message: str) -> str:

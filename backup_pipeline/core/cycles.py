@@ -27,6 +27,27 @@ def parse_instant(text: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+# How far after the real clock an instant a person gives may be: the clocks of two machines, not a
+# time to come (an evaluation as of the future records cycles that have not happened as MISSING,
+# reports as too old, and expected backups created then, which automatic scans never reach).
+AHEAD_OF_NOW = timedelta(minutes=5)
+
+
+def instant_problem(instant: datetime, *, first_day: date, now: datetime) -> str | None:
+    """Why `instant` cannot be what a scan, a sync or a drill is as of, or None: it must fall between
+    the fleet's first day and a few minutes after `now`."""
+    shown = instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if instant.astimezone(UTC).date() < first_day:
+        return f"{shown} is before the fleet's start date {first_day} (BACKUP_PIPELINE_START_DATE)"
+    if instant > now + AHEAD_OF_NOW:
+        minutes = int(AHEAD_OF_NOW.total_seconds() // 60)
+        return (
+            f"{shown} is after now ({now.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; {minutes} minutes of clock "
+            "difference are allowed): what has not happened yet cannot be evaluated"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Cycle:
     backup: ExpectedBackup

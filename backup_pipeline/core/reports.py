@@ -51,6 +51,13 @@ _STEP_KEYS: dict[Step, tuple[str, ...]] = {
 }
 _HASH_KEYS = ("sha256_checksum", "sha256")
 MAX_TEXT = 4000
+# Names as the database holds them: each column is as wide as what these checks admit, so nothing an
+# agent names is ever refused by PostgreSQL (one refusal there would fail a whole batch).
+MAX_AGENT_ID = 128  # expected_jobs.agent_id_responsible, status_reports.agent_id, cycle_watch.agent_id
+MAX_FILE_NAME_BYTES = 255  # a file name on disk (NAME_MAX): staged file names, archived report names
+# status_reports.file_name: a report's name as recorded, its bytes that are not UTF-8 escaped (four
+# characters each at worst: 4 x 255), cut beyond that (a file system with longer names).
+MAX_RECORDED_NAME = 1024
 MAX_SIZE = 2**63 - 1
 FUTURE_TOLERANCE = timedelta(days=1)
 # Years whose instants survive any UTC offset without leaving datetime's range (1..9999).
@@ -76,7 +83,23 @@ class ParseOutcome:
 
 
 def is_valid_agent_id(name: str) -> bool:
-    return AGENT_ID_RE.fullmatch(name) is not None
+    return agent_id_problem(name) is None
+
+
+def agent_id_problem(name: str) -> str | None:
+    """Why `name` cannot be an agent id (a folder of the deposit area, a job's `agent_id`), or None."""
+    if AGENT_ID_RE.fullmatch(name) is None:
+        return "name is not ENTREPRISE_VILLE_QUARTIER"
+    if len(name) > MAX_AGENT_ID:
+        return f"name is {len(name)} characters long, above the {MAX_AGENT_ID} an agent id may have"
+    return None
+
+
+def database_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a database's name in a report, or None."""
+    if _DATABASE_NAME_RE.fullmatch(name) is None or name in (".", ".."):
+        return "a database name is 1-128 characters without control characters or path separators"
+    return None
 
 
 def parse_file_name_time(file_name: str) -> datetime | None:
@@ -115,8 +138,10 @@ def staged_base_name(raw: str | None) -> str | None:
     if raw is None:
         return None
     base = re.split(r"[\\/]", raw.strip())[-1]
-    if base in ("", ".", "..") or len(base) > 255 or any(ord(c) < 32 or c == "\x7f" for c in base):
+    if base in ("", ".", "..") or any(ord(c) < 32 or c == "\x7f" for c in base):
         return None
+    if len(base.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
+        return None  # no file system holds it: never looked for
     return base
 
 
@@ -372,7 +397,7 @@ def _parse_report(
     notes: list[str] = []
     parsed: dict[str, DatabaseReport] = {}
     for name, section in databases.items():
-        if _DATABASE_NAME_RE.fullmatch(name) is None or name in (".", ".."):
+        if database_name_problem(name) is not None:
             notes.append(f"ignored database with unusable name {_show(name)}")
             continue
         parsed[name] = parse_database(name, section)

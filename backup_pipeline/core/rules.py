@@ -103,9 +103,20 @@ def decide(
     if integrity:
         return _decision(EntryStatus.TRANSFER_INTEGRITY_FAILED, integrity, report, database, check)
     if check.archive_problem:
-        message = f"archive corrupt: {check.file_name} {check.archive_problem}"
-        return _decision(EntryStatus.FAILED, message, report, database, check)
+        return _decision(EntryStatus.FAILED, archive_message(check), report, database, check)
     return _content_decision(cycle, report, database, check, previous)
+
+
+# How the measurement says a staged archive went past a decompression limit (adapters.staged_files).
+EXPANDS_BEYOND = "expands beyond"
+
+
+def archive_message(check: StagedFileCheck) -> str:
+    """Why a staged archive failed: corrupt, or expanding past a decompression limit (which one)."""
+    problem = check.archive_problem or ""
+    if problem.startswith(EXPANDS_BEYOND):
+        return f"archive {problem}: {check.file_name} (its content was not verified)"
+    return f"archive corrupt: {check.file_name} {problem}"
 
 
 def _decision(

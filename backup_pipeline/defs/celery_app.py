@@ -25,6 +25,21 @@ def celery_queues(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.celery_queue, settings.celery_drill_queue]))
 
 
+def broker_problem(settings: Settings) -> str | None:
+    """Why the configured broker URL cannot be used (its scheme names no transport Celery knows),
+    or None. Never quotes the URL, which may hold a password."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    url = settings.celery_broker.get_secret_value()
+    scheme = url.partition("://")[0] if "://" in url else ""
+    transport = scheme.split("+", 1)[0]
+    if transport not in TRANSPORT_ALIASES:
+        known = ", ".join(sorted(t for t in TRANSPORT_ALIASES if t.islower()))
+        shown = f"the scheme {transport!r}" if transport.isidentifier() else "no scheme Celery knows"
+        return f"BACKUP_PIPELINE_CELERY_BROKER has {shown}; Celery's transports: {known}"
+    return None
+
+
 def celery_app_args(settings: Settings) -> dict[str, Any]:
     """The Celery application's arguments, shared by the orchestrator and the workers (they must
     agree on the broker, the result backend and the queues)."""

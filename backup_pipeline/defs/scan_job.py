@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.alerts import escape_markdown
-from backup_pipeline.core.cycles import parse_instant
+from backup_pipeline.core.cycles import instant_problem, parse_instant
+from backup_pipeline.core.text import visible
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import REPORTS_ASSET, FleetAssets
 from backup_pipeline.defs.reload import reload_code_location
@@ -85,11 +86,14 @@ def scan_run_config(config: ScanConfig) -> dict[str, object]:
     return {"ops": {"ingest_reports": {"config": config.model_dump(exclude_none=True)}}}
 
 
-def _request(context: OpExecutionContext, config: ScanConfig) -> ScanRequest:
+def _request(context: OpExecutionContext, config: ScanConfig, settings: Settings) -> ScanRequest:
     try:
         as_of = parse_instant(config.as_of) if config.as_of else datetime.now(UTC)
     except ValueError:
         raise Failure(f"as_of {config.as_of!r} is not an ISO-8601 date and time") from None
+    problem = instant_problem(as_of, first_day=settings.start_date, now=datetime.now(UTC))
+    if config.as_of and problem is not None:  # before anything is recorded
+        raise Failure(f"as_of {problem}")
     automatic = config.automatic
     if automatic is None:
         tags = context.run.tags
@@ -106,7 +110,7 @@ def ingest_reports(
     settings: ResourceParam[Settings],
     database: DatabaseResource,
 ) -> ScanStarted:
-    request = _request(context, config)
+    request = _request(context, config, settings)
     ctx = ScanContext(settings, database.get(), request, context.run_id)
     with ctx.database.sessions() as session:
         day = date.fromisoformat(context.partition_key)
@@ -150,11 +154,13 @@ def _log_ingested(context: OpExecutionContext, summary: IngestSummary) -> None:
         f"{len(summary.deferred)} left for the next scan (still being written)"
     )
     for name, reason in summary.skipped_folders:
-        context.log.warning(f"skipped folder {name}: {reason}")
+        context.log.warning(f"skipped folder {visible(name)}: {visible(reason)}")
     if summary.rejections:
         context.log.warning(
             "rejected reports:\n"
-            + "\n".join(f"{r.agent_id}/{r.file_name}: {r.reason}" for r in summary.rejections)
+            + "\n".join(
+                f"{r.agent_id}/{visible(r.file_name)}: {visible(r.reason)}" for r in summary.rejections
+            )
         )
 
 
@@ -250,7 +256,7 @@ def _log_evaluated(context: OpExecutionContext, plan: BatchPlan, result: BatchRe
             "decisions:\n"
             + "\n".join(
                 f"{o.agent_id} {o.database_name} {o.cycle_expected_at:%Y-%m-%dT%H:%MZ} {o.status}: "
-                f"{o.message}"
+                f"{visible(o.message)}"
                 for o in changed
             )
         )
@@ -275,9 +281,11 @@ def archive_reports(
     summary = archive(ctx)
     context.log.info(f"archived {summary.archived} report(s) after {len(results)} batch(es)")
     if summary.left:
-        context.log.warning("not archived:\n" + "\n".join(summary.left))
+        context.log.warning("not archived:\n" + "\n".join(visible(left) for left in summary.left))
     if summary.errors:
-        context.log.warning("cannot archive (retried by the next scan):\n" + "\n".join(summary.errors))
+        context.log.warning(
+            "cannot archive (retried by the next scan):\n" + "\n".join(visible(e) for e in summary.errors)
+        )
     return summary
 
 

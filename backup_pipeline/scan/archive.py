@@ -19,6 +19,7 @@ from backup_pipeline.adapters.deposit import (
     waiting_names,
 )
 from backup_pipeline.core.reports import is_valid_agent_id
+from backup_pipeline.core.text import visible
 from backup_pipeline.scan.context import ScanContext, Summary
 from backup_pipeline.storage import reports
 from backup_pipeline.storage.locks import Lock, advisory_lock
@@ -64,10 +65,10 @@ def _archive_agent(
         try:
             path = _archive_one(agent, row, waiting.get(row.file_name, []))
         except OSError as exc:
-            reason = exc.strerror or str(exc)  # ArchiveUnavailable's strerror is a whole sentence
+            reason = exc.strerror or str(exc)  # UnsafeFolder's strerror is a whole sentence
             summary.left.append(f"{agent_id}/{row.file_name}: cannot archive: {reason}")
             summary.errors.append(f"{agent_id}/{row.file_name}: {reason}")
-            log.error("cannot archive %s/%s: %s", agent_id, row.file_name, reason)
+            log.error("cannot archive %s/%s: %s", agent_id, visible(row.file_name), visible(reason))
             continue
         if path is None:
             summary.left.append(f"{agent_id}/{row.file_name}: no longer in log/ nor in _archive/")
@@ -80,11 +81,11 @@ def _archive_one(agent: AgentFolder, row: StatusReportRow, on_disk: list[str]) -
     """Archive the recorded report; `on_disk` are the log/ entries recorded under its name."""
     if on_disk:
         for name in on_disk:
-            if holds_report(agent.log_dir / name, row.file_name, row.content_sha256):
+            if holds_report(agent, name, row.file_name, row.content_sha256, archived=False):
                 return archive_report(agent, row.file_name, row.content_sha256, source_name=name)
         return None  # replaced since it was recorded: the next scan records the new content
     # Moved by an interrupted scan before its record was updated: find it by content.
     for candidate in archived_candidates(agent, row.file_name):
-        if holds_report(candidate, row.file_name, row.content_sha256):
-            return candidate
+        if holds_report(agent, candidate, row.file_name, row.content_sha256, archived=True):
+            return agent.archive_dir / candidate
     return None

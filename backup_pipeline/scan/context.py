@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from backup_pipeline.adapters.staged_files import ExpansionLimits
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.storage.database import Database
 
@@ -44,3 +45,9 @@ class ScanContext:
     @property
     def automatic(self) -> bool:
         return self.request.automatic
+
+    @property
+    def expansion_limits(self) -> ExpansionLimits:
+        """How far staged archives may decompress (BACKUP_PIPELINE_MAX_EXPANSION_RATIO and
+        BACKUP_PIPELINE_MAX_DECOMPRESSED_BYTES)."""
+        return ExpansionLimits(self.settings.max_expansion_ratio, self.settings.max_decompressed_bytes)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from backup_pipeline.adapters.deposit import discover_agents, list_reports
+from backup_pipeline.adapters.deposit import UnsafeFolder, discover_agents, list_reports
 from backup_pipeline.config.jobs_file import schedule_of
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import day_bounds, days_touched_in_any_zone
@@ -74,7 +74,11 @@ def pending_files(settings: Settings) -> dict[str, tuple[str, str]]:
     agents, _ = discover_agents(settings.storage_root)
     found: dict[str, tuple[str, str]] = {}
     for agent in agents:
-        for report in list_reports(agent):
+        try:
+            listed = list(list_reports(agent))
+        except UnsafeFolder:
+            continue  # swapped since it was found: ingestion says so
+        for report in listed:
             key = f"{agent.agent_id}/{report.shown}:{report.size}:{report.mtime}"
             found[hashlib.blake2b(key.encode(), digest_size=8).hexdigest()] = (agent.agent_id, report.shown)
     return found

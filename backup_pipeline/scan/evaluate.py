@@ -25,6 +25,7 @@ from backup_pipeline.core.domain import (
     StagedFileCheck,
     Step,
 )
+from backup_pipeline.core.text import excerpt
 from backup_pipeline.scan import alert
 from backup_pipeline.scan.context import ScanContext
 from backup_pipeline.scan.outcomes import BatchResult, EntryOutcome
@@ -244,6 +245,7 @@ def _measure(
         [_request(ctx, item, previous.get(item.backup.id)) for item in to_measure],
         workers=ctx.settings.hash_workers,
         verify_archive=ctx.settings.verify_archives,
+        limits=ctx.expansion_limits,
     )
     for item, check in zip(to_measure, checks, strict=True):
         result.measured_files += 1
@@ -269,9 +271,12 @@ def _unmeasured(
             continue
         item.staged_name = rules.staged_file_name(item.cycle, database)
         if item.staged_name is None:
+            # Not a name a file can have (a path's separators only, control characters, more than
+            # 255 bytes): it is never looked for, and quoted in the reason visibly and bounded.
+            raw = database.staged_file_name
+            named = f"'{excerpt(raw, 80)}'" if raw is not None else "None"
             item.check = StagedFileCheck(
-                file_name=database.staged_file_name or "",
-                problem=f"the report names no usable staged file ({database.staged_file_name!r})",
+                file_name="", problem=f"the report names no usable staged file ({named})"
             )
         elif (stored := _stored_check(ctx, item)) is not None:
             item.check, item.measured_at = stored, item.existing.measured_at if item.existing else None
@@ -347,7 +352,7 @@ def _entry_values(ctx: ScanContext, item: _Pending, decision: Decision) -> dict[
         **{column: value for step in Step for column, value in _step_values(item, database, step)},
         "agent_staged_file_name": database.staged_file_name if database else None,
         "agent_logs_summary": database.logs_summary if database else None,
-        "staged_file_name": check.file_name if check else None,
+        "staged_file_name": (check.file_name or None) if check else None,
         "server_calculated_staged_hash": check.sha256 if check else None,
         "server_calculated_staged_size": check.size if check else None,
         "server_content_fingerprint": check.content_fingerprint if check else None,

@@ -18,6 +18,7 @@ from backup_pipeline.adapters.deposit import (
     AgentFolder,
     ReportFile,
     UnsafeFile,
+    UnsafeFolder,
     Vanished,
     discover_agents,
     list_reports,
@@ -26,6 +27,7 @@ from backup_pipeline.adapters.deposit import (
 )
 from backup_pipeline.core import reports as parsing
 from backup_pipeline.core.cycles import days_touched_in_any_zone
+from backup_pipeline.core.text import visible
 from backup_pipeline.scan.context import ScanContext, Summary
 from backup_pipeline.storage import expected_backups, reports
 
@@ -54,7 +56,7 @@ class IngestSummary(Summary):
 def ingest(ctx: ScanContext) -> IngestSummary:
     agents, skipped = discover_agents(ctx.settings.storage_root)
     summary = IngestSummary(agents=len(agents), skipped_folders=[(s.name, s.reason) for s in skipped])
-    waiting = [(agent, files) for agent in agents if (files := list(list_reports(agent)))]
+    waiting = [(agent, files) for agent in agents if (files := _listed(agent, summary))]
     if not waiting:  # nothing in any log/: no query at all
         return summary
     with_reports = [agent.agent_id for agent, _ in waiting]
@@ -95,6 +97,17 @@ def ingest(ctx: ScanContext) -> IngestSummary:
     return summary
 
 
+def _listed(agent: AgentFolder, summary: IngestSummary) -> list[ReportFile]:
+    """The agent's report files; none when its log/ is no longer a real directory of its folder
+    (swapped for a link since it was found: said as a skipped folder, nothing read)."""
+    try:
+        return list(list_reports(agent))
+    except UnsafeFolder as exc:
+        summary.skipped_folders.append((agent.agent_id, exc.strerror or str(exc)))
+        log.warning("skipped %s: %s", agent.agent_id, visible(exc.strerror or ""))
+        return []
+
+
 def _touched(row: dict[str, Any], window: int) -> list[date]:
     instant = row["operation_end_time"]
     if instant is None and row["file_name_time"] is not None:
@@ -115,7 +128,7 @@ def examine_report(
         data = read_report(report, ctx.settings.max_report_bytes) if report.kind == "file" else None
         problem = None if report.kind == "file" else f"is a {report.kind}, not a regular file (not read)"
     except Vanished:  # moved since listed (a concurrent scan archived it): nothing to record here
-        log.info("%s/%s left log/ while being read", agent.agent_id, name)
+        log.info("%s/%s left log/ while being read", agent.agent_id, visible(name))
         return None
     except UnsafeFile as exc:
         data, problem = None, str(exc)
@@ -147,7 +160,12 @@ def examine_report(
         reason = outcome.reason
         if _still_being_written(ctx, report, reason):
             summary.deferred.append(f"{agent.agent_id}/{name}")
-            log.info("left %s/%s for the next scan: %s (modified moments ago)", agent.agent_id, name, reason)
+            log.info(
+                "left %s/%s for the next scan: %s (modified moments ago)",
+                agent.agent_id,
+                visible(name),
+                visible(reason or ""),
+            )
             return None
     return row | {"accepted": False, "reason": reason}
 

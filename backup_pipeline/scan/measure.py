@@ -109,6 +109,7 @@ def measure_batch(ctx: ScanContext, batch: MeasurementBatch) -> MeasurementResul
         ],
         workers=ctx.settings.hash_workers,
         verify_archive=ctx.settings.verify_archives,
+        limits=ctx.expansion_limits,
     )
     result = MeasurementResult(key=batch.key, files=len(checks), bytes=sum(c.size or 0 for c in checks))
     final = []

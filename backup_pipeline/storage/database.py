@@ -38,7 +38,17 @@ _embedded_databases: dict[tuple[str, str], str] = {}
 # What a caller outside storage catches when PostgreSQL fails mid-command (the driver's error, wrapped
 # by SQLAlchemy), and the session type it passes back in: SQL itself stays in this package.
 DatabaseFailure = DBAPIError
-__all__ = ["Database", "DatabaseFailure", "DatabaseUnavailable", "Session", "open_database"]
+# No connection of the pool came free in time: PostgreSQL is fine, this process is too busy.
+DatabaseBusy = sa.exc.TimeoutError
+__all__ = [
+    "Database",
+    "DatabaseBusy",
+    "DatabaseFailure",
+    "DatabaseUnavailable",
+    "Session",
+    "open_database",
+    "serving_database",
+]
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -191,6 +201,19 @@ def open_database(settings: Settings) -> Database:
                 ) from None
             _open[url] = Database(engine, sessionmaker(engine, expire_on_commit=False))
         return _open[url]
+
+
+def serving_database(settings: Settings, connections: int, wait_seconds: float) -> Database:
+    """A handle for a server answering requests in `connections` threads: a pool of that many
+    connections, and a request that finds none free within `wait_seconds` gets DatabaseBusy (a busy
+    answer beats a scraper's timeout). The schema is brought up to date first, as `open_database`."""
+    open_database(settings)
+    with _lock:
+        url = application_url(settings)
+    engine = sa.create_engine(
+        url, pool_pre_ping=True, pool_size=connections, max_overflow=0, pool_timeout=wait_seconds
+    )
+    return Database(engine, sessionmaker(engine, expire_on_commit=False))
 
 
 def close_all() -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backup_pipeline.core.domain import SUCCESS_STATUSES
+from backup_pipeline.core.reports import MAX_AGENT_ID, MAX_FILE_NAME_BYTES, MAX_RECORDED_NAME
 
 TZ = DateTime(timezone=True)
 # Content fingerprints name their algorithm ("blake3:<hex>", see core.fingerprints); a cycle measured
@@ -60,7 +61,7 @@ class ExpectedBackupRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    agent_id_responsible: Mapped[str] = mapped_column(String(128), index=True)
+    agent_id_responsible: Mapped[str] = mapped_column(String(MAX_AGENT_ID), index=True)
     database_name: Mapped[str] = mapped_column(String(128))
     # The jobs file's `name`; HHMM for daily-UTC backups that have none (their identity since the
     # start), empty for the one unnamed cron-scheduled backup of a database.
@@ -71,7 +72,7 @@ class ExpectedBackupRow(Base):
     early_minutes: Mapped[int] = mapped_column(Integer)
     grace_minutes: Mapped[int] = mapped_column(Integer)
     timezone: Mapped[str] = mapped_column(String(64))
-    staged_file_name: Mapped[str | None] = mapped_column(String(255))
+    staged_file_name: Mapped[str | None] = mapped_column(String(MAX_FILE_NAME_BYTES))
     content_change: Mapped[str] = mapped_column(String(16))
     company_name: Mapped[str] = mapped_column(String(128))
     city: Mapped[str] = mapped_column(String(128))
@@ -109,8 +110,8 @@ class StatusReportRow(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String(128))
-    file_name: Mapped[str] = mapped_column(String(255))
+    agent_id: Mapped[str] = mapped_column(String(MAX_AGENT_ID))
+    file_name: Mapped[str] = mapped_column(String(MAX_RECORDED_NAME))  # escaped where not UTF-8
     content_sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     accepted: Mapped[bool] = mapped_column(Boolean)
@@ -170,7 +171,7 @@ class BackupEntryRow(Base):
     agent_transfer_error_message: Mapped[str | None] = mapped_column(Text)
     agent_staged_file_name: Mapped[str | None] = mapped_column(Text)
     agent_logs_summary: Mapped[str | None] = mapped_column(Text)
-    staged_file_name: Mapped[str | None] = mapped_column(String(255))
+    staged_file_name: Mapped[str | None] = mapped_column(String(MAX_FILE_NAME_BYTES))
     server_calculated_staged_hash: Mapped[str | None] = mapped_column(String(64))
     server_calculated_staged_size: Mapped[int | None] = mapped_column(BigInteger)
     server_content_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT))
@@ -264,7 +265,7 @@ class CycleWatchRow(Base):
 
     __tablename__ = "cycle_watch"
 
-    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(MAX_AGENT_ID), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     looked_at: Mapped[datetime] = mapped_column(TZ)
     # Every report recorded by a transaction below this id was visible to that scan (its snapshot's
@@ -375,7 +376,7 @@ class RestoreDrillRow(Base):
     detected_kind: Mapped[str | None] = mapped_column(Text)
     dump_format: Mapped[str | None] = mapped_column(String(16))
     compression: Mapped[str | None] = mapped_column(String(16))
-    staged_file_name: Mapped[str | None] = mapped_column(String(255))
+    staged_file_name: Mapped[str | None] = mapped_column(String(MAX_FILE_NAME_BYTES))
     staged_sha256: Mapped[str | None] = mapped_column(String(64))
     staged_size: Mapped[int | None] = mapped_column(BigInteger)
     tables: Mapped[int | None] = mapped_column(Integer)

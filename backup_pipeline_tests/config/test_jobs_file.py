@@ -183,6 +183,23 @@ def test_bad_agent_id(tmp_path: Path, agent: str) -> None:
     assert "ENTREPRISE_VILLE_QUARTIER" in message
 
 
+@pytest.mark.parametrize("agent", ["A" * 150 + "_B_C", "SIRPACAM_DOUALA_" + "X" * 200])
+def test_an_agent_id_longer_than_the_database_holds_is_refused_with_the_limit(
+    tmp_path: Path, agent: str
+) -> None:
+    """Issue 20: refused by the file's check (naming the limit), never by PostgreSQL."""
+    path, message = error_of(tmp_path, "jobs:\n" + JOB.replace("SIRPACAM_DOUALA_NEWBELL", agent))
+    assert f"{path}:2: job #1, field 'agent_id'" in message
+    assert f"is {len(agent)} characters long; an agent id has at most 128" in message
+
+
+@pytest.mark.parametrize("staged", ["a" * 256, "é" * 128])
+def test_a_staged_file_name_longer_than_a_file_name_is_refused(tmp_path: Path, staged: str) -> None:
+    path, message = error_of(tmp_path, "jobs:\n" + JOB + f"    staged_file_name: {staged}\n")
+    assert f"{path}:6: job #1, field 'staged_file_name'" in message
+    assert "bytes long; a file name has at most 255" in message
+
+
 @pytest.mark.parametrize("name", ["'../etc'", "'a/b'", "''", "'-rf'"])
 def test_bad_database_name(tmp_path: Path, name: str) -> None:
     path, message = error_of(tmp_path, "jobs:\n" + JOB.replace("compta_db", name))
@@ -294,7 +311,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "jobs.yaml"
     path.write_bytes(b"jobs:\n  - agent_id: \xff\xfe\n")
-    with pytest.raises(JobsFileError, match="cannot be read"):
+    with pytest.raises(JobsFileError, match="is not UTF-8 text \\(invalid byte at offset 20\\)"):
         load_jobs_file(path, 60)
 
 

@@ -26,7 +26,6 @@ from backup_pipeline.core.alerts import (
     cycle_events,
     escape_markdown,
     recovers,
-    redact_url,
     retry_delay,
     size_part,
 )
@@ -277,7 +276,10 @@ def test_compose_levels_and_cap() -> None:
     ("url", "label"),
     [
         ("json://user:pw@hooks.example.com:8443/path/t0ken?x=1", "json://hooks.example.com:8443"),
-        ("mailtos://user:pw@smtp.example.com?to=ops@example.com", "mailtos://smtp.example.com"),
+        # a written password and another @: the text cannot say which @ ends the password
+        ("mailtos://user:pw@smtp.example.com?to=ops@example.com", "mailtos://…"),
+        ("mailtos://user:${SMTP_PASSWORD}@smtp.example.com?to=ops@example.com", "mailtos://smtp.example.com"),
+        ("mailtos://user:pw@smtp.example.com?to=ops", "mailtos://smtp.example.com"),
         ("slack://TokenA/TokenB/TokenC/#chan", "slack://…"),  # the host is a token
         ("tgram://123456:ABCDEF/987", "tgram://…"),
         ("${TEAM_HOOK}", "${TEAM_HOOK}"),
@@ -290,11 +292,6 @@ def test_target_labels_never_show_secrets(url: str, label: str) -> None:
     assert target.label == label
     assert str(target) == label and url not in repr(target)
     assert len(target.key) == 64 and target.id == target.key[:8]
-
-
-def test_redact_url_without_a_registry() -> None:
-    assert redact_url("json://u:p@h:1/x", show_host=True) == "json://h:1"
-    assert redact_url("json://u:p@h:1/x", show_host=False) == "json://…"
 
 
 def test_split_urls_keeps_commas_inside_a_query() -> None:

@@ -221,3 +221,14 @@ def test_late_report_after_missing_is_picked_up_by_the_next_automatic_scan(works
     agent.backup(utc("2025-11-21T13:50:00Z"), "compta_db", b"uploaded late, ended in the window")
     workspace.cli("scan", "--at", "2025-11-22T09:00:00Z")
     assert workspace.entry(AGENT, "compta_db", T13)["status"] == "SUCCESS"
+
+
+def test_an_archive_expanding_beyond_its_limit_fails_naming_the_limit(workspace, agent, monkeypatch):
+    """Issue 20: a decompression bomb costs no more than the limit, and the verdict says which."""
+    monkeypatch.setenv("BACKUP_PIPELINE_MAX_EXPANSION_RATIO", "10")
+    agent.backup(utc("2025-11-21T13:05:00Z"), "compta_db", bytes(20 << 20), compression="zst")
+    scan(workspace)
+    entry = workspace.entry(AGENT, "compta_db", T13)
+    assert entry["status"] == "FAILED"
+    assert entry["message"].startswith("archive expands beyond 10485760 bytes, 10 times its ")
+    assert "(BACKUP_PIPELINE_MAX_EXPANSION_RATIO): compta_db.zst" in entry["message"]
