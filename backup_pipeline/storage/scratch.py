@@ -61,12 +61,13 @@ class ScratchFailure(RuntimeError):
 
 @dataclass(frozen=True)
 class SentStatement:
-    """A statement as the product sent it to a scratch cluster."""
+    """A statement as the product sent it to a scratch server."""
 
     role: str
     database: str
     sql: str
     params: tuple[Any, ...]
+    engine: str = "postgresql"
 
 
 _audit_lock = threading.Lock()
@@ -85,6 +86,13 @@ def audited() -> Iterator[list[SentStatement]]:
     finally:
         with _audit_lock:
             _audit = None
+
+
+def record_sent(sent: SentStatement) -> None:
+    """Note a statement about to be sent to a scratch server (PostgreSQL's or MariaDB's)."""
+    with _audit_lock:
+        if _audit is not None:
+            _audit.append(sent)
 
 
 def session_settings(*, read_only: bool, statement_timeout_ms: int | None) -> dict[str, str]:
@@ -114,9 +122,7 @@ class ScratchSession:
         self._connection, self.role, self.database = connection, role, database
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
-        with _audit_lock:
-            if _audit is not None:
-                _audit.append(SentStatement(self.role, self.database, sql, tuple(params)))
+        record_sent(SentStatement(self.role, self.database, sql, tuple(params)))
         cursor = self._connection.cursor()
         try:
             cursor.execute(sql, tuple(params))
@@ -135,6 +141,21 @@ class ScratchSession:
     def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.rows(sql, params)
         return rows[0][0] if rows else None
+
+    def first_rows(self, sql: str, params: dict[str, Any], limit: int) -> list[tuple[Any, ...]]:
+        """At most `limit` rows of a query, read through a cursor of the server's in a transaction of
+        its own (rolled back: nothing it did stays)."""
+        record_sent(SentStatement(self.role, self.database, sql, tuple(params.values())))
+        self._connection.autocommit = False
+        try:
+            with self._connection.cursor(name=f"bp_check_{secrets.token_hex(4)}") as cursor:
+                cursor.execute(sql, params)
+                return list(cursor.fetchmany(limit))
+        except psycopg2.Error as exc:
+            raise ScratchFailure(error_line(exc)) from None
+        finally:
+            self._connection.rollback()
+            self._connection.autocommit = True
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._execute(sql, params).close()
@@ -396,3 +417,17 @@ def _amcheck(checks: ScratchSession, schema: str | None, found: Inspection) -> N
             found.amcheck_failures.append(f"{index_schema}.{index}: {exc}")
     verified = len(indexes) - len(found.amcheck_failures)
     found.amcheck = f"{verified} of {len(indexes)} btree index(es) verified"
+
+
+# ---------------------------------------------------------------- validation queries
+
+
+def run_check(
+    cluster: ScratchCluster, sql: str, cycle: datetime, statement_timeout_seconds: float
+) -> list[tuple[Any, ...]]:
+    """A validation query (`:cycle` already turned into `%(cycle)s`), as the restore role in the drill
+    database, read-only, within the statement timeout: its first two rows at most, through a cursor of
+    the server's (a query of a million rows costs the product two)."""
+    timeout = int(statement_timeout_seconds * 1000)
+    with session(cluster, RESTORE_USER, DATABASE, read_only=True, statement_timeout_ms=timeout) as checks:
+        return checks.first_rows(sql, {"cycle": cycle}, 2)
