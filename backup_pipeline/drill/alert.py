@@ -47,11 +47,12 @@ def record_drill_alerts(
     rows = []
     slow = bool(drill.get("slow"))
     for event in alerts.drill_events(drill["outcome"], shrank=drill["shrank"], slow=slow):
-        message = {
-            AlertEvent.RESTORE_FAILED: drill["reason"],
-            AlertEvent.RESTORE_SHRANK: drill["comparison"],
-            AlertEvent.RESTORE_SLOW: _slow_message(drill),
-        }[event]
+        if event is AlertEvent.RESTORE_FAILED:
+            message = drill["reason"]
+        elif event is AlertEvent.RESTORE_SHRANK:
+            message = drill["comparison"]
+        else:
+            message = _slow_message(drill)
         rows.append(row(event, _short(f"restore drill: {message}")))
     if drill["outcome"] == DrillOutcome.RESTORED:
         failed = _recovered_from(session, target, drill_id, slow=False)

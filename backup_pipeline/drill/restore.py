@@ -328,7 +328,7 @@ class DumpRestore:
             report = self._plain(cluster, detected.compression or Compression.NONE, watch)
         else:
             report = self._archive(cluster, detected.compression or Compression.NONE, watch)
-        report.versions = versions
+        report.versions, report.detected = versions, detected
         if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
             return report
         try:

@@ -68,7 +68,7 @@ def restore_in_mariadb(
             return RestoreReport(DrillOutcome.RESTORE_FAILED)
         raise DrillUnavailable(f"the scratch MariaDB does not answer: {exc}") from None
     report = _stream(restore, server, detected)
-    report.versions = versions
+    report.versions, report.detected = versions, detected
     if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
         return report
     try:

@@ -95,11 +95,20 @@ def record_sent(sent: SentStatement) -> None:
             _audit.append(sent)
 
 
-def session_settings(*, read_only: bool, statement_timeout_ms: int | None) -> dict[str, str]:
+PRODUCT_PATH = "pg_catalog,pg_temp"
+# The validation queries' own: the operator's queries name the dump's tables unqualified, and
+# pg_catalog comes first (built-ins win). They run as the restore role: nothing they may call of the
+# dump's has rights the dump did not have.
+CHECKS_PATH = "pg_catalog,public,pg_temp"
+
+
+def session_settings(
+    *, read_only: bool, statement_timeout_ms: int | None, search_path: str = PRODUCT_PATH
+) -> dict[str, str]:
     """What every session sets at start-up, before the server applies a database's or role's
     defaults (which cannot override these): a fixed path, no extra libraries, plain formats."""
     settings = {
-        "search_path": "pg_catalog,pg_temp",
+        "search_path": search_path,
         "local_preload_libraries": "",
         "DateStyle": "ISO,MDY",
         "IntervalStyle": "postgres",
@@ -171,10 +180,13 @@ def connect(
     *,
     read_only: bool = False,
     statement_timeout_ms: int | None = None,
+    search_path: str = PRODUCT_PATH,
 ) -> ScratchSession:
     """A session on the cluster's socket: the superuser and the watch role by password, the restore
     role by trust (its pg_hba line)."""
-    settings = session_settings(read_only=read_only, statement_timeout_ms=statement_timeout_ms)
+    settings = session_settings(
+        read_only=read_only, statement_timeout_ms=statement_timeout_ms, search_path=search_path
+    )
     password = cluster.password(role)
     arguments: dict[str, Any] = {
         "host": str(cluster.socket_dir),
@@ -207,8 +219,16 @@ def session(
     *,
     read_only: bool = False,
     statement_timeout_ms: int | None = None,
+    search_path: str = PRODUCT_PATH,
 ) -> Iterator[ScratchSession]:
-    opened = connect(cluster, role, database, read_only=read_only, statement_timeout_ms=statement_timeout_ms)
+    opened = connect(
+        cluster,
+        role,
+        database,
+        read_only=read_only,
+        statement_timeout_ms=statement_timeout_ms,
+        search_path=search_path,
+    )
     try:
         yield opened
     finally:
@@ -429,5 +449,7 @@ def run_check(
     database, read-only, within the statement timeout: its first two rows at most, through a cursor of
     the server's (a query of a million rows costs the product two)."""
     timeout = int(statement_timeout_seconds * 1000)
-    with session(cluster, RESTORE_USER, DATABASE, read_only=True, statement_timeout_ms=timeout) as checks:
+    with session(
+        cluster, RESTORE_USER, DATABASE, read_only=True, statement_timeout_ms=timeout, search_path=CHECKS_PATH
+    ) as checks:
         return checks.first_rows(sql, {"cycle": cycle}, 2)
