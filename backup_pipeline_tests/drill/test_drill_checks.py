@@ -169,3 +169,15 @@ def test_a_drill_over_its_objective_is_slow_and_a_later_one_within_it_recovers(
     series = {(s.name, s.labels.get("database")): s.value for s in parse(ws.cli("metrics", "dump").output)}
     assert series[("backup_drill_last_slow", "objective")] == 0.0
     assert series[("backup_drill_objective_seconds", "objective")] == 3600.0
+
+
+def test_backups_sync_refuses_a_malformed_check_naming_its_line(drill_workspace: Workspace) -> None:
+    drill_workspace.jobs_file.write_text(
+        "jobs:\n  - agent_id: ACME_DOUALA_PORT\n    database_name: a\n    expected_hour_utc: 1\n"
+        "    expected_minute_utc: 0\n    restore_drill:\n      checks:\n"
+        "        - {name: fresh, sql: SELECT true}\n        - {name: fresh, sql: SELECT false}\n"
+    )
+    result = drill_workspace.cli("backups", "sync", expect_ok=False)
+    assert result.exit_code == 1
+    assert f"{drill_workspace.jobs_file}:9: job #1" in result.output
+    assert "a second check named 'fresh'" in result.output
