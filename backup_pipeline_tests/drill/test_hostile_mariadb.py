@@ -181,14 +181,14 @@ def test_a_disk_filling_insert_reaches_the_drills_disk_limit(site: Site, drill_d
 # ---------------------------------------------------------------- under the guard
 
 
-def client_run(env: DrillEnvironment, sql: str) -> tuple[int, str]:
-    """SQL fed straight to the drills' client (no guard), as the restore account, on a scratch MariaDB
-    started from the drills' template."""
+def client_run(env: DrillEnvironment, sql: str, *, admin: bool = False) -> tuple[int, str]:
+    """SQL fed straight to the drills' client (no guard), as the restore account (or the admin), on a
+    scratch MariaDB started from the drills' template."""
     assert env.mariadb is not None
     with env.mariadb.server(Limits(env.memory_bytes, 1 << 30), "underguard") as server:
         server.create()
         server.start_from(env.mariadb.template(), {})
-        client = server.client(["drill"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        client = server.client(["drill"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, admin=admin)
         errors = StderrTail(client.stderr)
         assert client.stdin is not None and client.stdout is not None
         client.stdin.write(sql.encode())
@@ -221,3 +221,15 @@ def test_without_the_guard_the_client_and_the_server_refuse_too(
 def test_without_the_guard_server_files_read_as_nothing(drill_environment: DrillEnvironment) -> None:
     code, output = client_run(drill_environment, "SELECT LOAD_FILE('/etc/passwd') IS NULL AS hidden;\n")
     assert code == 0 and output.split() == ["hidden", "1"], output
+
+
+def test_even_with_the_file_right_the_server_writes_only_in_its_empty_folder(
+    drill_environment: DrillEnvironment, sentinels: Path
+) -> None:
+    """secure_file_priv: the admin (who has FILE, and whom no drill ever connects as) cannot write a
+    file outside the server's own empty folder either."""
+    code, output = client_run(
+        drill_environment, f"SELECT 'x' INTO OUTFILE '{sentinels}/admin';\n", admin=True
+    )
+    assert code != 0 and "--secure-file-priv" in output, output
+    assert list(sentinels.iterdir()) == []
