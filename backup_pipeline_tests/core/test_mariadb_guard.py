@@ -85,6 +85,15 @@ def test_delimiters_triggers_views_and_routines_pass_without_their_definers() ->
     assert guard.left_out == {"definers": 3}
 
 
+def test_rows_pass_whole_with_their_comments_and_odd_strings() -> None:
+    rows = (
+        b"INSERT INTO `t` VALUES\n(1,'a;b'),\n(2,NULL)\n# a comment\n,(3,'-- x')-- another\n,(-4,'#'),\n"
+        b"(5,'it\\'s');\nINSERT INTO `t` VALUES\n(6,'x');\n"
+    )
+    out, guard = guarded(dump(rows))
+    assert rows in out and guard.statements >= 2
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64, 4096])
 def test_any_chunking_gives_the_same_output(chunk: int) -> None:
     data = dump(b"DELIMITER ;;\nCREATE PROCEDURE p() BEGIN SELECT 1; END ;;\nDELIMITER ;\n")
@@ -128,6 +137,8 @@ def test_replication_and_accounts_are_left_out() -> None:
         b"\\C big5\n",
         b"\\r\n",
         b"/*M!999999\\- enable the sandbox mode */\n",  # a second one: not the first line
+        b"INSERT INTO t VALUES\n(1,'a'),\n(2,'b')\n\\! touch /tmp/x\n;\n",  # among rows
+        b"INSERT INTO t VALUES\n(1,'a;'),\n(2,'b')\n\\! touch /tmp/x\n;\n",  # after a ';' in a string
     ],
 )
 def test_backslash_commands_are_refused(body: bytes) -> None:
