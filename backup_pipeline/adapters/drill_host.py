@@ -27,6 +27,7 @@ import os
 import pwd
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -261,7 +262,6 @@ def _create_user(name: str) -> pwd.struct_passwd:
 # dynamic linker's cache, the time zone. Nothing else of the machine's configuration.
 ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime", "alternatives")
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-SHM_BYTES = 64 << 20  # initdb uses it; a running server keeps its dynamic shared memory in files (mmap)
 
 
 @dataclass(frozen=True)
@@ -277,11 +277,20 @@ class Sandbox:
         return Sandbox(self.bwrap, self.read_only + extra) if extra else self
 
     def wrap(
-        self, args: list[str], *, writable: tuple[Path, ...], cwd: Path, tmp: Path | None = None
+        self,
+        args: list[str],
+        *,
+        writable: tuple[Path, ...],
+        cwd: Path,
+        tmp: Path | None = None,
+        info_fd: int | None = None,
     ) -> list[str]:
         """`args` run in a sandbox where only `writable` (the drill's folders) can be written, and
         `tmp`, a folder of the drill's, is /tmp (pg_dump's tar format writes temporary files there)."""
-        command = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # --unshare-all: network, PID, IPC (the server's System V memory goes with the sandbox),
+        # mount, UTS, cgroup and user namespaces of its own, and none inside it (--disable-userns)
+        command = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        command += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         command += ["--ro-bind", "/usr", "/usr"]
         for name in SYSTEM_DIRS:
             host = Path("/") / name
@@ -293,11 +302,14 @@ class Sandbox:
             command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         for folder in self.read_only:
             command += ["--ro-bind", str(folder), str(folder)]
-        command += ["--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--proc", "/proc"]
+        # /dev holds the usual devices and nothing writable (it is memory: no file may be put there)
+        command += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc"]
         if tmp is not None:
             command += ["--bind", str(tmp), "/tmp"]
         for folder in writable:
             command += ["--bind", str(folder), str(folder)]
+        if info_fd is not None:  # bubblewrap writes its init's id there once it made it
+            command += ["--info-fd", str(info_fd)]
         command += ["--remount-ro", "/", "--chdir", str(cwd), "--", *args]
         return command
 
@@ -355,13 +367,45 @@ def base_env() -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "LANG": "C", "HOME": "/nonexistent"}
 
 
+class Sandboxed(subprocess.Popen[bytes]):
+    """A process started through the sandbox: the launcher (bubblewrap), and the machine's id of the
+    command it runs (the postmaster, psql…), known once that command started."""
+
+    command_pid: int | None = None
+
+
 def sandboxed_pid(launcher: subprocess.Popen[bytes]) -> int | None:
-    """The machine's id of the command a sandbox runs: bubblewrap starts an init of the sandbox's PID
-    namespace, which starts the command."""
-    pid: int | None = launcher.pid
-    for _ in range(2):
-        pid = next(iter(_children(pid)), None) if pid is not None else None
-    return pid
+    """The machine's id of the command a sandbox runs (None: it did not start)."""
+    return launcher.command_pid if isinstance(launcher, Sandboxed) else None
+
+
+SANDBOX_START_TIMEOUT = 30.0
+
+
+def _await_command(launcher: Sandboxed, info_fd: int) -> int | None:
+    """Wait until the sandbox runs its command: until bubblewrap's init has started it, the init is
+    not yet bound to die with the launcher, and a product killed in that instant would leave it
+    waiting forever (the next drill would remove it). Returns the command's id on the machine."""
+    deadline = time.monotonic() + SANDBOX_START_TIMEOUT
+    info = bytearray()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([info_fd], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(info_fd, 4096) if ready else b""
+        if not chunk:
+            break
+        info += chunk
+    try:
+        init = int(json.loads(info)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None  # bubblewrap failed before making its init: its exit and stderr say why
+    while time.monotonic() < deadline:
+        started = _children(init)
+        if started:
+            return started[0]
+        if launcher.poll() is not None:
+            return None
+        time.sleep(0.001)
+    return None
 
 
 def _children(parent: int) -> list[int]:
@@ -389,14 +433,22 @@ class Limits:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup(limits: Limits) -> Callable[[], None]:
-    """Runs in the child after it switched users: limits, no core, and death with its parent."""
+# Processes the drill user may have at once, on the whole machine (RLIMIT_NPROC counts a user's): a
+# drill needs about twenty, several drills at once fit, and no fork bomb multiplies a drill's memory.
+DRILL_USER_PROCESSES = 256
+
+
+def _child_setup(limits: Limits, dedicated_user: bool) -> Callable[[], None]:
+    """Runs in the child after it switched users: limits, no core, and death with its parent. The
+    process count is capped only for a user of the drills' own (the product's user has its own)."""
     memory, files = limits.memory_bytes, limits.file_bytes
 
     def setup() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if dedicated_user:
+            resource.setrlimit(resource.RLIMIT_NPROC, (DRILL_USER_PROCESSES, DRILL_USER_PROCESSES))
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return setup
@@ -415,14 +467,31 @@ def spawn(
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
-) -> subprocess.Popen[bytes]:
+) -> Sandboxed:
     """`args` in the sandbox (only `writable` can be written), as `user`, with `limits`, in a process
     group of its own; killed when this thread's process dies (start it from the thread that waits for
     it), and everything it started with it (the sandbox's PID namespace ends with it)."""
-    wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp)
-    return spawn_unsandboxed(
-        wrapped, user, limits, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr
-    )
+    info_read, info_write = os.pipe()
+    try:
+        wrapped = sandbox.wrap(args, writable=writable, cwd=cwd, tmp=tmp, info_fd=info_write)
+        process = spawn_unsandboxed(
+            wrapped,
+            user,
+            limits,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=(info_write,),
+        )
+    finally:
+        os.close(info_write)
+    try:
+        process.command_pid = _await_command(process, info_read)
+    finally:
+        os.close(info_read)
+    return process
 
 
 def spawn_unsandboxed(
@@ -435,11 +504,13 @@ def spawn_unsandboxed(
     stdin: int | IO[Any] | None = subprocess.DEVNULL,
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.PIPE,
-) -> subprocess.Popen[bytes]:
+    pass_fds: tuple[int, ...] = (),
+) -> Sandboxed:
     """The launcher itself (bubblewrap) as `user`, with `limits`, dying with its parent."""
     switch: dict[str, Any] = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.switch else {}
-    return subprocess.Popen(
+    return Sandboxed(
         args,
+        pass_fds=pass_fds,
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
@@ -447,7 +518,7 @@ def spawn_unsandboxed(
         cwd=cwd,
         process_group=0,
         close_fds=True,
-        preexec_fn=_child_setup(limits),  # only setrlimit and prctl: safe after fork
+        preexec_fn=_child_setup(limits, user.switch),  # only setrlimit and prctl: safe after fork
         **switch,
     )
 
@@ -571,13 +642,6 @@ def _processes_in(directory: Path) -> Iterator[int]:
                 yield int(entry.name)
 
 
-def _remove_shared_memory(pgdata: Path) -> None:
-    """The small System V segment a killed postmaster leaves (its id is in postmaster.pid)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        key_id = (pgdata / "postmaster.pid").read_text().splitlines()[6].split()
-        _libc.shmctl(int(key_id[1]), 0, None)  # IPC_RMID
-
-
 SOCKET_LINK = "socket"  # in a drill's folder: a link to its socket folder, in the temporary folder
 
 
@@ -615,7 +679,6 @@ def clean_leftovers(root: Path) -> list[str]:
         if owner is not None and _alive(owner):
             continue
         kill_under(directory, timeout=0)
-        _remove_shared_memory(directory / "pgdata")
         _remove_socket_folder(directory)
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(directory.name)

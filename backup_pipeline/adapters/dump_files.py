@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import zstandard
 
@@ -22,6 +22,10 @@ READ_BLOCK = 1 << 20
 
 class DumpUnreadable(ValueError):
     """The staged dump cannot be read or decompressed; the message says why."""
+
+
+class TooLarge(DumpUnreadable):
+    """The dump's content goes beyond the bytes it may take (a bomb, or a limit to raise)."""
 
 
 class HashingReader(io.RawIOBase):
@@ -118,18 +122,26 @@ def _gunzip(reader: HashingReader, block: int) -> Iterator[bytes]:
         raise DumpUnreadable("the gzip stream is truncated")
 
 
-def write_decompressed(reader: HashingReader, compression: Compression, target: int, cap: int) -> int:
-    """Decompress into the file `target` (a pg_restore archive needs a seekable file); at most
-    `cap` bytes, DumpUnreadable beyond. Returns the bytes written."""
+def write_decompressed(
+    reader: HashingReader,
+    compression: Compression,
+    target: int,
+    cap: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Decompress (or copy, without compression) into the file `target`: at most `cap` bytes, TooLarge
+    beyond; stops early when `stop()` says so. Returns the bytes written."""
     written = 0
     for chunk in decompressed(reader, compression):
         written += len(chunk)
         if written > cap:
-            raise DumpUnreadable(
+            raise TooLarge(
                 f"the archive decompresses to more than {cap:,} bytes (restore_drill.max_bytes): "
                 "stopped there (a decompression bomb, or raise the limit)"
             )
         view = memoryview(chunk)
         while view:
             view = view[os.write(target, view) :]
+        if stop():
+            break
     return written

@@ -18,6 +18,7 @@ cluster-wide), with nothing but `pg_read_all_stats` and `pg_signal_backend`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -50,13 +51,12 @@ from backup_pipeline.adapters.drill_host import (
 )
 
 ADMIN_USER = "drill_admin"  # the cluster's superuser: templates (and the sample server), never a drill
-RESTORE_USER = "drill_restore"  # restores and checks: not a superuser, owns the drill database
-WATCH_USER = (
-    "drill_watch"  # watches statements from the postgres database: pg_read_all_stats, pg_signal_backend
-)
+RESTORE_USER = "drill_restore"  # restores: not a superuser, owns the drill database
+WATCH_USER = "drill_watch"  # watches statements from postgres: pg_read_all_stats, pg_signal_backend
+CHECK_USER = "drill_check"  # the checks: reads every table (pg_read_all_data, BYPASSRLS), writes none
 DATABASE = "drill"
 PORT = 5432  # only names the socket file: nothing listens on TCP
-TEMPLATE_VERSION = 2  # bump when what a template holds changes
+TEMPLATE_VERSION = 3  # bump when what a template holds changes
 START_TIMEOUT = 60.0
 
 
@@ -98,13 +98,15 @@ def chown_tree(path: Path, user: OsUser) -> None:
 
 @dataclass(frozen=True)
 class Template:
-    """A prepared data directory copied for each drill, the passwords of its roles, and the schema of
-    the drill database where the product put amcheck (None: these binaries have no amcheck)."""
+    """A prepared data directory copied for each drill, the passwords of its roles, the schema of the
+    drill database where the product put amcheck (None: these binaries have no amcheck), and the role
+    the checks run as (`drill_check`; the restore role where PostgreSQL has no pg_read_all_data)."""
 
     pgdata: Path
     admin_password: str
     watch_password: str
     amcheck_schema: str | None
+    checker: str
 
     def password(self, role: str) -> str | None:
         return {ADMIN_USER: self.admin_password, WATCH_USER: self.watch_password}.get(role)
@@ -251,7 +253,8 @@ class ScratchCluster:
         kill_under(self.directory, timeout=0)  # anything of the cluster outside those groups
 
     def disk_usage(self) -> int:
-        return disk_usage(self.directory)
+        """Bytes the drill holds: its folder's and its socket folder's (the sandbox writes both)."""
+        return disk_usage(self.directory) + disk_usage(self.socket_dir)
 
     def log_tail(self, limit: int = 2000) -> str:
         try:
@@ -300,11 +303,11 @@ def ensure_template(
     user: OsUser,
     limits: Limits,
     sandbox: Sandbox,
-    prepare: Callable[[ScratchCluster, str], str | None],
+    prepare: Callable[[ScratchCluster, str], TemplateFacts],
 ) -> Template:
     """The prepared data directory for these binaries and user, made once: initdb, then `prepare` on
-    a running cluster (given the watch role's password; it answers amcheck's schema, if any). It
-    belongs to the product's user: drills work on copies."""
+    a running cluster (given the watch role's password; it answers amcheck's schema and the checks'
+    role). It belongs to the product's user: drills work on copies."""
     key = hashlib.sha256(
         f"{tools.bin_dir}|{tools.versions}|{user.uid}|{TEMPLATE_VERSION}".encode()
     ).hexdigest()
@@ -318,13 +321,13 @@ def ensure_template(
     with building:
         building.create()
         _initdb(building, admin_password)
-        building.template = Template(building.pgdata, admin_password, watch_password, None)
+        building.template = Template(building.pgdata, admin_password, watch_password, None, RESTORE_USER)
         building.start({"fsync": "off"})
-        amcheck_schema = prepare(building, watch_password)
+        made = prepare(building, watch_password)
         building.close_server()
         staged = root / "templates" / f"{key[:16]}.{os.getpid()}.{secrets.token_hex(4)}"
         staged.mkdir(mode=0o700)
-        facts = {"admin": admin_password, "watch": watch_password, "amcheck_schema": amcheck_schema}
+        facts = {"admin": admin_password, "watch": watch_password} | dataclasses.asdict(made)
         fd = os.open(staged / TEMPLATE_FACTS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(facts, out)
@@ -340,9 +343,19 @@ def ensure_template(
 TEMPLATE_FACTS = "template.json"
 
 
+@dataclass(frozen=True)
+class TemplateFacts:
+    """What preparing a template made: amcheck's schema (None: no amcheck), the checks' role."""
+
+    amcheck_schema: str | None
+    checker: str
+
+
 def _read_template(folder: Path) -> Template:
     facts = json.loads((folder / TEMPLATE_FACTS).read_text())
-    return Template(folder / "pgdata", facts["admin"], facts["watch"], facts["amcheck_schema"])
+    return Template(
+        folder / "pgdata", facts["admin"], facts["watch"], facts["amcheck_schema"], facts["checker"]
+    )
 
 
 def make_the_products(folder: Path) -> None:
@@ -381,4 +394,5 @@ def _initdb(cluster: ScratchCluster, password: str) -> None:
         f"local all {ADMIN_USER} scram-sha-256\n"
         f"local postgres {WATCH_USER} scram-sha-256\n"
         f"local {DATABASE} {RESTORE_USER} trust\n"
+        f"local {DATABASE} {CHECK_USER} trust\n"
     )

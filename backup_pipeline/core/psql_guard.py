@@ -34,7 +34,7 @@ HOLD_CAP = 1 << 20  # a statement is held at most this long before it passes thr
 HEAD_CAP = 4096  # the normalised text a statement is classified from
 LITERAL_CAP = 256  # of each literal, in the head
 META_LINE_CAP = 4096
-WORD_CAP = 1 << 16
+WORD_CAP = 1 << 16  # a word or number held whole at most this long: a longer one passes in pieces
 COMMENT_CAP = 128  # of a comment between statements, kept to tell pg_dump's footer
 
 
@@ -313,8 +313,8 @@ class PsqlScriptGuard:
                 return pos  # the word may go on in the next chunk
             return self._word(buf, pos, end, token, final)
         elif kind == "num":
-            if needs_more:
-                return pos
+            if needs_more and len(token) < WORD_CAP:
+                return pos  # the number may go on in the next chunk (a longer one passes in pieces)
             self._significant(token, token)
         elif kind == "special":
             return self._special(buf, pos, token, final)
@@ -396,7 +396,7 @@ class PsqlScriptGuard:
             return pos + 1
         delimiter = m.group()
         if delimiter[1:2].isdigit():  # $1: a parameter
-            if m.end() == len(buf) and not final:
+            if m.end() == len(buf) and not final and len(delimiter) < WORD_CAP:
                 return pos  # more digits may follow
             self._significant(delimiter, delimiter)
             return m.end()

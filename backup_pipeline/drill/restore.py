@@ -14,6 +14,7 @@ No product table is written here.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -42,6 +43,7 @@ from backup_pipeline.adapters.dump_files import (
     READ_BLOCK,
     DumpUnreadable,
     HashingReader,
+    TooLarge,
     decompressed,
     file_sha256,
     head,
@@ -77,6 +79,8 @@ from backup_pipeline.storage.scratch import (
     run_check,
     server_version,
 )
+
+log = logging.getLogger(__name__)
 
 STDERR_CAP = 64 * 1024  # of a tool's error output, kept; the rest is read and dropped
 REASON_CAP = 2048  # a drill's reason and failing statement, as recorded and shown
@@ -175,11 +179,28 @@ def restore_entry(
         return not_drillable("the entry records no staged file")
     try:
         with open_staged_file(storage_root / target.agent_id, name) as fd:
-            return bounded(DumpRestore(env, target, policy, fd).run())
+            return bounded(_checked(DumpRestore(env, target, policy, fd)))
     except UnsafeFile as exc:
         return not_drillable(f"the staged file cannot be drilled now: {exc}")
     except OSError as exc:
         return not_drillable(f"staged file {name} could not be read: {exc.strerror or exc}")
+
+
+def _checked(restore: DumpRestore) -> RestoreReport:
+    """The restore's report; an error nobody foresaw (the dump's doing, until shown otherwise) is that
+    drill's RESTORE_FAILED, logged whole, never the end of the run: no entry may keep the others from
+    being drilled. The machine's own unavailability still stops the run."""
+    try:
+        return restore.run()
+    except DrillUnavailable:
+        raise
+    except Exception as exc:
+        log.exception("drill of entry %s stopped on an unexpected error", restore.target.entry_id)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return RestoreReport(
+            DrillOutcome.RESTORE_FAILED,
+            f"the drill stopped on an unexpected error: {type(exc).__name__}: {first}",
+        )
 
 
 class DumpRestore:
@@ -187,11 +208,13 @@ class DumpRestore:
         self.env, self.target, self.policy, self.fd = env, target, policy, fd
         self.started = time.monotonic()
         self.size = os.fstat(fd).st_size
+        self.room = 0  # what the drill folder's file system has for this drill (measured at its start)
 
     def run(self) -> RestoreReport:
         """The file must still hold the entry's dump: a size that differs says it at once; its SHA-256
-        is checked as the restore reads it (a plain dump, a compressed archive), or first (a bare
-        archive, which pg_restore reads itself, and what is not drillable)."""
+        is checked on the very bytes the restore uses — streamed to psql, or copied into the drill's
+        folder for pg_restore (the site could rewrite its file between a hash and a later read) — or
+        first, for what is not drillable."""
         if self.size != self.target.staged_size:
             return not_drillable(CHANGED, staged_size=self.size)
         compression = compression_of(os.pread(self.fd, 8, 0))
@@ -200,12 +223,8 @@ class DumpRestore:
             if isinstance(compression, Compression)
             else unsupported(compression)
         )
-        streamed = detected.format in (DumpFormat.PLAIN, DumpFormat.MARIADB) or detected.compression not in (
-            None,
-            Compression.NONE,
-        )
         missing = self._missing_server(detected)
-        sha = None if streamed and detected.drillable and not missing else file_sha256(self.fd)
+        sha = None if detected.drillable and not missing else file_sha256(self.fd)
         if sha is not None and sha != self.target.staged_sha256:
             return not_drillable(CHANGED, staged_sha256=sha, staged_size=self.size)
         if not detected.drillable or missing:
@@ -248,6 +267,7 @@ class DumpRestore:
         room = free_bytes(env.root) - DISK_RESERVE
         if room < 64 * 1024 * 1024:
             raise DrillUnavailable(f"the drill folder {env.root} has no room left ({max(room, 0):,} bytes)")
+        self.room = room
         limits = Limits(memory_bytes=env.memory_bytes, file_bytes=policy.max_bytes)
         label = f"e{self.target.entry_id}"
         server: ScratchCluster | ScratchMariadb
@@ -332,9 +352,7 @@ class DumpRestore:
         if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
             return report
         try:
-            report.inspection = inspect_restore(
-                cluster, self.env.statement_timeout, self.env.template.amcheck_schema
-            )
+            report.inspection = inspect_restore(cluster, self.env.statement_timeout)
         except ScratchFailure as exc:  # the checks' own failure (a statement timeout on a huge table…)
             if watch.stopped_it:
                 return report
@@ -360,6 +378,8 @@ class DumpRestore:
         try:
             psql.stdin.write(f"\\restrict {key}\n".encode())
             for chunk in decompressed(reader, compression):
+                if watch.stopped_it:  # a limit stopped the cluster: nothing more to feed (or to read)
+                    raise OSError("stopped")
                 data = guard.feed(chunk)
                 if data:
                     psql.stdin.write(data)
@@ -390,29 +410,31 @@ class DumpRestore:
     # ------------------------------------------------------------ archives
 
     def _archive(self, cluster: ScratchCluster, compression: Compression, watch: Watch) -> RestoreReport:
-        fd, copy, sha = self.fd, None, None
-        if compression is not Compression.NONE:
-            copy = os.open(
-                cluster.directory / "archive", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-            )
+        """pg_restore reads a copy in the drill's folder, made (decompressed where need be) as the file
+        is hashed, at most the drill's bytes and what the file system has room for: the very bytes
+        hashed are restored, and the product's own writing cannot fill the disk."""
+        copy = os.open(
+            cluster.directory / "archive", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+        )
+        try:
             reader = HashingReader(self.fd)
+            room = self.room - cluster.disk_usage()
+            cap = min(self.policy.max_bytes, room)
             try:
-                write_decompressed(reader, compression, copy, cap=self.policy.max_bytes)
+                write_decompressed(reader, compression, copy, cap=cap, stop=lambda: watch.stopped_it)
+            except TooLarge as exc:
+                reason = full_file_system(self.room) if cap < self.policy.max_bytes else str(exc)
+                return self.verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, reason))
             except (DumpUnreadable, OSError) as exc:
-                os.close(copy)
                 return self.verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc)))
             checked = self.verified(reader, RestoreReport(DrillOutcome.RESTORED))
-            if checked.outcome is DrillOutcome.NOT_DRILLABLE:
-                os.close(copy)
+            if checked.outcome is DrillOutcome.NOT_DRILLABLE or watch.stopped_it:
                 return checked
-            fd, sha = copy, checked.staged_sha256
-        try:
-            report = self._pg_restore(cluster, fd)
-            report.staged_sha256 = sha
+            report = self._pg_restore(cluster, copy)
+            report.staged_sha256 = checked.staged_sha256
             return report
         finally:
-            if copy is not None:
-                os.close(copy)
+            os.close(copy)
 
     def _pg_restore(self, cluster: ScratchCluster, fd: int) -> RestoreReport:
         os.lseek(fd, 0, os.SEEK_SET)

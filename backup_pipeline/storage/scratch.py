@@ -12,8 +12,12 @@ the statement runs its code. Hence:
 - after the restore began, no superuser session runs anything in the drill database: the statement
   watch works from the `postgres` database (pg_stat_activity is cluster-wide) as `drill_watch`, which
   can read activity and cancel non-superuser backends and nothing else; the checks (counts, sizes,
-  amcheck) run as `drill_restore`, the dump's own owner, read-only, so whatever of the dump they may
-  call (an expression index under amcheck) runs with no rights the dump did not have;
+  amcheck) run as `drill_check`, which reads every table (`pg_read_all_data`) past row-level
+  security and writes none — no more than the dump's owner can do — in a read-only session;
+- the checks run none of the dump's code (counting bypasses its policies, amcheck verifies structure
+  only, not index expressions), and a session whose reported settings change anyway (its encoding,
+  its read-only default…) stops at once: a dump cannot make the product decode, hold or believe
+  what it chooses;
 - the product's own object in the drill database, amcheck's schema, is made before the restore
   under a name the dump cannot predict, and belongs to the superuser: the dump can neither take its
   name nor change it, and tables are counted from the catalog, never skipped by a name.
@@ -24,6 +28,7 @@ below are every statement the product sends; `audited()` lists them as they are 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
@@ -38,11 +43,13 @@ import psycopg2.extensions
 
 from backup_pipeline.adapters.scratch_cluster import (
     ADMIN_USER,
+    CHECK_USER,
     DATABASE,
     PORT,
     RESTORE_USER,
     WATCH_USER,
     ScratchCluster,
+    TemplateFacts,
 )
 
 TABLE_FIGURES_CAP = 2000  # tables listed one by one in a drill's record (the totals count them all)
@@ -115,6 +122,7 @@ def session_settings(
         "TimeZone": "UTC",
         "row_security": "on",
         "default_transaction_read_only": "on" if read_only else "off",
+        "client_min_messages": "error",  # no notice reaches the product
     }
     if statement_timeout_ms is not None:
         settings |= {
@@ -124,11 +132,30 @@ def session_settings(
     return settings
 
 
+# Settings the server reports to the client whenever they change (GUC_REPORT; the read-only default
+# since PostgreSQL 14, the search path since 18): a session's must stay as it started.
+REPORTED = (
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "is_superuser",
+    "session_authorization",
+    "default_transaction_read_only",
+    "search_path",
+)
+
+
 class ScratchSession:
     """One connection to a scratch cluster, autocommit, as one role, in one database."""
 
     def __init__(self, connection: Any, role: str, database: str) -> None:
         self._connection, self.role, self.database = connection, role, database
+        self._reported = self._settings()
+
+    def _settings(self) -> dict[str, str | None]:
+        return {name: self._connection.get_parameter_status(name) for name in REPORTED}
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
         record_sent(SentStatement(self.role, self.database, sql, tuple(params)))
@@ -138,12 +165,28 @@ class ScratchSession:
         except psycopg2.Error as exc:
             cursor.close()
             raise ScratchFailure(error_line(exc)) from None
+        self._unchanged()
         return cursor
+
+    def _unchanged(self) -> None:
+        """Nothing the product sends changes these: if one changed, code of the restored database ran
+        in this session, and nothing it answers is believed."""
+        now = self._settings()
+        for name, value in now.items():
+            if value != self._reported[name]:
+                raise ScratchFailure(
+                    f"the session's {name} changed from {self._reported[name]!r} to {value!r} "
+                    "(code of the restored database ran in it): its answers are not believed"
+                )
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self._execute(sql, params)
         try:
             return list(cursor.fetchall())
+        except psycopg2.Error as exc:
+            raise ScratchFailure(error_line(exc)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # text the server sent is not what it said
+            raise ScratchFailure(f"unreadable answer: {type(exc).__name__}: {exc}"[:300]) from None
         finally:
             cursor.close()
 
@@ -159,12 +202,17 @@ class ScratchSession:
         try:
             with self._connection.cursor(name=f"bp_check_{secrets.token_hex(4)}") as cursor:
                 cursor.execute(sql, params)
-                return list(cursor.fetchmany(limit))
+                rows = list(cursor.fetchmany(limit))
+            self._unchanged()
+            return rows
         except psycopg2.Error as exc:
             raise ScratchFailure(error_line(exc)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # text the server sent is not what it said
+            raise ScratchFailure(f"unreadable answer: {type(exc).__name__}: {exc}"[:300]) from None
         finally:
-            self._connection.rollback()
-            self._connection.autocommit = True
+            with contextlib.suppress(psycopg2.Error):
+                self._connection.rollback()
+                self._connection.autocommit = True
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._execute(sql, params).close()
@@ -245,10 +293,9 @@ def error_line(error: BaseException) -> str:
 # ---------------------------------------------------------------- the template
 
 
-def prepare_template(cluster: ScratchCluster, watch_password: str) -> str | None:
-    """On a fresh cluster: the restore role, the watch role, the drill database the restore role
-    owns, and amcheck in a schema of the product's with a name no dump can predict. Returns that
-    schema (None when these binaries have no amcheck)."""
+def prepare_template(cluster: ScratchCluster, watch_password: str) -> TemplateFacts:
+    """On a fresh cluster: the restore role, the watch role, the checks' role, the drill database the
+    restore role owns, and amcheck in a schema of the product's with a name no dump can predict."""
     with session(cluster, ADMIN_USER, "postgres") as admin:
         admin.run(
             f"CREATE ROLE {RESTORE_USER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
@@ -264,22 +311,32 @@ def prepare_template(cluster: ScratchCluster, watch_password: str) -> str | None
         )
         admin.run("REVOKE ALL ON DATABASE postgres, template1 FROM PUBLIC")
         admin.run(f"GRANT CONNECT ON DATABASE postgres TO {WATCH_USER}")
+        checker = RESTORE_USER
+        if admin.value(  # PostgreSQL 14 and later: a role that reads every table, past any policy
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) "
+            "'pg_read_all_data'"
+        ):
+            admin.run(
+                f"CREATE ROLE {CHECK_USER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS "
+                "IN ROLE pg_read_all_data"
+            )
+            checker = CHECK_USER
         has_amcheck = admin.value(
             "SELECT pg_catalog.count(*) FROM pg_catalog.pg_available_extensions "
             "WHERE name OPERATOR(pg_catalog.=) 'amcheck'"
         )
     if not has_amcheck:
-        return None
+        return TemplateFacts(None, checker)
     schema = f"bp_amcheck_{secrets.token_hex(8)}"
     with session(cluster, ADMIN_USER, DATABASE) as admin:
         admin.run(f"CREATE SCHEMA {schema}")
         admin.run(f"CREATE EXTENSION amcheck SCHEMA {schema}")
-        admin.run(f"GRANT USAGE ON SCHEMA {schema} TO {RESTORE_USER}")
+        admin.run(f"GRANT USAGE ON SCHEMA {schema} TO {checker}")
         admin.run(
             f"GRANT EXECUTE ON FUNCTION {schema}.bt_index_check(pg_catalog.regclass, pg_catalog.bool) "
-            f"TO {RESTORE_USER}"
+            f"TO {checker}"
         )
-    return schema
+    return TemplateFacts(schema, checker)
 
 
 # ---------------------------------------------------------------- during the restore
@@ -404,14 +461,15 @@ WHERE c.oid OPERATOR(pg_catalog.>=) CAST({FIRST_USER_OID} AS pg_catalog.oid)
 _DATABASE_SIZE = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
 
 
-def inspect_restore(
-    cluster: ScratchCluster, statement_timeout_seconds: float, amcheck_schema: str | None
-) -> Inspection:
-    """Tables with their rows and sizes, the database's size, and amcheck where it is available: as
-    the restore role (the dump's own rights), read-only."""
+def inspect_restore(cluster: ScratchCluster, statement_timeout_seconds: float) -> Inspection:
+    """Tables with their rows and sizes, the database's size, and amcheck where it is available: as the
+    checks' role, read-only, running nothing of the dump's."""
     found = Inspection()
     timeout = int(statement_timeout_seconds * 1000)
-    with session(cluster, RESTORE_USER, DATABASE, read_only=True, statement_timeout_ms=timeout) as checks:
+    template = cluster.template
+    assert template is not None
+    checker, amcheck_schema = template.checker, template.amcheck_schema
+    with session(cluster, checker, DATABASE, read_only=True, statement_timeout_ms=timeout) as checks:
         tables = sorted(checks.rows(_TABLES), key=lambda row: (row[0], row[1]))
         for schema, table, kind, size in tables:  # identifiers quoted by the server
             name = f"{schema}.{table}"
@@ -423,8 +481,8 @@ def inspect_restore(
 
 
 def _amcheck(checks: ScratchSession, schema: str | None, found: Inspection) -> None:
-    """Every btree index verified with its rows (`heapallindexed`): what an index expression calls
-    runs as the restore role."""
+    """Every btree index verified structurally (pages, order, links), without `heapallindexed`, which
+    would evaluate index expressions: functions of the dump's."""
     if schema is None:
         found.amcheck = "not available (no amcheck extension with these PostgreSQL binaries)"
         return

@@ -79,6 +79,8 @@ class MariadbSession:
         cursor = self._execute(sql, params)
         try:
             return list(cursor.fetchall())
+        except (UnicodeDecodeError, ValueError) as exc:  # text the server sent is not what it said
+            raise ScratchFailure(f"unreadable answer: {type(exc).__name__}: {exc}"[:300]) from None
         finally:
             cursor.close()
 
@@ -89,6 +91,8 @@ class MariadbSession:
             return list(cursor.fetchmany(limit))
         except pymysql.err.Error as exc:
             raise ScratchFailure(error_text(exc)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # text the server sent is not what it said
+            raise ScratchFailure(f"unreadable answer: {type(exc).__name__}: {exc}"[:300]) from None
         finally:
             with suppress(pymysql.err.Error):
                 cursor.close()

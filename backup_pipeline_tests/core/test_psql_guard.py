@@ -204,3 +204,15 @@ def test_any_text_ends_in_output_or_a_refusal_never_a_crash(middle: str, cuts: l
         return
     assert out.count(b"\n") == data.count(b"\n")
     assert out == run(data)[0]
+
+
+@pytest.mark.parametrize("token", [b"1", b"$1"])
+def test_a_huge_number_passes_through_as_it_comes(token: bytes) -> None:
+    """A number (or a `$n` parameter) megabytes long is passed on in pieces, never held whole: the
+    guard's memory and work stay proportional to the chunk, whatever the token."""
+    guard = PsqlScriptGuard(max_bytes=1 << 30)
+    passed = len(guard.feed(HEAD.encode() + b"SELECT " + token))
+    chunk = b"1" * (64 << 10)
+    for _ in range(64):  # 4 MiB of one number
+        passed += len(guard.feed(chunk))
+    assert passed >= 3 << 20, f"only {passed:,} bytes passed: the number is held"

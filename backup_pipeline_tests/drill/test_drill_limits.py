@@ -31,7 +31,7 @@ from backup_pipeline_tests.support.drill_fixtures import (
     staged,
 )
 from backup_pipeline_tests.support.hostile_dumps import script, table_rows
-from backup_pipeline_tests.support.scan_harness import ScanEnv, cli_command, finish
+from backup_pipeline_tests.support.scan_harness import PEAK_RSS, ScanEnv, cli_command, finish, peak_rss_kib
 
 HUGE_ERROR = "DO $$BEGIN RAISE EXCEPTION '%', pg_catalog.repeat('x', 50000000); END$$;\n"
 PARALLEL = """
@@ -52,11 +52,6 @@ BEGIN
     workers := pg_catalog.jsonb_path_query_first(plan::jsonb, 'strict $.**."Workers Launched"')::integer;
     INSERT INTO public.launched SELECT g FROM pg_catalog.generate_series(1, coalesce(workers, 0)) g;
 END $$;
-"""
-PEAK = """
-import atexit, resource
-atexit.register(lambda: sys.stderr.write(
-    f"\\npeak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n"))
 """
 FILLING = (
     "CREATE TABLE public.filler AS\n"
@@ -79,7 +74,7 @@ def test_a_50_megabyte_error_is_bounded_everywhere(site: Site, drill_dir: Path) 
     env.extra = {"BACKUP_PIPELINE_DRILL_DIR": str(drill_dir)}
     args = ("drill", "--agent", SITE, "--database", "huge_error", "--cycle", cycle(DAY2), "--json")
     process = subprocess.Popen(
-        cli_command(*args, prelude=PEAK),
+        cli_command(*args, prelude=PEAK_RSS),
         env=env.environ(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,7 +83,7 @@ def test_a_50_megabyte_error_is_bounded_everywhere(site: Site, drill_dir: Path) 
     )
     stdout, stderr = finish(process, 300, "the drill")
     assert process.returncode == 0, stderr
-    peak_kib = int(stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
+    peak_kib = peak_rss_kib(stderr)
     (row,) = json.loads(stdout)
     assert row["outcome"] == "RESTORE_FAILED"
     assert row["reason"].startswith("xxxx") and row["reason"].endswith("…"), row["reason"][:100]

@@ -237,7 +237,12 @@ def described(pids: list[int]) -> str:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 args = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            lines.append(f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')})")
+            text = Path(f"/proc/{pid}/status").read_text()
+            status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            lines.append(
+                f"{pid}: {args} (in {os.readlink(f'/proc/{pid}/cwd')}; parent {status['PPid'].strip()}, "
+                f"state {status['State'].strip()})"
+            )
         except OSError:
             lines.append(f"{pid}: gone")
     return "; ".join(lines)

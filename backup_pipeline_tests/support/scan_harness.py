@@ -111,6 +111,23 @@ main(args=sys.argv[1:], prog_name="backup-pipeline")
 """
 
 
+# A prelude printing the process's peak resident set at exit. VmHWM is this program's own (exec starts
+# a new memory map); getrusage's ru_maxrss would start from the parent's size at fork (pytest's).
+PEAK_RSS = """
+import atexit
+def _peak_rss():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
+atexit.register(_peak_rss)
+"""
+
+
+def peak_rss_kib(stderr: str) -> int:
+    """The peak a process run with the PEAK_RSS prelude printed."""
+    return int(stderr.rsplit("peak_rss_kib=", 1)[1].split()[0])
+
+
 def cli_command(*args: str, prelude: str = "") -> list[str]:
     return [sys.executable, "-c", DRIVER.format(prelude=textwrap.dedent(prelude)), *args]
 
