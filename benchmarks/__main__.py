@@ -1,5 +1,5 @@
 """Run every benchmark: `python -m benchmarks [fleet bytes events history sensor code_location scrape
-celery drills]`.
+celery drills mariadb_drills]`.
 
 Prints each benchmark's table and writes all figures, with the machine's description, to
 benchmarks/out/results.json. Scratch data goes to benchmarks/out/ (or BENCH_SCRATCH); it is
@@ -14,7 +14,18 @@ import sys
 
 from benchmarks.common import SCRATCH, machine, write_results
 
-ALL = ["fleet", "bytes", "events", "history", "sensor", "code_location", "scrape", "celery", "drills"]
+ALL = [
+    "fleet",
+    "bytes",
+    "events",
+    "history",
+    "sensor",
+    "code_location",
+    "scrape",
+    "celery",
+    "drills",
+    "mariadb_drills",
+]
 
 
 def main(argv: list[str]) -> None:
