@@ -248,7 +248,8 @@ class ScratchMariadb:
         kill_under(self.directory, timeout=0)
 
     def disk_usage(self) -> int:
-        return disk_usage(self.directory)
+        """Bytes the drill holds: its folder's and its socket folder's (the sandbox writes both)."""
+        return disk_usage(self.directory) + disk_usage(self.socket_dir)
 
     def database_bytes(self) -> int:
         """The restored database's size: its files' sizes (the server keeps a database's tables in
