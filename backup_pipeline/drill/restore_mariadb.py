@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 
 from backup_pipeline.adapters.drill_host import DrillUnavailable, kill_group
 from backup_pipeline.adapters.dump_files import DumpUnreadable, HashingReader, decompressed
@@ -67,7 +68,7 @@ def restore_in_mariadb(
         if watch.stopped_it:
             return RestoreReport(DrillOutcome.RESTORE_FAILED)
         raise DrillUnavailable(f"the scratch MariaDB does not answer: {exc}") from None
-    report = _stream(restore, server, detected)
+    report = _stream(restore, server, watch, detected)
     report.versions, report.detected = versions, detected
     if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
         return report
@@ -83,7 +84,7 @@ def restore_in_mariadb(
     return restore.validate(lambda sql: run_mariadb_check(server, sql, cycle, timeout), report)
 
 
-def _stream(restore: DumpRestore, server: ScratchMariadb, detected: Detected) -> RestoreReport:
+def _stream(restore: DumpRestore, server: ScratchMariadb, watch: Watch, detected: Detected) -> RestoreReport:
     """The dump through the guard into the client; the file hashed as it is read."""
     guard = MariadbScriptGuard(max_bytes=restore.policy.max_bytes, database=detected.database)
     client = server.client([DATABASE], stdin=subprocess.PIPE)
@@ -95,6 +96,8 @@ def _stream(restore: DumpRestore, server: ScratchMariadb, detected: Detected) ->
     assert client.stdin is not None
     try:
         for chunk in chunks:
+            if watch.stopped_it:  # a limit stopped the server: nothing more to feed (or to read)
+                raise OSError("stopped")
             data = guard.feed(chunk)
             if data:
                 client.stdin.write(data)
@@ -114,7 +117,7 @@ def _stream(restore: DumpRestore, server: ScratchMariadb, detected: Detected) ->
     if refused:
         report = RestoreReport(DrillOutcome.RESTORE_FAILED, refused, excerpt, left_out=left_out)
     elif code != 0:
-        report = _failure(restore, guard, chunks, errors, detected)
+        report = _failure(restore, guard, chunks, errors, detected, watch)
         report.left_out = left_out
     else:
         dumped = guard.created_database or detected.database
@@ -123,13 +126,20 @@ def _stream(restore: DumpRestore, server: ScratchMariadb, detected: Detected) ->
 
 
 def _failure(
-    restore: DumpRestore, guard: MariadbScriptGuard, chunks: object, errors: StderrTail, detected: Detected
+    restore: DumpRestore,
+    guard: MariadbScriptGuard,
+    chunks: Iterator[bytes],
+    errors: StderrTail,
+    detected: Detected,
+    watch: Watch,
 ) -> RestoreReport:
     reason, statement, code = mariadb_failure(errors.text, errors.tail)
-    if code not in DIALECT_ERRORS or not _foreign_dialect(restore, detected):
+    if code not in DIALECT_ERRORS or not _foreign_dialect(restore, detected) or watch.stopped_it:
         return RestoreReport(DrillOutcome.RESTORE_FAILED, reason, statement)
-    try:  # sound, or cut? the rest of the dump says
-        for chunk in chunks:  # type: ignore[attr-defined]
+    try:  # sound, or cut? the rest of the dump says (within the drill's time and bytes)
+        for chunk in chunks:
+            if watch.stopped_it:
+                return RestoreReport(DrillOutcome.RESTORE_FAILED, reason, statement)
             guard.feed(chunk)
         guard.finish()
     except ScriptRefused as exc:
