@@ -47,13 +47,15 @@ def build_dump(deposit: Path, env, rows: int) -> Path:  # type: ignore[no-untype
     return path
 
 
-def reference(env, dump: Path) -> float:  # type: ignore[no-untyped-def]
-    """Seconds of a bare `mariadb < dump` into a fresh server started as drills start theirs."""
+def reference(env, dump: Path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Seconds of a bare `mariadb < dump` into a fresh server started as drills start theirs; then,
+    apart, the seconds of the drill's checks (counts and CHECK TABLE … EXTENDED) on what it restored."""
     from backup_pipeline.adapters.drill_host import Limits
     from backup_pipeline.adapters.scratch_mariadb import DATABASE
     from backup_pipeline.core.drills import DrillPolicy
     from backup_pipeline.drill.restore import StderrTail
     from backup_pipeline.drill.restore_mariadb import mariadb_server_settings
+    from backup_pipeline.storage.scratch_mariadb import inspect_mariadb
 
     policy = DrillPolicy()
     with env.mariadb.server(Limits(env.memory_bytes, policy.max_bytes), "reference") as server:
@@ -69,7 +71,9 @@ def reference(env, dump: Path) -> float:  # type: ignore[no-untyped-def]
         errors.join()
         if code != 0:
             raise RuntimeError(f"the reference mariadb failed: {errors.text[-2000:]}")
-        return elapsed
+        start = time.perf_counter()
+        inspect_mariadb(server, env.statement_timeout)
+        return elapsed, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -97,15 +101,17 @@ def main(argv: list[str] | None = None) -> Report:
 
     report = Report("mariadb_drills: restore drill vs bare mariadb < dump")
     report.add("mariadb-dump", dump.stat().st_size / 2**30, "GiB", note=f"{args.rows:,} invoices")
-    bares, walls, inner, rss = [], [], [], 0.0
+    bares, checks, walls, inner, rss = [], [], [], [], 0.0
     row: dict = {}  # type: ignore[type-arg]
     for round_ in range(args.repeat):
         if round_ % 2:  # the other order too: what ran just before leaves the machine warmer
             wall, peak, row = drill(env_vars, AGENT, dump)
-            bares.append(reference(env, dump))
+            bare, checked = reference(env, dump)
         else:
-            bares.append(reference(env, dump))
+            bare, checked = reference(env, dump)
             wall, peak, row = drill(env_vars, AGENT, dump)
+        bares.append(bare)
+        checks.append(checked)
         walls.append(wall)
         inner.append(row["duration_seconds"])
         rss = max(rss, peak)
@@ -117,6 +123,14 @@ def main(argv: list[str] | None = None) -> Report:
         "of which the drill itself", min(inner), "s", note=f"server, restore, checks: {row['amcheck']}"
     )
     report.add("drill / reference", ratio, "x", target="<= 1.2", met=ratio <= 1.2, note="median of the pairs")
+    apart = statistics.median((w - c) / b for b, c, w in zip(bares, checks, walls, strict=True))
+    report.add(
+        "the checks alone (counts, CHECK TABLE … EXTENDED)",
+        min(checks),
+        "s",
+        note="run on the reference's server after its timed restore",
+    )
+    report.add("drill without its checks / reference", apart, "x", note="median of the pairs")
     report.add("peak memory of the drill's process", rss, "MiB", target="< 300", met=rss < 300)
     report.add(
         "machine load before / after", 0, "", note=f"{before} / {load()} at {datetime.now(UTC):%H:%M}Z"

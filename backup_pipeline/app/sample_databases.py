@@ -164,7 +164,6 @@ def _mariadb_schema_sql(db: SampleDatabase) -> str:
         return "SELECT 1;\n"
     p = re.sub(r"[^a-z0-9_]", "_", db.name.lower())[:40]
     customers = max(1, db.rows // 20)
-    v = db.version
     return f"""
 CREATE TABLE {p}_customers (
     id int PRIMARY KEY, name varchar(100) NOT NULL, city varchar(40) NOT NULL, since date NOT NULL
@@ -183,12 +182,24 @@ INSERT INTO {p}_customers
     SELECT seq, CONCAT('customer ', seq), ELT(1 + seq % 4, 'Douala', 'Yaounde', 'Bafoussam', 'Garoua'),
            DATE '2020-01-01' + INTERVAL (seq % 1500) DAY
     FROM seq_1_to_{customers};
-INSERT INTO {p}_invoices
-    SELECT seq, 1 + (seq * 7919) % {customers}, DATE '2024-01-01' + INTERVAL (seq % 700) DAY,
-           ROUND(((seq * 104729 + {v}) % 1000000) / 100.0, 2), MD5(CONCAT(seq, ':{v}'))
-    FROM seq_1_to_{db.rows};
+{_mariadb_invoices(p, db, customers)}
 CREATE TRIGGER {p}_note BEFORE INSERT ON {p}_invoices FOR EACH ROW SET NEW.note = COALESCE(NEW.note, '');
 """
+
+
+MARIADB_BATCH = 1_000_000  # invoices inserted by one statement (one transaction: its undo stays small)
+
+
+def _mariadb_invoices(p: str, db: SampleDatabase, customers: int) -> str:
+    v = db.version
+    return "".join(
+        f"""INSERT INTO {p}_invoices
+    SELECT seq, 1 + (seq * 7919) % {customers}, DATE '2024-01-01' + INTERVAL (seq % 700) DAY,
+           ROUND(((seq * 104729 + {v}) % 1000000) / 100.0, 2), MD5(CONCAT(seq, ':{v}'))
+    FROM seq_{first}_to_{min(first + MARIADB_BATCH - 1, db.rows)};
+"""
+        for first in range(1, db.rows + 1, MARIADB_BATCH)
+    )
 
 
 class MariadbSampleServer:
@@ -207,7 +218,8 @@ class MariadbSampleServer:
     def __enter__(self) -> MariadbSampleServer:
         try:
             self.server.create()
-            self.server.start_from(self.setup.template(), {"innodb-flush-log-at-trx-commit": "0"})
+            settings = {"innodb-flush-log-at-trx-commit": "0", "innodb-buffer-pool-size": "1G"}
+            self.server.start_from(self.setup.template(), settings)
         except BaseException:
             self.server.close()
             raise

@@ -42,7 +42,7 @@ _STATEMENT = re.compile(r"^-{14}\n(.*?)\n-{14}$", re.S | re.M)
 def mariadb_server_settings(policy: DrillPolicy, statement_timeout: float) -> dict[str, str]:
     """A throw-away server tuned for one restore: no durability, no background work, limits."""
     return {
-        "innodb-buffer-pool-size": "256M",
+        "innodb-buffer-pool-size": "512M",  # within the address-space limit, with room for the rest
         "innodb-flush-log-at-trx-commit": "0",
         "innodb-doublewrite": "0",
         "innodb-stats-persistent": "0",
