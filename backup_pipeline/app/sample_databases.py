@@ -218,7 +218,7 @@ class MariadbSampleServer:
     def __enter__(self) -> MariadbSampleServer:
         try:
             self.server.create()
-            settings = {"innodb-flush-log-at-trx-commit": "0", "innodb-buffer-pool-size": "1G"}
+            settings = {"innodb-flush-log-at-trx-commit": "0", "innodb-buffer-pool-size": "512M"}
             self.server.start_from(self.setup.template(), settings)
         except BaseException:
             self.server.close()
