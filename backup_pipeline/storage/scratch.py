@@ -28,6 +28,7 @@ below are every statement the product sends; `audited()` lists them as they are 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 import secrets
@@ -198,6 +199,9 @@ class ScratchSession:
         """At most `limit` rows of a query, read through a cursor of the server's in a transaction of
         its own (rolled back: nothing it did stays)."""
         record_sent(SentStatement(self.role, self.database, sql, tuple(params.values())))
+        # A query naming the dump's functions or views runs their code, which may lift
+        # client_min_messages for itself: its notices are not kept once the query ended.
+        self._connection.notices = collections.deque(maxlen=0)
         self._connection.autocommit = False
         try:
             with self._connection.cursor(name=f"bp_check_{secrets.token_hex(4)}") as cursor:
@@ -503,11 +507,14 @@ def _amcheck(checks: ScratchSession, schema: str | None, found: Inspection) -> N
 def run_check(
     cluster: ScratchCluster, sql: str, cycle: datetime, statement_timeout_seconds: float
 ) -> list[tuple[Any, ...]]:
-    """A validation query (`:cycle` already turned into `%(cycle)s`), as the restore role in the drill
-    database, read-only, within the statement timeout: its first two rows at most, through a cursor of
-    the server's (a query of a million rows costs the product two)."""
+    """A validation query (`:cycle` already turned into `%(cycle)s`), as the checks' role (reading
+    every table past the dump's row-level security policies, whose code would run otherwise; writing
+    none) in the drill database, read-only, within the statement timeout: its first two rows at most,
+    through a cursor of the server's (a query of a million rows costs the product two)."""
     timeout = int(statement_timeout_seconds * 1000)
+    template = cluster.template
+    checker = template.checker if template is not None else RESTORE_USER
     with session(
-        cluster, RESTORE_USER, DATABASE, read_only=True, statement_timeout_ms=timeout, search_path=CHECKS_PATH
+        cluster, checker, DATABASE, read_only=True, statement_timeout_ms=timeout, search_path=CHECKS_PATH
     ) as checks:
         return checks.first_rows(sql, {"cycle": cycle}, 2)

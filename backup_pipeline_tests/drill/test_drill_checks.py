@@ -9,6 +9,9 @@ a later drill is within it."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -26,7 +29,9 @@ from backup_pipeline_tests.support.drill_fixtures import (
     gz,
     staged,
 )
+from backup_pipeline_tests.support.hostile_dumps import script
 from backup_pipeline_tests.support.metrics_fleet import parse
+from backup_pipeline_tests.support.scan_harness import PEAK_RSS, ScanEnv, cli_command, finish, peak_rss_kib
 
 CHECKS: dict[str, list[dict[str, str]]] = {
     "c_pass": [
@@ -181,3 +186,52 @@ def test_backups_sync_refuses_a_malformed_check_naming_its_line(drill_workspace:
     assert result.exit_code == 1
     assert f"{drill_workspace.jobs_file}:9: job #1" in result.output
     assert "a second check named 'fresh'" in result.output
+
+
+NOISY = """
+CREATE TABLE public.noise (a integer);
+COPY public.noise (a) FROM stdin;
+1
+\\.
+CREATE FUNCTION public.noisy(a integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+    PERFORM pg_catalog.set_config('client_min_messages', 'notice', true);
+    FOR i IN 1 .. 40 LOOP
+        RAISE NOTICE '%', pg_catalog.repeat('n', 4000000);
+    END LOOP;
+    RETURN true;
+END $f$;
+ALTER TABLE public.noise ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.noise FORCE ROW LEVEL SECURITY;
+CREATE POLICY noisy ON public.noise USING (public.noisy(a));
+"""
+
+
+def test_a_check_reads_past_the_dumps_row_level_security(drill_workspace: Workspace) -> None:
+    """A forced policy on the table a check reads would run the dump's code — here 160 MB of notices
+    after lifting client_min_messages for itself — in the product's session: the checks' role reads
+    past it, and the product's process stays small."""
+    ws = drill_workspace
+    check = {"name": "one row", "sql": "SELECT count(*) = 1 FROM noise"}
+    build_site(
+        ws,
+        {"noisy": {DAY2: staged("noisy", DAY2, gz(script(NOISY)), ".sql.gz")}},
+        per_job={"noisy": {"restore_drill": {"checks": [check]}}},
+    )
+    env = ScanEnv.of(ws)
+    env.extra = {"BACKUP_PIPELINE_DRILL_DIR": os.environ["BACKUP_PIPELINE_DRILL_DIR"]}
+    args = ("drill", "--agent", SITE, "--database", "noisy", "--cycle", f"{DAY2}T13:00:00Z", "--json")
+    process = subprocess.Popen(
+        cli_command(*args, prelude=PEAK_RSS),
+        env=env.environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+    stdout, stderr = finish(process, 300, "the drill")
+    assert process.returncode == 0, stderr
+    (row,) = json.loads(stdout)
+    assert row["outcome"] == "RESTORED", row
+    assert row["checks"] == [{"name": "one row", "passed": True, "detail": "true"}]
+    assert peak_rss_kib(stderr) < 150 * 1024, f"the drill's process held {peak_rss_kib(stderr) // 1024} MiB"
