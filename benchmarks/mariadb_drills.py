@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchmarks.common import SCRATCH, Report
 from benchmarks.drills import drill, environment, load, warm, workspace
+from benchmarks.fleet import _stop_embedded_server
 
 AGENT = "BENCH_DRILL_MARIADB"
 ROWS = 16_000_000  # invoices: a little over 1 GiB of mariadb-dump with their customers
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> Report:
             wall, peak, row = drill(env_vars, AGENT, dump)
         bares.append(bare)
         checks.append(checked)
+        print(
+            f"round {round_ + 1}: reference {bare:.1f} s (its checks apart {checked:.1f} s), "
+            f"drill {wall:.1f} s (recorded {row['duration_seconds']:.1f} s), {load()}",
+            flush=True,
+        )
         walls.append(wall)
         inner.append(row["duration_seconds"])
         rss = max(rss, peak)
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> Report:
         "machine load before / after", 0, "", note=f"{before} / {load()} at {datetime.now(UTC):%H:%M}Z"
     )
     report.print()
+    _stop_embedded_server(root / "home" / "pgdata")  # the CLI left it running: nothing else uses it
     return report
 
 
