@@ -103,8 +103,11 @@ def warm(path: Path) -> None:
             pass
 
 
-def workspace(root: Path, dumps: dict[str, Path], env_vars: dict[str, str]) -> None:
-    """Each dump staged for one cycle of its agent, scanned (once: the entries are kept)."""
+def workspace(
+    root: Path, dumps: dict[str, Path], env_vars: dict[str, str], agents: dict[str, str] = AGENTS
+) -> None:
+    """Each dump staged for one cycle of its agent (`agents`, by dump), scanned (once: the entries
+    are kept)."""
     marker = root / "scanned.json"
     stamp = json.dumps({k: [str(p), p.stat().st_size, p.stat().st_mtime] for k, p in dumps.items()})
     if marker.exists() and marker.read_text() == stamp:
@@ -120,7 +123,7 @@ def workspace(root: Path, dumps: dict[str, Path], env_vars: dict[str, str]) -> N
             "TRANSFER": {"status": True},
             "staged_file_name": path.name,
         }
-        agent = AGENTS[fmt]
+        agent = agents[fmt]
         report = {
             "operation_end_time": f"{DAY}T13:05:00Z",
             "agent_id": agent,
@@ -131,7 +134,7 @@ def workspace(root: Path, dumps: dict[str, Path], env_vars: dict[str, str]) -> N
         (log / f"20251121_130500_{agent}.json").write_text(json.dumps(report))
     jobs = [
         {"agent_id": agent, "database_name": "bench_db", "expected_hour_utc": 13, "expected_minute_utc": 0}
-        for agent in AGENTS.values()
+        for agent in agents.values()
     ]
     (root / "jobs.yaml").write_text(json.dumps({"jobs": jobs}))
     scan = [PYTHON, "-m", "backup_pipeline.app.cli", "scan", "--at", f"{DAY}T23:00:00Z", "--partition", DAY]

@@ -1,6 +1,6 @@
-"""What a machine gives restore drills: the PostgreSQL binaries, the OS user scratch clusters run as,
-the sandbox every process of a cluster runs in, child processes with limits that die with their
-parent, the drill folder, and the removal of what drills killed before their end left in it.
+"""What a machine gives restore drills: the PostgreSQL and MariaDB binaries, the OS user scratch
+servers run as, the sandbox every process of a cluster runs in, child processes with limits that
+die with their parent, the drill folder, and the removal of what drills killed before their end left in it.
 
 A restored dump is a stranger's program, so every process of a scratch cluster — the server and
 its backends, initdb, psql, pg_restore — runs in a bubblewrap sandbox: no network (a namespace of its
@@ -121,6 +121,91 @@ def find_tools(bin_dir: Path | None) -> Tools:
     return Tools(directory, versions)
 
 
+# ---------------------------------------------------------------- MariaDB binaries
+
+
+class MariadbMissing(RuntimeError):
+    """No usable MariaDB binaries: MariaDB/MySQL dumps are not drillable here (the message says why)."""
+
+
+@dataclass(frozen=True)
+class MariadbTools:
+    """The MariaDB server, its data-directory installer and client (and mariadb-dump, which only the
+    sample databases use), with their versions."""
+
+    server: Path
+    install_db: Path
+    client: Path
+    dump: Path | None
+    basedir: Path  # where the server finds its shared files (share/mariadb)
+    versions: dict[str, str] = field(hash=False)
+
+    def folders(self) -> tuple[Path, ...]:
+        """Folders outside the system's the sandbox must show (a MariaDB installed elsewhere)."""
+        found = {self.basedir} if not self.basedir.is_relative_to("/usr") else set()
+        return tuple(sorted(found))
+
+
+MARIADB_TOOLS = {"server": "mariadbd", "install_db": "mariadb-install-db", "client": "mariadb"}
+MARIADB_NOT_FOUND = (
+    "no MariaDB server binaries (mariadbd, mariadb-install-db and mariadb: apt-get install mariadb-server, "
+    "or set BACKUP_PIPELINE_DRILL_MARIADB_BIN)"
+)
+
+
+@functools.cache
+def find_mariadb_tools(configured: Path | None) -> MariadbTools:
+    """The MariaDB binaries in `configured` (BACKUP_PIPELINE_DRILL_MARIADB_BIN), else on the PATH and
+    in /usr/sbin; MariadbMissing when there are none, or when the client has no `--sandbox` mode."""
+    found: dict[str, Path] = {}
+    for role, name in [*MARIADB_TOOLS.items(), ("dump", "mariadb-dump")]:
+        path = _mariadb_tool(name, configured)
+        if path is not None:
+            found[role] = path
+    missing = [name for role, name in MARIADB_TOOLS.items() if role not in found]
+    if missing:
+        where = f" in {configured}" if configured else ""
+        raise MariadbMissing(f"{MARIADB_NOT_FOUND}: no {', '.join(missing)}{where}")
+    versions = {
+        "mariadbd": _version(found["server"], r"Ver\s+(\S+)"),
+        "mariadb": _version(found["client"], r"Distrib\s+([^,\s]+)"),
+    }
+    try:
+        usage = subprocess.run(
+            [str(found["client"]), "--no-defaults", "--help"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MariadbMissing(f"{found['client']} does not run: {exc}") from None
+    if "--sandbox" not in usage:
+        raise MariadbMissing(
+            f"the mariadb client {versions['mariadb']} ({found['client']}) has no --sandbox mode "
+            "(10.5.25, 10.6.18, 10.11.8, 11.0.6 and later have it): MariaDB dumps are not restored with it"
+        )
+    basedir = found["server"].resolve().parent.parent
+    return MariadbTools(
+        found["server"], found["install_db"], found["client"], found.get("dump"), basedir, versions
+    )
+
+
+def _mariadb_tool(name: str, configured: Path | None) -> Path | None:
+    if configured is not None:
+        candidates = [configured / name, configured.parent / "scripts" / name]
+    else:
+        on_path = shutil.which(name)
+        candidates = [Path(on_path)] if on_path else []
+        candidates += [Path("/usr/sbin") / name, Path("/usr/bin") / name]
+    return next((p for p in candidates if p.is_file() and os.access(p, os.X_OK)), None)
+
+
+def _version(path: Path, pattern: str) -> str:
+    try:
+        text = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MariadbMissing(f"{path} does not run: {exc}") from None
+    match = re.search(pattern, text)
+    return match.group(1) if match else text.strip()
+
+
 # ---------------------------------------------------------------- the OS user
 
 
@@ -185,6 +270,11 @@ class Sandbox:
 
     bwrap: str
     read_only: tuple[Path, ...]
+
+    def showing(self, folders: tuple[Path, ...]) -> Sandbox:
+        """The same sandbox showing `folders` too, read-only (another server's binaries)."""
+        extra = tuple(f for f in folders if f not in self.read_only)
+        return Sandbox(self.bwrap, self.read_only + extra) if extra else self
 
     def wrap(
         self,

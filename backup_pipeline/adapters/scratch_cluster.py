@@ -78,13 +78,13 @@ def base_environment(socket_dir: Path) -> dict[str, str]:
     }
 
 
-def _own(path: Path, user: OsUser, mode: int) -> None:
+def own(path: Path, user: OsUser, mode: int) -> None:
     if user.switch:
         os.chown(path, user.uid, user.gid)
     os.chmod(path, mode)
 
 
-def _chown_tree(path: Path, user: OsUser) -> None:
+def chown_tree(path: Path, user: OsUser) -> None:
     if not user.switch:
         return
     for folder, dirs, files in os.walk(path):
@@ -120,7 +120,7 @@ class ScratchCluster:
     ) -> None:
         self.tools, self.user, self.limits, self.sandbox = tools, user, limits, sandbox
         token = secrets.token_hex(4)
-        self.directory = root / f"run-{_safe(label)}-{os.getpid()}-{token}"
+        self.directory = root / f"run-{safe_label(label)}-{os.getpid()}-{token}"
         self.pgdata = self.directory / "pgdata"
         self.tmp = self.directory / "tmp"  # the sandbox's /tmp
         # PostgreSQL caps a Unix socket's path at 107 bytes: the socket folder lives in the system's
@@ -148,11 +148,11 @@ class ScratchCluster:
         self.pgdata.mkdir()
         self.tmp.mkdir()
         for private in (self.socket_dir, self.pgdata, self.tmp):
-            _own(private, self.user, 0o700)
+            own(private, self.user, 0o700)
 
     def start_from(self, template: Template, settings: dict[str, str]) -> None:
         shutil.copytree(template.pgdata, self.pgdata, symlinks=True, dirs_exist_ok=True)
-        _chown_tree(self.pgdata, self.user)
+        chown_tree(self.pgdata, self.user)
         os.chmod(self.pgdata, 0o700)
         self.template = template
         self.start(settings)
@@ -290,7 +290,7 @@ class ScratchCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _safe(label: str) -> str:
+def safe_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:40]
 
 
@@ -332,7 +332,7 @@ def ensure_template(
         with os.fdopen(fd, "w") as out:
             json.dump(facts, out)
         os.rename(building.pgdata, staged / "pgdata")
-        _make_the_products(staged)
+        make_the_products(staged)
         try:
             os.rename(staged, folder)
         except OSError:  # another drill finished the same template first: use theirs
@@ -358,7 +358,7 @@ def _read_template(folder: Path) -> Template:
     )
 
 
-def _make_the_products(folder: Path) -> None:
+def make_the_products(folder: Path) -> None:
     """The template belongs to the product's user, writable by it alone (initdb ran as the drill user)."""
     for path in [folder, *folder.rglob("*")]:
         os.lchown(path, os.geteuid(), os.getegid())
@@ -369,7 +369,7 @@ def _make_the_products(folder: Path) -> None:
 def _initdb(cluster: ScratchCluster, password: str) -> None:
     pwfile = cluster.directory / "pwfile"
     pwfile.write_text(password + "\n")
-    _own(pwfile, cluster.user, 0o600)
+    own(pwfile, cluster.user, 0o600)
     args = [
         cluster.tools.path("initdb"),
         "-D",

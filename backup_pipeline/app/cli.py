@@ -514,10 +514,14 @@ def _cycle(value: str | None) -> datetime | None:
     type=click.Choice(["synthetic", "real"]),
     default="synthetic",
     show_default=True,
-    help="real: pg_dump of small real PostgreSQL databases (for restore drills).",
+    help="real: pg_dump (and mariadb-dump, where MariaDB is installed) of small real databases (for "
+    "restore drills).",
 )
 @click.option(
-    "--dump-format", type=click.Choice(["plain", "custom", "mixed"]), default="mixed", show_default=True
+    "--dump-format",
+    type=click.Choice(["plain", "custom", "mariadb", "mixed"]),
+    default="mixed",
+    show_default=True,
 )
 @click.option(
     "--drill-faults",

@@ -7,16 +7,18 @@ of the failure kinds of docs/design.md §5; the intended outcome of every cycle 
 `expected_outcomes.json` so tests and demos can check the scanner against the simulator's intent.
 
 Dumps are SQL-like text by default (fast: what scans measure). With `dumps="real"` they are real
-PostgreSQL dumps made with pg_dump from small real databases (`sample_databases`), plain SQL or
-custom-format archives, and a fraction (`drill_faults`) of the good cycles gets one of the failure
-kinds of restore drills: a dump truncated mid-statement (yet a valid gzip/zstd stream), the dump of
-the wrong database, an empty schema, a custom archive with a damaged table of contents, a MySQL
-dump, a shrunk database. `expected_drill` then says what a restore drill of each good cycle should
-find when the cycles are drilled in order.
+dumps of small real databases (`sample_databases`): pg_dump's plain SQL or custom-format archives,
+and mariadb-dump's SQL where this machine has MariaDB's binaries; a fraction (`drill_faults`) of the
+good cycles gets one of the failure kinds of restore drills: a dump truncated mid-statement (yet a
+valid gzip/zstd stream), the dump of the wrong database, an empty schema, a custom archive with a
+damaged table of contents, a MySQL 8 dump of a dialect MariaDB lacks, a shrunk database.
+`expected_drill` then says what a restore drill of each good cycle should find when the cycles are
+drilled in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -33,7 +35,7 @@ from zoneinfo import ZoneInfo
 import yaml
 import zstandard
 
-from backup_pipeline.app.sample_databases import SampleDatabase, SampleServer
+from backup_pipeline.app.sample_databases import MariadbSampleServer, SampleDatabase, SampleServer
 from backup_pipeline.drill.restore import DrillEnvironment
 
 COMPANIES = ["SIRPACAM", "SOCIA", "CAMTEL", "ORANGE", "EDEN", "BRASSCO", "SABC", "NEXTEL"]
@@ -70,7 +72,7 @@ DRILL_FAULTS = (
     "wrong_database",  # the dump of another database
     "empty_schema",  # a database without any table
     "damaged_toc",  # a custom archive whose table of contents is zeroed (custom format only)
-    "mysql_dump",  # not PostgreSQL at all
+    "mysql_dump",  # a MySQL 8 dump of a dialect MariaDB lacks
     "shrunk_database",  # a tenth of the rows
 )
 EXPECTED_DRILL = {
@@ -98,8 +100,8 @@ class SimulationSpec:
     seed: int = 0
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     jobs_file: Path | None = None
-    dumps: str = "synthetic"  # synthetic | real (pg_dump of small real databases)
-    dump_format: str = "mixed"  # real dumps: plain | custom | mixed (by database)
+    dumps: str = "synthetic"  # synthetic | real (pg_dump or mariadb-dump of small real databases)
+    dump_format: str = "mixed"  # real dumps: plain | custom | mariadb | mixed (by database)
     drill_faults: float = 0.0  # real dumps: fraction of good cycles given a drill failure kind
 
 
@@ -157,8 +159,13 @@ def simulate(
     if spec.dumps == "real":
         if environment is None:
             raise ValueError("real dumps need PostgreSQL binaries: pass the drill environment")
-        with SampleServer(environment) as server:
-            return _simulate(spec, _RealDumps(spec, server), on_agent)
+        mariadb = environment.mariadb is not None and environment.mariadb.tools is not None
+        if spec.dump_format == "mariadb" and not mariadb:
+            missing = environment.mariadb.missing if environment.mariadb else "no MariaDB binaries"
+            raise ValueError(f"MariaDB dumps need MariaDB's binaries: {missing}")
+        with SampleServer(environment) as server, contextlib.ExitStack() as stack:
+            other = stack.enter_context(MariadbSampleServer(environment)) if mariadb else None
+            return _simulate(spec, _RealDumps(spec, server, other), on_agent)
     return _simulate(spec, None, on_agent)
 
 
@@ -454,8 +461,8 @@ def _write_jobs_file(path: Path, agents: list[_Agent]) -> None:
 
 @dataclass(frozen=True)
 class _Dump:
-    raw: bytes  # what the agent's pg_dump wrote (compressed afterwards like any dump)
-    format: str  # plain | custom
+    raw: bytes  # what the agent's pg_dump or mariadb-dump wrote (compressed afterwards like any dump)
+    format: str  # plain | custom | mariadb
 
 
 MYSQL_DUMP = """-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
@@ -465,25 +472,30 @@ MYSQL_DUMP = """-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
 -- Server version\t8.0.36
 
 /*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
-/*!40101 SET NAMES utf8mb4 */;
+/*!50503 SET NAMES utf8mb4 */;
 DROP TABLE IF EXISTS `customers`;
 CREATE TABLE `customers` (
   `id` int NOT NULL,
-  `name` varchar(200) NOT NULL,
+  `name` varchar(200) COLLATE utf8mb4_0900_ai_ci NOT NULL,
   PRIMARY KEY (`id`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci;
 LOCK TABLES `customers` WRITE;
 INSERT INTO `customers` VALUES (1,'customer 1'),(2,'customer 2'),(3,'customer 3');
 UNLOCK TABLES;
+/*!40101 SET CHARACTER_SET_CLIENT=@OLD_CHARACTER_SET_CLIENT */;
+
 -- Dump completed on {day} 13:00:00
 """
 
 
 class _RealDumps:
-    """pg_dump output for each simulated database cycle, built once per distinct content."""
+    """pg_dump (or mariadb-dump) output for each simulated database cycle, built once per distinct
+    content."""
 
-    def __init__(self, spec: SimulationSpec, server: SampleServer) -> None:
-        self.spec, self.server = spec, server
+    def __init__(
+        self, spec: SimulationSpec, server: SampleServer, mariadb: MariadbSampleServer | None
+    ) -> None:
+        self.spec, self.server, self.mariadb = spec, server, mariadb
         self.rng = random.Random(f"{spec.seed}/drills")  # apart: the scan's faults stay as they were
         self.rows = max(20, spec.size // 60)
         self._dumps: dict[tuple[Any, ...], bytes] = {}
@@ -491,7 +503,10 @@ class _RealDumps:
     def format_of(self, agent: _Agent, db: str) -> str:
         if self.spec.dump_format != "mixed":
             return self.spec.dump_format
-        return "custom" if agent.databases.index(db) % 2 else "plain"
+        index = agent.databases.index(db)
+        if self.mariadb is not None and index % 3 == 2:
+            return "mariadb"
+        return "custom" if index % 2 else "plain"
 
     def fault(self, agent: _Agent, db: str, result: SimulationResult) -> str | None:
         if self.spec.drill_faults <= 0 or self.rng.random() >= self.spec.drill_faults:
@@ -522,7 +537,11 @@ class _RealDumps:
     def _dump(self, sample: SampleDatabase, fmt: str) -> bytes:
         key = (sample, fmt)
         if key not in self._dumps:
-            self._dumps[key] = self.server.dump(sample, fmt)
+            if fmt == "mariadb":
+                assert self.mariadb is not None
+                self._dumps[key] = self.mariadb.dump(sample)
+            else:
+                self._dumps[key] = self.server.dump(sample, fmt)
         return self._dumps[key]
 
     def expectation(

@@ -267,6 +267,7 @@ DRILL_COLUMNS = [
     "database_name",
     "cycle_expected_at",
     "outcome",
+    "engine",
     "tables",
     "rows",
     "bytes",
@@ -300,6 +301,11 @@ TARGET_COLUMNS = ["target", "target_id", "configured_in", "result", "error"]
 TARGET_KEEP = ["target", "result", "error", "configured_in"]
 
 
+def _slow(r: DrillResult) -> str:
+    took = f"{r.duration_seconds:.0f} s" if r.duration_seconds is not None else "?"
+    return f"slow: the restore took {took}, over its objective of {r.objective_seconds or 0:.0f} s"
+
+
 def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:
     """One row per drill asked for: what ran, or why nothing did (`note`)."""
     rows = []
@@ -311,7 +317,8 @@ def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:
                 "database_name": r.database_name,
                 "cycle_expected_at": iso(r.cycle_expected_at),
                 "outcome": r.outcome,
-                "reason": r.comparison if r.shrank else r.reason,
+                "engine": r.engine,
+                "reason": r.comparison if r.shrank else _slow(r) if r.slow else r.reason,
                 "tables": r.tables,
                 "rows": r.rows,
                 "bytes": r.bytes,
@@ -321,6 +328,9 @@ def drill_rows(results: Sequence[DrillResult]) -> list[dict[str, Any]]:
                 "detected_kind": r.detected_kind,
                 "failing_statement": r.failing_statement,
                 "amcheck": r.amcheck,
+                "checks": r.checks,
+                "objective_seconds": r.objective_seconds,
+                "slow": r.slow,
                 "attempt": r.attempt,
                 "drill_id": r.drill_id,
                 "tool_versions": r.tool_versions,

@@ -28,7 +28,7 @@ from pydantic import (
 from backup_pipeline.config.schedules import check_cron, cron_schedule, overlap
 from backup_pipeline.core.alerts import WEEKDAYS, MaintenanceWindow, Silence, SizePolicy
 from backup_pipeline.core.domain import ContentPolicy, ExpectedBackup
-from backup_pipeline.core.drills import DrillPolicy
+from backup_pipeline.core.drills import DrillPolicy, ValidationCheck
 from backup_pipeline.core.names import shared_asset_names
 from backup_pipeline.core.reports import (
     MAX_AGENT_ID,
@@ -252,9 +252,40 @@ def _byte_size(value: Any) -> Any:
     return parse_byte_size(value) if isinstance(value, str) else value
 
 
+CHECK_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .:-]{0,63}$")
+
+
+class CheckSpec(BaseModel):
+    """A validation query of `restore_drill.checks`: `{name, sql}`. It must return one row whose first
+    column is true; `:cycle` is the cycle's expected instant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sql: str = Field(max_length=20_000)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not CHECK_NAME_RE.fullmatch(value.strip()):
+            raise ValueError("must be 1-64 letters, digits, spaces or '_.:-' (a check's name)")
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("sql")
+    @classmethod
+    def _sql(cls, value: str) -> str:
+        if not value.strip().rstrip(";").strip():
+            raise ValueError("must not be empty (a query returning one row whose first column is true)")
+        return value.strip()
+
+    def to_domain(self) -> ValidationCheck:
+        return ValidationCheck(self.name, self.sql)
+
+
 class RestoreDrillSpec(BaseModel):
     """`restore_drill:` of a job or of the defaults; unset fields fall back (job → defaults →
-    environment). `restore_drill: off` never drills the backup."""
+    environment; a job's `checks` replace the defaults'). `restore_drill: off` never drills the
+    backup."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -263,6 +294,17 @@ class RestoreDrillSpec(BaseModel):
     max_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
     max_bytes: int | None = Field(default=None, ge=64 * 1024**2)
     shrink_below: float | None = Field(default=None, gt=0, lt=1)
+    checks: list[CheckSpec] | None = Field(default=None, max_length=50)
+    objective_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+
+    def duplicate_check(self) -> tuple[int, str] | None:
+        """(index, name) of the first check named like an earlier one."""
+        seen: set[str] = set()
+        for index, check in enumerate(self.checks or []):
+            if check.name in seen:
+                return index, check.name
+            seen.add(check.name)
+        return None
 
     @model_validator(mode="before")
     @classmethod
@@ -293,6 +335,8 @@ class RestoreDrillSpec(BaseModel):
             max_minutes=self.max_minutes or environment.max_minutes,
             max_bytes=self.max_bytes or environment.max_bytes,
             shrink_below=self.shrink_below or environment.shrink_below,
+            checks=tuple(c.to_domain() for c in self.checks or []),
+            objective_minutes=self.objective_minutes or environment.objective_minutes,
         )
 
 
@@ -561,7 +605,7 @@ _LOADER = _Loader
 
 _KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,40}")
 _cache: dict[tuple[str, int, int, int], list[DeclaredBackup]] = {}
-CACHE_VERSION = 5  # bump when DeclaredBackup or the resolution rules change (5: shared asset names refused)
+CACHE_VERSION = 6  # bump when DeclaredBackup or resolution rules change (6: asset names, checks, objectives)
 DISK_CACHE_MIN_BACKUPS = 1000
 
 
@@ -725,6 +769,10 @@ def _resolve(
             errors += _errors(exc, path, nodes.section("defaults"), "defaults")
         if problem := defaults.window_problem():
             errors.append(_field_error(path, nodes.section("defaults"), "defaults", *problem))
+        if problem_text := _duplicate_check(
+            defaults.restore_drill, path, nodes.section("defaults"), "defaults"
+        ):
+            errors.append(problem_text)
     jobs = document.get("jobs")
     if "jobs" not in document:
         if errors:
@@ -744,6 +792,9 @@ def _resolve(
             continue
         if problem := spec.form_problem():
             errors.append(_field_error(path, nodes.job(index), where, *problem))
+            continue
+        if problem_text := _duplicate_check(spec.restore_drill, path, nodes.job(index), where):
+            errors.append(problem_text)
             continue
         if spec.key in seen:
             first, line = seen[spec.key], nodes.job(index).start_mark.line + 1
@@ -790,6 +841,19 @@ def _shared_asset_names(
 def _identity(backup: DeclaredBackup) -> str:
     name = f", name {backup.name!r}" if backup.name else ""
     return f"agent {backup.agent_id!r}, database {backup.database_name!r}{name}"
+
+
+def _duplicate_check(spec: RestoreDrillSpec | None, path: Path, node: yaml.Node, where: str) -> str | None:
+    """Two checks of one `restore_drill:` with one name: the second one's line."""
+    found = spec.duplicate_check() if spec is not None else None
+    if found is None:
+        return None
+    index, name = found
+    line = _line_of(node, ("restore_drill", "checks", index))
+    return (
+        f"{path}:{line}: {where}, field 'restore_drill.checks[{index}].name': a second check named "
+        f"{name!r} (each check of a backup needs a name of its own)"
+    )
 
 
 def _invalid(errors: list[str]) -> str:

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # PostgreSQL binaries the scratch clusters use (initdb, postgres, psql, pg_restore); unset: the
     # embedded PostgreSQL's.
     drill_pg_bin: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_PG_BIN")
+    # The folder of the MariaDB binaries MariaDB/MySQL dumps are drilled with (mariadbd,
+    # mariadb-install-db, mariadb); unset: found on PATH and in /usr/sbin. Without them, such dumps are
+    # NOT_DRILLABLE.
+    drill_mariadb_bin: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_MARIADB_BIN")
     # bubblewrap, the sandbox every process of a drill runs in (unset: `bwrap` on PATH).
     drill_bwrap: Path | None = Field(default=None, validation_alias="BACKUP_PIPELINE_DRILL_BWRAP")
     # Where scratch clusters live while a drill runs (unset: BACKUP_PIPELINE_HOME/drills).

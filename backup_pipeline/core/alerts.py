@@ -35,9 +35,11 @@ class AlertEvent(enum.StrEnum):
     RESTORE_FAILED = "RESTORE_FAILED"  # a restore drill: the dump does not restore
     SIZE_ANOMALY = "SIZE_ANOMALY"
     RESTORE_SHRANK = "RESTORE_SHRANK"  # a restore drill: far less came back than last time
+    RESTORE_SLOW = "RESTORE_SLOW"  # a restore drill: it restored, slower than its objective
     HASH_MISMATCH = "HASH_MISMATCH"
     RECOVERED = "RECOVERED"
     RESTORE_RECOVERED = "RESTORE_RECOVERED"  # a drill restores again after a notified failure
+    RESTORE_SLOW_RECOVERED = "RESTORE_SLOW_RECOVERED"  # a drill within its objective after a slow one
 
     @property
     def level(self) -> Level:
@@ -47,9 +49,11 @@ class AlertEvent(enum.StrEnum):
             AlertEvent.RESTORE_FAILED: Level.FAILURE,
             AlertEvent.SIZE_ANOMALY: Level.WARNING,
             AlertEvent.RESTORE_SHRANK: Level.WARNING,
+            AlertEvent.RESTORE_SLOW: Level.WARNING,
             AlertEvent.HASH_MISMATCH: Level.INFO,
             AlertEvent.RECOVERED: Level.SUCCESS,
             AlertEvent.RESTORE_RECOVERED: Level.SUCCESS,
+            AlertEvent.RESTORE_SLOW_RECOVERED: Level.SUCCESS,
         }[self]
 
 
@@ -79,12 +83,15 @@ def cycle_events(
     return events
 
 
-def drill_events(outcome: str, *, shrank: bool) -> list[AlertEvent]:
-    """The events a restore drill raises (its recovery aside): a failed restore is a problem, a
-    restore far smaller than the previous one a warning; a dump that is not PostgreSQL's is neither."""
+def drill_events(outcome: str, *, shrank: bool, slow: bool = False) -> list[AlertEvent]:
+    """The events a restore drill raises (its recoveries aside): a failed restore is a problem, a
+    restore far smaller than the previous one or slower than its objective a warning; a dump that is
+    not drillable is neither."""
     if outcome == "RESTORE_FAILED":
         return [AlertEvent.RESTORE_FAILED]
-    return [AlertEvent.RESTORE_SHRANK] if shrank and outcome == "RESTORED" else []
+    if outcome != "RESTORED":
+        return []
+    return [e for e, on in ((AlertEvent.RESTORE_SHRANK, shrank), (AlertEvent.RESTORE_SLOW, slow)) if on]
 
 
 def recovers(
@@ -269,9 +276,14 @@ _NOUNS = {
     AlertEvent.RESTORE_FAILED: ("failed restore drill", "failed restore drills"),
     AlertEvent.SIZE_ANOMALY: ("size anomaly", "size anomalies"),
     AlertEvent.RESTORE_SHRANK: ("shrunk restore", "shrunk restores"),
+    AlertEvent.RESTORE_SLOW: ("slow restore", "slow restores"),
     AlertEvent.HASH_MISMATCH: ("content change", "content changes"),
     AlertEvent.RECOVERED: ("recovered", "recovered"),
     AlertEvent.RESTORE_RECOVERED: ("restore recovered", "restores recovered"),
+    AlertEvent.RESTORE_SLOW_RECOVERED: (
+        "restore within its objective again",
+        "restores within their objective again",
+    ),
 }
 
 

@@ -2,18 +2,21 @@
 with the previous one.
 
 A restore drill takes one entry whose backup is good (SUCCESS or HASH_MISMATCH, staged file unchanged),
-restores the dump into a throw-away PostgreSQL cluster and checks what came back. This module decides
-nothing about processes or SQL: the drill service (`backup_pipeline.drill`) feeds it figures and
-history and records what it answers.
+restores the dump into a throw-away PostgreSQL cluster (or MariaDB server, for MariaDB/MySQL dumps) and
+checks what came back: figures, validation queries, the time it took against its objective. This module
+decides nothing about processes or SQL: the drill service (`backup_pipeline.drill`) feeds it figures,
+query results and history and records what it answers.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from decimal import Decimal
+from typing import Any, Protocol
 
 GIB = 1 << 30
 
@@ -21,22 +24,122 @@ GIB = 1 << 30
 class DrillOutcome(enum.StrEnum):
     RESTORED = "RESTORED"  # restored cleanly and passed the sanity checks
     RESTORE_FAILED = "RESTORE_FAILED"  # the dump does not restore (or restores nothing usable)
-    NOT_DRILLABLE = "NOT_DRILLABLE"  # not a PostgreSQL dump (MySQL, SQL Server, unknown bytes…)
+    NOT_DRILLABLE = "NOT_DRILLABLE"  # not a dump a drill restores here (SQL Server, unknown bytes…)
+
+
+@dataclass(frozen=True)
+class ValidationCheck:
+    """A query run on the restored database: one row whose first column is true, or the drill fails.
+    `:cycle` in it is the cycle's expected instant."""
+
+    name: str
+    sql: str
 
 
 @dataclass(frozen=True)
 class DrillPolicy:
-    """How often an expected backup is drilled and within which limits."""
+    """How often an expected backup is drilled, within which limits, and what it must prove."""
 
     enabled: bool = True
     every_days: int = 7
     max_minutes: float = 30  # wall-clock limit of one drill, cluster start and checks included
     max_bytes: int = 16 * GIB  # disk the scratch cluster may use; also the decompressed dump's cap
     shrink_below: float = 0.5  # rows or restored size below this ratio of the previous drill: shrank
+    checks: tuple[ValidationCheck, ...] = ()
+    objective_minutes: float | None = None  # a restore taking longer is slow (RESTORE_SLOW)
 
     @property
     def max_seconds(self) -> float:
         return self.max_minutes * 60.0
+
+    @property
+    def objective_seconds(self) -> float | None:
+        return self.objective_minutes * 60.0 if self.objective_minutes is not None else None
+
+
+def is_slow(outcome: DrillOutcome | str, duration_seconds: float, objective_seconds: float | None) -> bool:
+    """A restore that worked but took longer than its objective."""
+    return (
+        outcome == DrillOutcome.RESTORED
+        and objective_seconds is not None
+        and duration_seconds > objective_seconds
+    )
+
+
+# ---------------------------------------------------------------- validation queries
+
+CHECK_DETAIL_CAP = 300
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str  # what it returned, or its error, in words (bounded)
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def judge_check(name: str, rows: Sequence[Sequence[Any]], *, booleans: bool) -> CheckResult:
+    """A validation query's first rows: exactly one, whose first column is true — a boolean true, or
+    (`booleans` false: MariaDB, which has no boolean type) a non-zero number."""
+    if not rows:
+        return CheckResult(name, False, "returned no row")
+    if len(rows) > 1:
+        return CheckResult(name, False, "returned several rows (one is expected)")
+    value = rows[0][0] if rows[0] else None
+    if value is None:
+        return CheckResult(name, False, "returned NULL")
+    if value is True:
+        return CheckResult(name, True, "true")
+    if value is False:
+        return CheckResult(name, False, "returned false")
+    number = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if number and not booleans:
+        return CheckResult(name, value != 0, "true" if value != 0 else "returned 0 (false)")
+    shown = " ".join(str(value).split())
+    shown = shown if len(shown) <= 100 else shown[:99] + "…"
+    return CheckResult(name, False, f"returned {shown!r}, not true")
+
+
+def failed_check(name: str, error: str) -> CheckResult:
+    return CheckResult(name, False, bounded_detail(f"failed: {error}"))
+
+
+def bounded_detail(text: str) -> str:
+    return text if len(text) <= CHECK_DETAIL_CAP else text[: CHECK_DETAIL_CAP - 1] + "…"
+
+
+def check_reason(results: Iterable[CheckResult]) -> str | None:
+    """The drill's reason when a check did not pass: the first one's name and what it did."""
+    failed = next((r for r in results if not r.passed), None)
+    return f"check `{failed.name}`: {failed.detail}" if failed is not None else None
+
+
+_CHECK_TOKENS = re.compile(
+    r"""(?P<quoted>'(?:[^'\\]|\\.|'')*'|"(?:[^"]|"")*"|`(?:[^`]|``)*`|\$(?P<tag>[A-Za-z_]*)\$[\s\S]*?\$(?P=tag)\$)"""
+    r"|(?P<comment>--[^\n]*|/\*[\s\S]*?\*/|\#[^\n]*)"
+    r"|(?P<cycle>(?<!:):cycle\b)"
+    r"|(?P<percent>%)",
+)
+
+
+def bind_cycle(sql: str, *, hash_comments: bool) -> str:
+    """The query with `:cycle` as the drivers' named parameter `%(cycle)s` (outside quotes and
+    comments; `::cycle` is a cast) and every other `%` doubled. `#` starts a comment in MariaDB only."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("cycle"):
+            return "%(cycle)s"
+        if match.group("percent"):
+            return "%%"
+        text = match.group(0)
+        if match.group("comment") and text.startswith("#") and not hash_comments:
+            return "#" + bind_cycle(text[1:], hash_comments=hash_comments)
+        return text.replace("%", "%%")
+
+    return _CHECK_TOKENS.sub(replace, sql)
 
 
 # ---------------------------------------------------------------- what came back

@@ -1,9 +1,10 @@
 """What a staged dump is, told from its bytes (never from its name): the compression around it, then
 what the first decompressed bytes say.
 
-Drillable: PostgreSQL plain SQL written by pg_dump, and pg_dump's custom and tar archives, each
-bare or inside gzip or zstd. Everything else gets a kind in words (a MySQL dump, a SQL Server
-backup, unknown bytes…) and is not drillable: shown as such, never as a failed restore.
+Drillable: PostgreSQL plain SQL written by pg_dump, pg_dump's custom and tar archives, and the SQL
+of `mariadb-dump`/`mysqldump` (restored into MariaDB), each bare or inside gzip or zstd. Everything
+else gets a kind in words (a SQL Server backup, a pg_dumpall cluster dump, unknown bytes…) and is not
+drillable: shown as such, never as a failed restore.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class DumpFormat(enum.StrEnum):
     PLAIN = "plain"  # SQL for psql
     CUSTOM = "custom"  # pg_dump -Fc, for pg_restore
     TAR = "tar"  # pg_dump -Ft, for pg_restore
+    MARIADB = "mariadb"  # SQL for the mariadb client, from mariadb-dump or mysqldump
+
+
+class Engine(enum.StrEnum):
+    """The server a dump is restored into."""
+
+    POSTGRESQL = "postgresql"
+    MARIADB = "mariadb"
 
 
 _COMPRESSIONS = {b"\x1f\x8b": Compression.GZIP, b"\x28\xb5\x2f\xfd": Compression.ZSTD}
@@ -45,10 +54,24 @@ class Detected:
     compression: Compression | None
     format: DumpFormat | None = None
     pg_dump_version: str | None = None
+    server_version: str | None = None  # a MariaDB/MySQL dump's: the server it was dumped from
+    database: str | None = None  # a MariaDB/MySQL dump's header names the database dumped
+    engine_hint: Engine | None = None  # what a dump that is not drillable was for, when told
 
     @property
     def drillable(self) -> bool:
         return self.format is not None and self.compression is not None
+
+    @property
+    def engine(self) -> Engine | None:
+        if self.format is DumpFormat.MARIADB:
+            return Engine.MARIADB
+        return Engine.POSTGRESQL if self.format is not None else self.engine_hint
+
+    @property
+    def from_mysql(self) -> bool:
+        """Dumped from a MySQL server (not MariaDB): its dialect may be one MariaDB lacks."""
+        return self.server_version is not None and "mariadb" not in self.server_version.lower()
 
 
 def compression_of(head: bytes) -> Compression | str:
@@ -72,6 +95,9 @@ _PG_DUMP_VERSION = re.compile(rb"^--[ \t]*Dumped by pg_dump version ([0-9][0-9A-
 _MYSQL = re.compile(
     rb"^(?:--[ \t]*(?:MySQL|MariaDB) dump|/\*!4\d{4} SET |/\*M?!999999\\- enable the sandbox)", re.MULTILINE
 )
+_MYSQL_TOOL = re.compile(rb"^--[ \t]*(MySQL|MariaDB) dump ([0-9.]+)", re.MULTILINE)
+_MYSQL_SERVER = re.compile(rb"^--[ \t]*Server version\t?[ \t]*([0-9][0-9A-Za-z.+~_-]*)", re.MULTILINE)
+_MYSQL_DATABASE = re.compile(rb"^--[ \t]*Host: [^\n]*?[ \t]Database: ([^\n]*?)[ \t\r]*$", re.MULTILINE)
 _SQL_WORDS = re.compile(rb"\b(?:CREATE|INSERT|ALTER|COPY|SELECT|DROP|BEGIN)\b", re.IGNORECASE)
 
 
@@ -102,12 +128,38 @@ def detect(head: bytes, compression: Compression) -> Detected:
         label = f" (pg_dump {version})" if version else ""
         return Detected(f"PostgreSQL plain SQL dump{label}{suffix}", compression, DumpFormat.PLAIN, version)
     if _MYSQL.search(text):
-        return Detected(f"a MySQL/MariaDB dump{suffix}", compression)
+        return _mysql_family(text, compression, suffix)
     if _looks_like_text(text):
         if _SQL_WORDS.search(text):
             return Detected(f"SQL text without pg_dump's header (not a PostgreSQL dump){suffix}", compression)
         return Detected(f"text that is not a database dump{suffix}", compression)
     return Detected(f"unknown binary data (starts with {head[:8].hex(' ')}){suffix}", compression)
+
+
+def _mysql_family(text: bytes, compression: Compression, suffix: str) -> Detected:
+    """A dump from mariadb-dump or mysqldump: its tool, server and database from its header comments
+    (a dump written without comments has none: a MySQL/MariaDB dump all the same)."""
+    tool = _MYSQL_TOOL.search(text)
+    server = _MYSQL_SERVER.search(text)
+    database = _MYSQL_DATABASE.search(text)
+    version = server.group(1).decode("ascii", "replace") if server else None
+    maker = tool.group(1).decode() if tool else None
+    mysql = maker == "MySQL" and not (version and "mariadb" in version.lower())
+    family = "MySQL" if mysql else "MariaDB" if maker or version else "MySQL/MariaDB"
+    details = []
+    if tool:
+        details.append(f"{'mysqldump' if maker == 'MySQL' else 'mariadb-dump'} {tool.group(2).decode()}")
+    if version:
+        details.append(f"server {version}")
+    label = f"{family} dump" + (f" ({', '.join(details)})" if details else "") + suffix
+    name = database.group(1).decode("utf-8", "replace") if database else None
+    if database is not None and not name:
+        return Detected(
+            f"a {family} dump of every database of a server (whole servers are not drilled){suffix}",
+            compression,
+            engine_hint=Engine.MARIADB,
+        )
+    return Detected(label, compression, DumpFormat.MARIADB, server_version=version, database=name or None)
 
 
 def _archive_version(head: bytes) -> str:

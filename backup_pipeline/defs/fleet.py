@@ -265,9 +265,9 @@ def _check_definition(
             asset=key,
             partitions_def=partitions,
             description=(
-                "Passes when the latest restore drill restored the backup into a scratch PostgreSQL; warns "
-                "when it shrank since the previous drill or is not a PostgreSQL dump; fails when it does "
-                "not restore."
+                "Passes when the latest restore drill restored the backup into a scratch server and its "
+                "validation queries passed; warns when it shrank since the previous drill, was slower than "
+                "its restore-time objective, or is not drillable here; fails when it does not restore."
             ),
         )
         for key in keys

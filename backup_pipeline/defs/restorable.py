@@ -1,11 +1,12 @@
 """Restore drills as Dagster shows them: the `restorable` asset check of each monitored database (or
 agent, in large fleets), with the drill's figures as metadata.
 
-Passed when the latest drill restored; a warning when the restore shrank since the previous drill
-or the dump is not PostgreSQL's (not drillable: never shown as a failure); an error when it does
-not restore. The drill job reports an evaluation per drill on the drilled cycle's day, and an
-observation with the restore's figures (rows, bytes, seconds) that the asset's plots graph; the
-check can also be run from the UI, which publishes the latest recorded drills again.
+Passed when the latest drill restored; a warning when the restore shrank since the previous drill,
+took longer than its restore-time objective, or the dump is not drillable here (never shown as a
+failure); an error when it does not restore (or a validation query does not pass). The drill job
+reports an evaluation per drill on the drilled cycle's day, and an observation with the restore's
+figures (rows, bytes, seconds) that the asset's plots graph; the check can also be run from the UI,
+which publishes the latest recorded drills again.
 """
 
 from collections.abc import Iterable, Mapping
@@ -28,12 +29,12 @@ NOT_DRILLED = "no restore drill yet"
 
 def verdict(drills: Iterable[Mapping[str, Any]]) -> tuple[bool, AssetCheckSeverity]:
     """Over one or several backups' latest drills: the worst one decides."""
-    outcomes = [(d["outcome"], bool(d.get("shrank"))) for d in drills]
+    outcomes = [(d["outcome"], bool(d.get("shrank")) or bool(d.get("slow"))) for d in drills]
     if not outcomes:
         return False, AssetCheckSeverity.WARN
     if any(outcome == DrillOutcome.RESTORE_FAILED for outcome, _ in outcomes):
         return False, AssetCheckSeverity.ERROR
-    if all(outcome == DrillOutcome.RESTORED and not shrank for outcome, shrank in outcomes):
+    if all(outcome == DrillOutcome.RESTORED and not warned for outcome, warned in outcomes):
         return True, AssetCheckSeverity.WARN
     return False, AssetCheckSeverity.WARN
 
@@ -48,8 +49,18 @@ def drill_metadata(d: Mapping[str, Any]) -> dict[str, Any]:
         **drill_figures([d]),
         "detected": d.get("detected_kind") or "",
         "amcheck": d.get("amcheck") or "",
+        "engine": d.get("engine") or "",
         "tool_versions": MetadataValue.json(dict(d.get("tool_versions") or {})),
     }
+    if d.get("checks"):
+        metadata["checks"] = MetadataValue.json(list(d["checks"]))
+    if d.get("objective_seconds") is not None:
+        metadata["objective_seconds"] = MetadataValue.float(float(d["objective_seconds"]))
+    if d.get("slow"):
+        metadata["slow"] = (
+            f"restored in {float(d.get('duration_seconds') or 0):.0f} s, over its objective of "
+            f"{float(d.get('objective_seconds') or 0):.0f} s"
+        )
     if d.get("reason"):
         metadata["reason"] = d["reason"]
     if d.get("shrank"):
@@ -113,6 +124,8 @@ def agent_summary(drills: list[Mapping[str, Any]]) -> dict[str, Any]:
         + (
             f" ({escape_markdown(d.get('comparison') or d.get('reason') or '')})"
             if d["outcome"] != "RESTORED" or d.get("shrank")
+            else " (slower than its objective)"
+            if d.get("slow")
             else ""
         )
         for d in drills
@@ -143,4 +156,5 @@ def stored_drill(drill: Any, database_name: str) -> dict[str, Any]:
     """A recorded drill (storage row) as the mapping the functions above read."""
     fields = ("id", "outcome", "cycle_expected_at", "tables", "rows", "bytes", "duration_seconds", "reason")
     fields += ("detected_kind", "amcheck", "tool_versions", "shrank", "comparison")
+    fields += ("engine", "checks", "objective_seconds", "slow")
     return {name: getattr(drill, name) for name in fields} | {"database_name": database_name}

@@ -72,13 +72,14 @@ class DrillTally(BaseModel):
     restore_failed: int = 0
     not_drillable: int = 0
     shrank: int = 0
+    slow: int = 0
 
 
 class DrillProblem(BaseModel):
     agent_id: str
     database_name: str
     cycle_expected_at: datetime
-    outcome: str  # RESTORE_FAILED, or RESTORE_SHRANK for a restore that shrank
+    outcome: str  # RESTORE_FAILED, or RESTORE_SHRANK / RESTORE_SLOW for a restore that shrank or was slow
     reason: str
 
 
@@ -131,16 +132,27 @@ def tally_drills(drilled: list[tuple[Any, str, str]]) -> tuple[DrillTally, list[
         outcome = drill.outcome.lower()
         setattr(tally, outcome, getattr(tally, outcome) + 1)
         tally.shrank += bool(drill.shrank)
-        if drill.outcome == "RESTORE_FAILED" or drill.shrank:
-            problems.append(
-                DrillProblem(
-                    agent_id=agent,
-                    database_name=database,
-                    cycle_expected_at=drill.cycle_expected_at,
-                    outcome="RESTORE_SHRANK" if drill.outcome != "RESTORE_FAILED" else drill.outcome,
-                    reason=(drill.reason if drill.outcome == "RESTORE_FAILED" else drill.comparison) or "",
-                )
+        tally.slow += bool(drill.slow)
+        if drill.outcome == "RESTORE_FAILED":
+            kind, reason = drill.outcome, drill.reason
+        elif drill.shrank:
+            kind, reason = "RESTORE_SHRANK", drill.comparison
+        elif drill.slow:
+            kind = "RESTORE_SLOW"
+            reason = (
+                f"restored in {drill.duration_seconds:.0f} s, objective {drill.objective_seconds or 0:.0f} s"
             )
+        else:
+            continue
+        problems.append(
+            DrillProblem(
+                agent_id=agent,
+                database_name=database,
+                cycle_expected_at=drill.cycle_expected_at,
+                outcome=kind,
+                reason=reason or "",
+            )
+        )
     return tally, sorted(problems, key=lambda p: (p.agent_id, p.database_name, p.cycle_expected_at))
 
 

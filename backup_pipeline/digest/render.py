@@ -37,14 +37,14 @@ def anomaly_rows(digest: FleetDigest) -> list[dict[str, str]]:
 
 
 def drill_rows(digest: FleetDigest) -> list[dict[str, str]]:
-    """The day's restore drills that failed or shrank."""
+    """The day's restore drills that failed, shrank or were slow."""
     return [{k: _cell(v) for k, v in p} for p in digest.drill_problems]
 
 
 def drill_counts(digest: FleetDigest) -> str:
     d = digest.drills
     return (
-        f"{d.drills} restore drill(s): {d.restored} restored ({d.shrank} shrank), "
+        f"{d.drills} restore drill(s): {d.restored} restored ({d.shrank} shrank, {d.slow} slow), "
         f"{d.restore_failed} failed, {d.not_drillable} not drillable"
     )
 

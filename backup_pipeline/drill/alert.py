@@ -1,6 +1,8 @@
 """The alerts a restore drill raises, recorded in the drill's own transaction (like a scan's, they
-are then sent by the `notify` step): RESTORE_FAILED, RESTORE_SHRANK, and RESTORE_RECOVERED when a
-drill restores again after a notified failure. A silence that covers the drilled cycle holds them."""
+are then sent by the `notify` step): RESTORE_FAILED, RESTORE_SHRANK, RESTORE_SLOW (restored, slower
+than its objective), RESTORE_RECOVERED when a drill restores again after a notified failure and
+RESTORE_SLOW_RECOVERED when one is within its objective again after a notified slow one. A silence
+that covers the drilled cycle holds them."""
 
 from __future__ import annotations
 
@@ -43,30 +45,60 @@ def record_drill_alerts(
         }
 
     rows = []
-    for event in alerts.drill_events(drill["outcome"], shrank=drill["shrank"]):
-        message = drill["reason"] if event is AlertEvent.RESTORE_FAILED else drill["comparison"]
+    slow = bool(drill.get("slow"))
+    for event in alerts.drill_events(drill["outcome"], shrank=drill["shrank"], slow=slow):
+        if event is AlertEvent.RESTORE_FAILED:
+            message = drill["reason"]
+        elif event is AlertEvent.RESTORE_SHRANK:
+            message = drill["comparison"]
+        else:
+            message = _slow_message(drill)
         rows.append(row(event, _short(f"restore drill: {message}")))
     if drill["outcome"] == DrillOutcome.RESTORED:
-        context = stored_drills.drill_alert_context(
-            session, target.job_id, target.cycle_expected_at, drill_id
-        )
-        if alerts.recovers(
-            target.cycle_expected_at,
-            last_problem=context.last_failure,
-            last_problem_held=context.last_failure_held,
-            last_recovery=context.last_recovery,
-            previous_success=context.previous_pass,
-        ):
-            assert context.last_failure is not None
+        failed = _recovered_from(session, target, drill_id, slow=False)
+        if failed is not None:
             rows.append(
                 row(
                     AlertEvent.RESTORE_RECOVERED,
                     "restore drill: restores again after RESTORE_FAILED "
-                    f"(cycle {context.last_failure:%Y-%m-%dT%H:%MZ}): "
+                    f"(cycle {failed:%Y-%m-%dT%H:%MZ}): "
                     f"{drill['tables']} table(s), {drill['rows']:,} row(s), {drill['bytes']:,} bytes",
                 )
             )
+        was_slow = _recovered_from(session, target, drill_id, slow=True) if not slow else None
+        if was_slow is not None and drill.get("objective_seconds") is not None:
+            rows.append(
+                row(
+                    AlertEvent.RESTORE_SLOW_RECOVERED,
+                    f"restore drill: within its objective again after RESTORE_SLOW (cycle "
+                    f"{was_slow:%Y-%m-%dT%H:%MZ}): {drill['duration_seconds']:.0f} s, objective "
+                    f"{drill['objective_seconds']:.0f} s",
+                )
+            )
     return stored_alerts.insert_alerts(session, rows)
+
+
+def _recovered_from(session: Session, target: DrillTarget, drill_id: int, *, slow: bool) -> datetime | None:
+    """The cycle of the notified problem (a failure, or with `slow` a slow restore) this drill ends,
+    if it ends one."""
+    context = stored_drills.drill_alert_context(
+        session, target.job_id, target.cycle_expected_at, drill_id, slow=slow
+    )
+    ends = alerts.recovers(
+        target.cycle_expected_at,
+        last_problem=context.last_failure,
+        last_problem_held=context.last_failure_held,
+        last_recovery=context.last_recovery,
+        previous_success=context.previous_pass,
+    )
+    return context.last_failure if ends else None
+
+
+def _slow_message(drill: dict[str, Any]) -> str:
+    return (
+        f"restored in {drill['duration_seconds']:.0f} s, over its objective of "
+        f"{drill['objective_seconds']:.0f} s (restore_drill.objective_minutes)"
+    )
 
 
 ALERT_MESSAGE_CAP = 500  # an alert is read in a chat or a mail subject line: the drill keeps the rest

@@ -1,4 +1,4 @@
-"""One restore: a staged dump restored into a throw-away cluster and looked at.
+"""One restore: a staged dump restored into a throw-away server and looked at.
 
 The file is opened safely and must still hold the entry's dump (its SHA-256). Its format is told
 from its bytes. Plain SQL streams through decompression and the guard into psql (restricted under a
@@ -6,8 +6,10 @@ key of the drill's own, `ON_ERROR_STOP`), never written decompressed to disk; a 
 is checked with `pg_restore --list` first, then restored with `--exit-on-error`. A compressed archive
 is decompressed into the drill's folder first, since pg_restore needs a file it can seek in: it
 counts against the drill's disk limit (`max_bytes`) like the restored data, and archives are
-compressed inside, so the copy costs about the staged size. Then the checks: tables, rows per table,
-the restored size, amcheck where the extension exists. No product table is written here.
+compressed inside, so the copy costs about the staged size. A MariaDB/MySQL dump is restored into a
+scratch MariaDB (`restore_mariadb`). Then the checks: tables, rows per table, the restored size,
+amcheck where the extension exists (CHECK TABLE for MariaDB), and the backup's validation queries.
+No product table is written here.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from backup_pipeline.adapters.deposit import UnsafeFile, open_staged_file
 from backup_pipeline.adapters.drill_host import (
+    MARIADB_NOT_FOUND,
     DrillUnavailable,
     Limits,
+    MariadbMissing,
+    MariadbTools,
     OsUser,
     Sandbox,
     Tools,
@@ -44,11 +50,21 @@ from backup_pipeline.adapters.dump_files import (
     write_decompressed,
 )
 from backup_pipeline.adapters.scratch_cluster import DATABASE, ScratchCluster, Template
-from backup_pipeline.core.drills import DrillOutcome, DrillPolicy
+from backup_pipeline.adapters.scratch_mariadb import MariadbTemplate, ScratchMariadb, ensure_mariadb_template
+from backup_pipeline.core.drills import (
+    CheckResult,
+    DrillOutcome,
+    DrillPolicy,
+    bind_cycle,
+    check_reason,
+    failed_check,
+    judge_check,
+)
 from backup_pipeline.core.dump_formats import (
     Compression,
     Detected,
     DumpFormat,
+    Engine,
     compression_of,
     detect,
     unsupported,
@@ -56,7 +72,13 @@ from backup_pipeline.core.dump_formats import (
 from backup_pipeline.core.psql_guard import PsqlScriptGuard, ScriptRefused
 from backup_pipeline.drill.watch import Watch, full_file_system
 from backup_pipeline.storage.drills import DrillTarget
-from backup_pipeline.storage.scratch import Inspection, ScratchFailure, inspect_restore, server_version
+from backup_pipeline.storage.scratch import (
+    Inspection,
+    ScratchFailure,
+    inspect_restore,
+    run_check,
+    server_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +92,47 @@ LISTING_CAP = 4 * 1024 * 1024
 DISK_RESERVE = 256 * 1024 * 1024  # left free on the drill folder's file system
 
 
+class MariadbSetup:
+    """MariaDB drills' share of the environment: the binaries looked for once, and the template made
+    on the first MariaDB dump (a machine that drills none never runs mariadb-install-db)."""
+
+    def __init__(
+        self,
+        configured: Path | None,
+        *,
+        root: Path,
+        user: OsUser,
+        sandbox: Sandbox,
+        memory_bytes: int,
+        find: Callable[[Path | None], MariadbTools],
+        prepare: Callable[[ScratchMariadb, dict[str, str]], None],
+    ) -> None:
+        self.root, self.user, self.memory_bytes, self.prepare = root, user, memory_bytes, prepare
+        self.tools: MariadbTools | None = None
+        self.missing: str | None = None
+        try:
+            self.tools = find(configured)
+        except MariadbMissing as exc:
+            self.missing = str(exc)
+        self.sandbox = sandbox.showing(self.tools.folders()) if self.tools is not None else sandbox
+        self._template: MariadbTemplate | None = None
+        self._lock = threading.Lock()
+
+    def template(self) -> MariadbTemplate:
+        assert self.tools is not None
+        with self._lock:
+            if self._template is None:
+                limits = Limits(memory_bytes=self.memory_bytes, file_bytes=1 << 40)
+                self._template = ensure_mariadb_template(
+                    self.root, self.tools, self.user, limits, self.sandbox, self.prepare
+                )
+            return self._template
+
+    def server(self, limits: Limits, label: str) -> ScratchMariadb:
+        assert self.tools is not None
+        return ScratchMariadb(self.root, self.tools, self.user, limits, label, self.sandbox)
+
+
 @dataclass(frozen=True)
 class DrillEnvironment:
     """What every drill of a process shares: binaries, the OS user, the folder, the template."""
@@ -81,6 +144,7 @@ class DrillEnvironment:
     template: Template
     memory_bytes: int
     statement_timeout: float
+    mariadb: MariadbSetup | None = None  # MariaDB/MySQL dumps' server (None: not looked for)
 
 
 @dataclass
@@ -95,6 +159,11 @@ class RestoreReport:
     staged_sha256: str | None = None
     staged_size: int | None = None
     dumped_database: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.detected.engine if self.detected is not None else None
 
 
 def not_drillable(reason: str, detected: Detected | None = None, **known: object) -> RestoreReport:
@@ -110,14 +179,14 @@ def restore_entry(
         return not_drillable("the entry records no staged file")
     try:
         with open_staged_file(storage_root / target.agent_id, name) as fd:
-            return bounded(_checked(_Restore(env, target, policy, fd)))
+            return bounded(_checked(DumpRestore(env, target, policy, fd)))
     except UnsafeFile as exc:
         return not_drillable(f"the staged file cannot be drilled now: {exc}")
     except OSError as exc:
         return not_drillable(f"staged file {name} could not be read: {exc.strerror or exc}")
 
 
-def _checked(restore: _Restore) -> RestoreReport:
+def _checked(restore: DumpRestore) -> RestoreReport:
     """The restore's report; an error nobody foresaw (the dump's doing, until shown otherwise) is that
     drill's RESTORE_FAILED, logged whole, never the end of the run: no entry may keep the others from
     being drilled. The machine's own unavailability still stops the run."""
@@ -134,7 +203,7 @@ def _checked(restore: _Restore) -> RestoreReport:
         )
 
 
-class _Restore:
+class DumpRestore:
     def __init__(self, env: DrillEnvironment, target: DrillTarget, policy: DrillPolicy, fd: int) -> None:
         self.env, self.target, self.policy, self.fd = env, target, policy, fd
         self.started = time.monotonic()
@@ -154,11 +223,13 @@ class _Restore:
             if isinstance(compression, Compression)
             else unsupported(compression)
         )
-        sha = None if detected.drillable else file_sha256(self.fd)
+        missing = self._missing_server(detected)
+        sha = None if detected.drillable and not missing else file_sha256(self.fd)
         if sha is not None and sha != self.target.staged_sha256:
             return not_drillable(CHANGED, staged_sha256=sha, staged_size=self.size)
-        if not detected.drillable:
-            return not_drillable(detected.kind, detected, staged_sha256=sha, staged_size=self.size)
+        if not detected.drillable or missing:
+            reason = missing or detected.kind
+            return not_drillable(reason, detected, staged_sha256=sha, staged_size=self.size)
         if detected.format is DumpFormat.PLAIN and not self.env.tools.restrict_supported:
             raise DrillUnavailable(
                 f"psql {self.env.tools.versions.get('psql')} in {self.env.tools.bin_dir} lacks \\restrict "
@@ -170,7 +241,15 @@ class _Restore:
         report.staged_sha256 = report.staged_sha256 or sha
         return report
 
-    def _verified(self, reader: HashingReader, report: RestoreReport) -> RestoreReport:
+    def _missing_server(self, detected: Detected) -> str | None:
+        """Why the server a drillable dump needs is not here (MariaDB's binaries), if it is not."""
+        if detected.format is not DumpFormat.MARIADB:
+            return None
+        if self.env.mariadb is None:
+            return MARIADB_NOT_FOUND
+        return self.env.mariadb.missing
+
+    def verified(self, reader: HashingReader, report: RestoreReport) -> RestoreReport:
         """The report of a restore that read the file through `reader`, once the whole file is hashed
         (what the restore did not read is read now): a file that changed is not this cycle's dump."""
         while reader.read(READ_BLOCK):
@@ -191,10 +270,20 @@ class _Restore:
         self.room = room
         limits = Limits(memory_bytes=env.memory_bytes, file_bytes=policy.max_bytes)
         label = f"e{self.target.entry_id}"
-        with ScratchCluster(env.root, env.tools, env.user, limits, label, env.sandbox) as cluster:
-            cluster.create()
+        server: ScratchCluster | ScratchMariadb
+        if detected.format is DumpFormat.MARIADB:
+            from backup_pipeline.drill.restore_mariadb import restore_in_mariadb  # builds on this module
+
+            assert env.mariadb is not None
+            server = env.mariadb.server(limits, label)
+            restore = lambda watch: restore_in_mariadb(self, server, watch, detected)  # noqa: E731
+        else:
+            server = ScratchCluster(env.root, env.tools, env.user, limits, label, env.sandbox)
+            restore = lambda watch: self._restore(server, watch, detected)  # noqa: E731
+        with server:
+            server.create()
             watch = Watch(
-                cluster,
+                server,
                 started=self.started,
                 max_seconds=policy.max_seconds,
                 max_bytes=policy.max_bytes,
@@ -202,7 +291,7 @@ class _Restore:
                 statement_timeout=env.statement_timeout,
             ).start()
             try:
-                report = self._restore(cluster, watch, detected)
+                report = restore(watch)
             except DrillUnavailable:
                 if watch.stopped_it:  # the server was stopped under the start: the limit says why
                     report = RestoreReport(DrillOutcome.RESTORE_FAILED)
@@ -216,6 +305,7 @@ class _Restore:
                     watch.violation,
                     None,
                 )
+                report.checks = []
             elif watch.cancelled and report.outcome is DrillOutcome.RESTORE_FAILED:
                 report.reason = (
                     f"cancelled after {env.statement_timeout:g} s (statement timeout): {watch.cancelled[0]}"
@@ -223,6 +313,27 @@ class _Restore:
             elif report.outcome is DrillOutcome.RESTORE_FAILED and _out_of_room(report.reason):
                 report.reason = f"{full_file_system()}; {report.reason}"
             return report
+
+    def validate(self, run: Callable[[str], list[tuple[Any, ...]]], report: RestoreReport) -> RestoreReport:
+        """The backup's validation queries, once the restore checked out: every result is kept, and the
+        first that does not pass fails the drill."""
+        if report.outcome is not DrillOutcome.RESTORED or not self.policy.checks:
+            return report
+        mariadb = report.engine is Engine.MARIADB
+        for check in self.policy.checks:
+            sql = bind_cycle(check.sql, hash_comments=mariadb)
+            try:
+                result = judge_check(check.name, run(sql), booleans=not mariadb)
+            except ScratchFailure as exc:
+                text = str(exc)
+                if _timed_out(text):
+                    text = f"timed out after {self.env.statement_timeout:g} s (statement timeout): {text}"
+                result = failed_check(check.name, text)
+            report.checks.append(result)
+        reason = check_reason(report.checks)
+        if reason is not None:
+            report.outcome, report.reason = DrillOutcome.RESTORE_FAILED, reason
+        return report
 
     def _restore(self, cluster: ScratchCluster, watch: Watch, detected: Detected) -> RestoreReport:
         cluster.start_from(self.env.template, server_settings(self.policy, self.env.statement_timeout))
@@ -237,7 +348,7 @@ class _Restore:
             report = self._plain(cluster, detected.compression or Compression.NONE, watch)
         else:
             report = self._archive(cluster, detected.compression or Compression.NONE, watch)
-        report.versions = versions
+        report.versions, report.detected = versions, detected
         if report.outcome is not DrillOutcome.RESTORED or watch.stopped_it:
             return report
         try:
@@ -247,7 +358,9 @@ class _Restore:
                 return report
             report.outcome, report.reason = DrillOutcome.RESTORE_FAILED, f"the checks failed: {exc}"
             return report
-        return sanity(report, self.target.database_name)
+        report = sanity(report, self.target.database_name)
+        cycle, timeout = self.target.cycle_expected_at, self.env.statement_timeout
+        return self.validate(lambda sql: run_check(cluster, sql, cycle, timeout), report)
 
     # ------------------------------------------------------------ plain SQL
 
@@ -292,7 +405,7 @@ class _Restore:
             report = RestoreReport(
                 DrillOutcome.RESTORED, left_out=left_out, dumped_database=guard.created_database
             )
-        return self._verified(reader, report)
+        return self.verified(reader, report)
 
     # ------------------------------------------------------------ archives
 
@@ -311,10 +424,10 @@ class _Restore:
                 write_decompressed(reader, compression, copy, cap=cap, stop=lambda: watch.stopped_it)
             except TooLarge as exc:
                 reason = full_file_system(self.room) if cap < self.policy.max_bytes else str(exc)
-                return self._verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, reason))
+                return self.verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, reason))
             except (DumpUnreadable, OSError) as exc:
-                return self._verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc)))
-            checked = self._verified(reader, RestoreReport(DrillOutcome.RESTORED))
+                return self.verified(reader, RestoreReport(DrillOutcome.RESTORE_FAILED, str(exc)))
+            checked = self.verified(reader, RestoreReport(DrillOutcome.RESTORED))
             if checked.outcome is DrillOutcome.NOT_DRILLABLE or watch.stopped_it:
                 return checked
             report = self._pg_restore(cluster, copy)
@@ -406,7 +519,12 @@ def sanity(report: RestoreReport, database_name: str) -> RestoreReport:
         report.reason = "the dump restored no table (an empty database or schema)"
     elif found.amcheck_failures:
         report.outcome = DrillOutcome.RESTORE_FAILED
-        report.reason = f"amcheck found damaged indexes: {'; '.join(found.amcheck_failures[:3])}"
+        what = (
+            "CHECK TABLE found damaged tables"
+            if report.engine is Engine.MARIADB
+            else ("amcheck found damaged indexes")
+        )
+        report.reason = f"{what}: {'; '.join(found.amcheck_failures[:3])}"
     return report
 
 
@@ -415,10 +533,11 @@ def sanity(report: RestoreReport, database_name: str) -> RestoreReport:
 
 class StderrTail:
     """A child's stderr read by a thread (so it never blocks) in bounded pieces, its beginning kept
-    (STDERR_CAP): a line of any length costs no more memory than that."""
+    (STDERR_CAP), and its last TAIL_CAP bytes: a line of any length costs no more memory than that."""
 
     def __init__(self, stream: IO[bytes] | None) -> None:
         self._kept = bytearray()
+        self._tail = bytearray()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -428,7 +547,13 @@ class StderrTail:
         while piece := stream.read1(READ_PIECE) if hasattr(stream, "read1") else stream.read(READ_PIECE):
             if len(self._kept) < STDERR_CAP:
                 self._kept += piece[: STDERR_CAP - len(self._kept)]
+            self._tail = (self._tail + piece)[-TAIL_CAP:]
         stream.close()
+
+    @property
+    def tail(self) -> str:
+        """The end of the output (where a tool's last words are, after a statement it echoed)."""
+        return bytes(self._tail).decode("utf-8", "replace")
 
     def join(self) -> None:
         self._thread.join(timeout=30)
@@ -439,6 +564,7 @@ class StderrTail:
 
 
 READ_PIECE = 64 * 1024
+TAIL_CAP = 8 * 1024
 
 
 def read_capped(stream: IO[bytes], cap: int) -> str:
@@ -539,4 +665,9 @@ def bounded(report: RestoreReport) -> RestoreReport:
 
 
 def _out_of_room(reason: str | None) -> bool:
-    return reason is not None and ("No space left on device" in reason or "could not extend file" in reason)
+    words = ("No space left on device", "could not extend file", "(errno: 28", "Disk full", "error 28")
+    return reason is not None and any(w in reason for w in words)
+
+
+def _timed_out(error: str) -> bool:
+    return "statement timeout" in error or "max_statement_time" in error

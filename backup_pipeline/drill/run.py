@@ -28,6 +28,7 @@ from backup_pipeline.adapters.drill_host import (
     Limits,
     clean_leftovers,
     drill_user,
+    find_mariadb_tools,
     find_sandbox,
     find_tools,
     prepare_root,
@@ -45,17 +46,19 @@ from backup_pipeline.core.drills import (
     Figures,
     batch_by_time,
     compare,
+    is_slow,
     measured_cost,
     plan_due,
 )
 from backup_pipeline.drill.alert import record_drill_alerts
-from backup_pipeline.drill.restore import DrillEnvironment, RestoreReport, restore_entry
+from backup_pipeline.drill.restore import DrillEnvironment, MariadbSetup, RestoreReport, restore_entry
 from backup_pipeline.storage import drills as stored_drills
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.drills import DrillTarget
 from backup_pipeline.storage.locks import Lock, advisory_lock
 from backup_pipeline.storage.orm import RestoreDrillRow
 from backup_pipeline.storage.scratch import TABLE_FIGURES_CAP, prepare_template
+from backup_pipeline.storage.scratch_mariadb import prepare_mariadb_template
 
 __all__ = ["DrillResult", "DrillUnavailable", "batch_chosen", "drill_entries", "plan_drills"]
 
@@ -83,6 +86,10 @@ class DrillResult(BaseModel):
     shrank: bool = False
     comparison: str | None = None
     amcheck: str | None = None
+    engine: str | None = None  # postgresql or mariadb (None: not told, or not a database dump)
+    checks: list[dict[str, Any]] = []  # each validation query: {name, passed, detail}
+    objective_seconds: float | None = None  # the restore-time objective in force
+    slow: bool = False  # restored, but slower than its objective (RESTORE_SLOW)
     duration_seconds: float | None = None
     finished_at: datetime | None = None
     tool_versions: dict[str, str] = {}
@@ -120,6 +127,15 @@ def prepare_environment(settings: Settings) -> DrillEnvironment:
         log.warning("removed %d folder(s) left by interrupted drills: %s", len(removed), ", ".join(removed))
     limits = Limits(memory_bytes=settings.drill_memory_bytes, file_bytes=settings.drill_max_bytes)
     template = ensure_template(root, tools, user, limits, sandbox, prepare_template)
+    mariadb = MariadbSetup(
+        settings.drill_mariadb_bin,
+        root=root,
+        user=user,
+        sandbox=sandbox,
+        memory_bytes=settings.drill_memory_bytes,
+        find=find_mariadb_tools,
+        prepare=prepare_mariadb_template,
+    )
     return DrillEnvironment(
         tools=tools,
         user=user,
@@ -128,6 +144,7 @@ def prepare_environment(settings: Settings) -> DrillEnvironment:
         template=template,
         memory_bytes=settings.drill_memory_bytes,
         statement_timeout=float(settings.drill_statement_timeout_seconds),
+        mariadb=mariadb,
     )
 
 
@@ -206,6 +223,7 @@ def _drill_one(
     with database.sessions() as session:
         previous = stored_drills.previous_restored(session, target.job_id, target.cycle_expected_at)
         _compare(values, report, previous, policy)
+        values["slow"] = is_slow(values["outcome"], duration, policy.objective_seconds)
         drill_id = stored_drills.record_drill(session, values)
         if drill_id is None:  # recorded meanwhile by another process (its lock was lost with its session)
             session.rollback()
@@ -256,6 +274,9 @@ def _drill_values(
             for t in sorted(tables, key=lambda t: -t.bytes)[:TABLE_FIGURES_CAP]
         ],
         "amcheck": found.amcheck if found is not None else None,
+        "engine": report.engine.value if report.engine is not None else None,
+        "checks": [check.record() for check in report.checks],
+        "objective_seconds": policy.objective_seconds,
         "left_out": report.left_out,
         "shrank": False,
         "comparison": None,
@@ -310,6 +331,7 @@ def _recorded(drill: RestoreDrillRow | dict[str, Any]) -> dict[str, Any]:
     get = drill.get if isinstance(drill, dict) else lambda name: getattr(drill, name)
     fields = ("attempt", "outcome", "reason", "failing_statement", "detected_kind", "tables", "rows", "bytes")
     fields += ("shrank", "comparison", "amcheck", "duration_seconds", "finished_at", "tool_versions")
+    fields += ("engine", "checks", "objective_seconds", "slow")
     values = {name: get(name) for name in fields}
     values["drill_id"] = get("id")
     return values

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Protocol
 
 from backup_pipeline.adapters.scratch_cluster import ScratchCluster
 from backup_pipeline.storage.scratch import StatementWatch
@@ -18,10 +19,24 @@ DISK_EVERY = 0.5
 STATEMENTS_EVERY = 1.0
 
 
+class Watched(Protocol):
+    """A scratch server: PostgreSQL's cluster or MariaDB's."""
+
+    def abort(self) -> None: ...
+
+    def disk_usage(self) -> int: ...
+
+
+class StatementWatcher(Protocol):
+    def cancel_overlong(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
 class Watch:
     def __init__(
         self,
-        cluster: ScratchCluster,
+        cluster: Watched,
         *,
         started: float,
         max_seconds: float,
@@ -37,7 +52,7 @@ class Watch:
         self.peak_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drill-watch", daemon=True)
-        self._statements: StatementWatch | None = None
+        self._statements: StatementWatcher | None = None
 
     def start(self) -> Watch:
         self._thread.start()
@@ -49,9 +64,13 @@ class Watch:
         if self._statements is not None:
             self._statements.close()
 
-    def watch_statements(self) -> None:
-        """From now on the cluster answers: its restore's statements are watched too."""
-        self._statements = StatementWatch(self.cluster, self.statement_timeout)
+    def watch_statements(self, statements: StatementWatcher | None = None) -> None:
+        """From now on the server answers: its restore's statements are watched too (by default a
+        PostgreSQL cluster's)."""
+        if statements is None:
+            assert isinstance(self.cluster, ScratchCluster)
+            statements = StatementWatch(self.cluster, self.statement_timeout)
+        self._statements = statements
 
     @property
     def stopped_it(self) -> bool:

@@ -154,6 +154,15 @@ def _drill_families(drills: list[DrillState]) -> list[Family]:
             "backup_drill_last_shrank",
             "1 when the latest restore drill restored far less than the previous one (RESTORE_SHRANK).",
         ),
+        "slow": _per_backup(
+            "backup_drill_last_slow",
+            "1 when the latest restore drill restored slower than its objective (RESTORE_SLOW).",
+        ),
+        "objective": _per_backup(
+            "backup_drill_objective_seconds",
+            "The restore-time objective of the latest restore drill (restore_drill.objective_minutes).",
+            "seconds",
+        ),
         "finished": _per_backup(
             "backup_drill_last_timestamp_seconds", "When the latest restore drill ended.", "seconds"
         ),
@@ -179,6 +188,8 @@ def _drill_families(drills: list[DrillState]) -> list[Family]:
         values = {
             "success": 1.0 if restored and not drill.shrank else 0.0,
             "shrank": 1.0 if drill.shrank else 0.0,
+            "slow": 1.0 if drill.slow else 0.0,
+            "objective": drill.objective_seconds,
             "finished": drill.finished_at.timestamp(),
             "duration": drill.duration_seconds,
             "rows": float(drill.rows) if drill.rows is not None else None,

@@ -170,25 +170,40 @@ class DrillAlertContext:
     previous_pass: datetime | None  # its latest restored drill's cycle before the one drilled
 
 
-def drill_alert_context(session: Session, job_id: int, cycle: datetime, drill_id: int) -> DrillAlertContext:
+def drill_alert_context(
+    session: Session, job_id: int, cycle: datetime, drill_id: int, *, slow: bool = False
+) -> DrillAlertContext:
+    """What a restored drill's recovery depends on: from RESTORE_FAILED (restored at all), or with
+    `slow`, from RESTORE_SLOW (restored within its objective)."""
+    problem, recovered = (
+        ("RESTORE_SLOW", "RESTORE_SLOW_RECOVERED")
+        if slow
+        else (
+            "RESTORE_FAILED",
+            "RESTORE_RECOVERED",
+        )
+    )
     failure = session.execute(
         sa.select(AlertRow.cycle_expected_at, AlertRow.held_by)
-        .where(AlertRow.job_id == job_id, AlertRow.event == "RESTORE_FAILED")
+        .where(AlertRow.job_id == job_id, AlertRow.event == problem)
         .order_by(AlertRow.cycle_expected_at.desc(), AlertRow.id.desc())
         .limit(1)
     ).first()
     recovery = session.execute(
         sa.select(sa.func.max(AlertRow.cycle_expected_at)).where(
-            AlertRow.job_id == job_id, AlertRow.event == "RESTORE_RECOVERED"
+            AlertRow.job_id == job_id, AlertRow.event == recovered
         )
     ).scalar()
+    conditions = [
+        RestoreDrillRow.job_id == job_id,
+        RestoreDrillRow.outcome == DrillOutcome.RESTORED.value,
+        RestoreDrillRow.id != drill_id,
+        RestoreDrillRow.cycle_expected_at < cycle,
+    ]
+    if slow:
+        conditions.append(RestoreDrillRow.slow.is_(False))
     passed = session.execute(
-        sa.select(sa.func.max(RestoreDrillRow.cycle_expected_at)).where(
-            RestoreDrillRow.job_id == job_id,
-            RestoreDrillRow.outcome == DrillOutcome.RESTORED.value,
-            RestoreDrillRow.id != drill_id,
-            RestoreDrillRow.cycle_expected_at < cycle,
-        )
+        sa.select(sa.func.max(RestoreDrillRow.cycle_expected_at)).where(*conditions)
     ).scalar()
     return DrillAlertContext(
         last_failure=failure[0] if failure else None,

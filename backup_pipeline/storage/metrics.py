@@ -56,6 +56,8 @@ class DrillState:
     duration_seconds: float
     rows: int | None
     bytes: int | None
+    slow: bool = False  # restored, slower than its objective
+    objective_seconds: float | None = None  # the restore-time objective in force, if any
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ _BACKUPS = sa.text(
 _DRILLS = sa.text(
     """
     SELECT j.agent_id_responsible, j.database_name, j.name, j.schedule, j.timezone, j.expected_hour_utc,
-           j.expected_minute_utc, d.outcome, d.shrank, d.finished_at, d.duration_seconds, d.rows, d.bytes
+           j.expected_minute_utc, d.outcome, d.shrank, d.finished_at, d.duration_seconds, d.rows, d.bytes,
+           d.slow, d.objective_seconds
     FROM expected_jobs j
     JOIN LATERAL (
         SELECT * FROM restore_drills r WHERE r.job_id = j.id

@@ -391,3 +391,7 @@ class RestoreDrillRow(Base):
     tool_versions: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    engine: Mapped[str | None] = mapped_column(String(16))  # core.dump_formats.Engine
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)  # validation queries
+    objective_seconds: Mapped[float | None] = mapped_column(Float)
+    slow: Mapped[bool] = mapped_column(Boolean, default=False)  # restored, over its objective

@@ -28,6 +28,8 @@ below are every statement the product sends; `audited()` lists them as they are 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import re
 import secrets
 import threading
@@ -67,12 +69,13 @@ class ScratchFailure(RuntimeError):
 
 @dataclass(frozen=True)
 class SentStatement:
-    """A statement as the product sent it to a scratch cluster."""
+    """A statement as the product sent it to a scratch server."""
 
     role: str
     database: str
     sql: str
     params: tuple[Any, ...]
+    engine: str = "postgresql"
 
 
 _audit_lock = threading.Lock()
@@ -93,11 +96,27 @@ def audited() -> Iterator[list[SentStatement]]:
             _audit = None
 
 
-def session_settings(*, read_only: bool, statement_timeout_ms: int | None) -> dict[str, str]:
+def record_sent(sent: SentStatement) -> None:
+    """Note a statement about to be sent to a scratch server (PostgreSQL's or MariaDB's)."""
+    with _audit_lock:
+        if _audit is not None:
+            _audit.append(sent)
+
+
+PRODUCT_PATH = "pg_catalog,pg_temp"
+# The validation queries' own: the operator's queries name the dump's tables unqualified, and
+# pg_catalog comes first (built-ins win). They run as the restore role: nothing they may call of the
+# dump's has rights the dump did not have.
+CHECKS_PATH = "pg_catalog,public,pg_temp"
+
+
+def session_settings(
+    *, read_only: bool, statement_timeout_ms: int | None, search_path: str = PRODUCT_PATH
+) -> dict[str, str]:
     """What every session sets at start-up, before the server applies a database's or role's
     defaults (which cannot override these): a fixed path, no extra libraries, plain formats."""
     settings = {
-        "search_path": "pg_catalog,pg_temp",
+        "search_path": search_path,
         "local_preload_libraries": "",
         "DateStyle": "ISO,MDY",
         "IntervalStyle": "postgres",
@@ -140,9 +159,7 @@ class ScratchSession:
         return {name: self._connection.get_parameter_status(name) for name in REPORTED}
 
     def _execute(self, sql: str, params: Sequence[Any]) -> Any:
-        with _audit_lock:
-            if _audit is not None:
-                _audit.append(SentStatement(self.role, self.database, sql, tuple(params)))
+        record_sent(SentStatement(self.role, self.database, sql, tuple(params)))
         cursor = self._connection.cursor()
         try:
             cursor.execute(sql, tuple(params))
@@ -178,6 +195,29 @@ class ScratchSession:
         rows = self.rows(sql, params)
         return rows[0][0] if rows else None
 
+    def first_rows(self, sql: str, params: dict[str, Any], limit: int) -> list[tuple[Any, ...]]:
+        """At most `limit` rows of a query, read through a cursor of the server's in a transaction of
+        its own (rolled back: nothing it did stays)."""
+        record_sent(SentStatement(self.role, self.database, sql, tuple(params.values())))
+        # A query naming the dump's functions or views runs their code, which may lift
+        # client_min_messages for itself: its notices are not kept once the query ended.
+        self._connection.notices = collections.deque(maxlen=0)
+        self._connection.autocommit = False
+        try:
+            with self._connection.cursor(name=f"bp_check_{secrets.token_hex(4)}") as cursor:
+                cursor.execute(sql, params)
+                rows = list(cursor.fetchmany(limit))
+            self._unchanged()
+            return rows
+        except psycopg2.Error as exc:
+            raise ScratchFailure(error_line(exc)) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # text the server sent is not what it said
+            raise ScratchFailure(f"unreadable answer: {type(exc).__name__}: {exc}"[:300]) from None
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                self._connection.rollback()
+                self._connection.autocommit = True
+
     def run(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._execute(sql, params).close()
 
@@ -192,10 +232,13 @@ def connect(
     *,
     read_only: bool = False,
     statement_timeout_ms: int | None = None,
+    search_path: str = PRODUCT_PATH,
 ) -> ScratchSession:
     """A session on the cluster's socket: the superuser and the watch role by password, the restore
     role by trust (its pg_hba line)."""
-    settings = session_settings(read_only=read_only, statement_timeout_ms=statement_timeout_ms)
+    settings = session_settings(
+        read_only=read_only, statement_timeout_ms=statement_timeout_ms, search_path=search_path
+    )
     password = cluster.password(role)
     arguments: dict[str, Any] = {
         "host": str(cluster.socket_dir),
@@ -228,8 +271,16 @@ def session(
     *,
     read_only: bool = False,
     statement_timeout_ms: int | None = None,
+    search_path: str = PRODUCT_PATH,
 ) -> Iterator[ScratchSession]:
-    opened = connect(cluster, role, database, read_only=read_only, statement_timeout_ms=statement_timeout_ms)
+    opened = connect(
+        cluster,
+        role,
+        database,
+        read_only=read_only,
+        statement_timeout_ms=statement_timeout_ms,
+        search_path=search_path,
+    )
     try:
         yield opened
     finally:
@@ -448,3 +499,22 @@ def _amcheck(checks: ScratchSession, schema: str | None, found: Inspection) -> N
             found.amcheck_failures.append(f"{index_schema}.{index}: {exc}")
     verified = len(indexes) - len(found.amcheck_failures)
     found.amcheck = f"{verified} of {len(indexes)} btree index(es) verified"
+
+
+# ---------------------------------------------------------------- validation queries
+
+
+def run_check(
+    cluster: ScratchCluster, sql: str, cycle: datetime, statement_timeout_seconds: float
+) -> list[tuple[Any, ...]]:
+    """A validation query (`:cycle` already turned into `%(cycle)s`), as the checks' role (reading
+    every table past the dump's row-level security policies, whose code would run otherwise; writing
+    none) in the drill database, read-only, within the statement timeout: its first two rows at most,
+    through a cursor of the server's (a query of a million rows costs the product two)."""
+    timeout = int(statement_timeout_seconds * 1000)
+    template = cluster.template
+    checker = template.checker if template is not None else RESTORE_USER
+    with session(
+        cluster, checker, DATABASE, read_only=True, statement_timeout_ms=timeout, search_path=CHECKS_PATH
+    ) as checks:
+        return checks.first_rows(sql, {"cycle": cycle}, 2)

@@ -1,5 +1,6 @@
-"""The simulator's real dumps against the drills, end to end through the CLI: pg_dump output of small
-real databases, plain and custom, gzip and zstd, with every restore-drill failure kind; the scan
+"""The simulator's real dumps against the drills, end to end through the CLI: pg_dump and mariadb-dump
+output of small real databases, plain, custom and MariaDB's, gzip and zstd, with every restore-drill
+failure kind; the scan
 gives each cycle its intended status, and drilling every good cycle in order gives each the drill
 outcome the simulator meant (`expected_drill`)."""
 
@@ -36,7 +37,7 @@ def test_drilling_every_simulated_cycle_in_order_gives_the_intended_outcome(
     ws = drill_workspace
     outcomes = simulate(ws, monkeypatch, "zst")
     assert {o["drill_fault"] for o in outcomes} - {None} == set(DRILL_FAULTS)
-    assert {o["dump_format"] for o in outcomes} == {"plain", "custom"}
+    assert {o["dump_format"] for o in outcomes} == {"plain", "custom", "mariadb"}  # .ci/run installs MariaDB
     days = sorted({o["cycle_expected_at"][:10] for o in outcomes})
     ws.cli(
         "scan", "--at", (AT + timedelta(hours=1)).isoformat(), *[a for d in days for a in ("--partition", d)]

@@ -177,7 +177,26 @@ def test_formats_are_told_from_content_not_names() -> None:
         "PostgreSQL plain SQL dump (pg_dump 17.6), zstd",
     )
     assert detect(b"PGDMP\x01\x10\x00", Compression.NONE).format is DumpFormat.CUSTOM
-    assert detect(b"-- MySQL dump 10.13\n", Compression.GZIP).kind == "a MySQL/MariaDB dump, gzip"
+    mysql = detect(
+        b"-- MySQL dump 10.13  Distrib 8.0.36\n--\n-- Host: localhost    Database: shop\n"
+        b"-- ---\n-- Server version\t8.0.36\n",
+        Compression.GZIP,
+    )
+    assert (mysql.format, mysql.kind, mysql.database) == (
+        DumpFormat.MARIADB,
+        "MySQL dump (mysqldump 10.13, server 8.0.36), gzip",
+        "shop",
+    )
+    assert mysql.from_mysql and mysql.engine == "mariadb"
+    mariadb = detect(
+        b"/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n"
+        b"--\n-- Host: localhost    Database: shop\n-- ---\n-- Server version\t10.11.19-MariaDB-0+deb12u1\n",
+        Compression.NONE,
+    )
+    assert mariadb.kind == "MariaDB dump (mariadb-dump 10.19, server 10.11.19-MariaDB-0+deb12u1)"
+    assert not mariadb.from_mysql
+    whole = detect(b"-- MySQL dump 10.13\n--\n-- Host: localhost    Database: \n", Compression.NONE)
+    assert not whole.drillable and "every database" in whole.kind
     assert not detect(b"--\n-- PostgreSQL database cluster dump\n", Compression.NONE).drillable
     assert detect(b"CREATE TABLE t (a int);\n", Compression.NONE).kind.startswith(
         "SQL text without pg_dump's header"

@@ -89,6 +89,7 @@ def test_failed_and_shrunk_drills_alert_once_and_recover(
         "restore_failed": 3,
         "not_drillable": 0,
         "shrank": 1,
+        "slow": 0,
     }
     listed = [(p["database_name"], p["outcome"]) for p in digest["drill_problems"]]
     assert sorted(listed) == [

@@ -44,7 +44,7 @@ JSON_FIELDS = {
     "bytes",
     "duration_seconds",
 }
-MYSQL = b"-- MySQL dump 10.13  Distrib 8.0.36\n--\n-- Host: localhost\n/*!40101 SET NAMES utf8mb4 */;\n"
+PGDUMPALL = b"--\n-- PostgreSQL database cluster dump\n--\n\nSET default_transaction_read_only = off;\n"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def site(module_workspace: Workspace, sample_dumps: SampleDumps) -> Site:
         "empty": staged("empty", DAY2, gz(d.get("empty", empty=True)), ".sql.gz"),
         "damaged": staged("damaged", DAY2, damage_table_of_contents(d.get("damaged", "custom")), ".dump"),
         "wrong_custom": staged("wrong_custom", DAY2, d.get("someone_else", "custom"), ".dump"),
-        "mysql": staged("mysql", DAY2, gz(MYSQL), ".sql.gz"),
+        "pgdumpall": staged("pgdumpall", DAY2, gz(PGDUMPALL), ".sql.gz"),
         "sqlserver": staged("sqlserver", DAY2, b"TAPE" + bytes(range(256)) * 8, ".bak"),
         "unknown": staged("unknown", DAY2, bytes(range(256)) * 8, ".bin"),
         "redrill_me": staged("redrill_me", DAY2, gz(d.get("redrill_me")), ".sql.gz"),
@@ -142,7 +142,7 @@ def test_a_dump_that_does_not_restore_fails_with_its_reason(site: Site, database
 @pytest.mark.parametrize(
     ("database", "kind"),
     [
-        ("mysql", "a MySQL/MariaDB dump, gzip"),
+        ("pgdumpall", "a pg_dumpall cluster dump (whole clusters are not drilled), gzip"),
         ("sqlserver", "a Microsoft SQL Server backup (MTF)"),
         ("unknown", "unknown binary data (starts with 00 01 02 03 04 05 06 07)"),
     ],

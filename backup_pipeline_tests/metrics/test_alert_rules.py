@@ -36,7 +36,7 @@ def _promtool(*args: str) -> str:
 
 
 def test_the_rules_and_the_example_configuration_are_valid() -> None:
-    assert "SUCCESS: 8 rules found" in _promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 9 rules found" in _promtool("check", "rules", str(RULES))
     assert "is valid prometheus config file syntax" in _promtool("check", "config", "prometheus.yml")
 
 
@@ -67,6 +67,8 @@ def test_every_metric_the_rules_name_is_exported() -> None:
         duration_seconds=12.5,
         rows=1000,
         bytes=8_000_000,
+        slow=False,
+        objective_seconds=300.0,
     )
     snapshot = FleetSnapshot([backup], scans, {True: 3, False: 1}, {"sent": 2}, [drill])
 

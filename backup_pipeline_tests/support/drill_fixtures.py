@@ -23,7 +23,7 @@ import yaml
 import zstandard
 from click.testing import CliRunner
 
-from backup_pipeline.app.sample_databases import SampleDatabase, SampleServer
+from backup_pipeline.app.sample_databases import MariadbSampleServer, SampleDatabase, SampleServer
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.drill.restore import DrillEnvironment
 from backup_pipeline.drill.run import prepare_environment
@@ -67,6 +67,27 @@ class SampleDumps:
 def sample_dumps(drill_environment: DrillEnvironment) -> Iterator[SampleDumps]:
     with SampleServer(drill_environment) as server:
         yield SampleDumps(server)
+
+
+class MariadbDumps:
+    """mariadb-dump output of sample databases of a MariaDB source server started by the tests (the
+    drills' own MariaDB, socket only), each made once per session."""
+
+    def __init__(self, server: MariadbSampleServer) -> None:
+        self.server = server
+        self._cache: dict[SampleDatabase, bytes] = {}
+
+    def get(self, name: str, *, rows: int = 300, version: int = 0, empty: bool = False) -> bytes:
+        key = SampleDatabase(name, rows=rows, version=version, empty=empty)
+        if key not in self._cache:
+            self._cache[key] = self.server.dump(key)
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def mariadb_dumps(drill_environment: DrillEnvironment) -> Iterator[MariadbDumps]:
+    with MariadbSampleServer(drill_environment) as server:
+        yield MariadbDumps(server)
 
 
 def gz(data: bytes) -> bytes:
