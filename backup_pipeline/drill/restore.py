@@ -106,8 +106,10 @@ class MariadbSetup:
         memory_bytes: int,
         find: Callable[[Path | None], MariadbTools],
         prepare: Callable[[ScratchMariadb, dict[str, str]], None],
+        restore: Callable[[DumpRestore, ScratchMariadb, Watch, Detected], RestoreReport],
     ) -> None:
         self.root, self.user, self.memory_bytes, self.prepare = root, user, memory_bytes, prepare
+        self.restore = restore  # `restore_mariadb.restore_in_mariadb`, which builds on this module
         self.tools: MariadbTools | None = None
         self.missing: str | None = None
         try:
@@ -272,11 +274,9 @@ class DumpRestore:
         label = f"e{self.target.entry_id}"
         server: ScratchCluster | ScratchMariadb
         if detected.format is DumpFormat.MARIADB:
-            from backup_pipeline.drill.restore_mariadb import restore_in_mariadb  # builds on this module
-
             assert env.mariadb is not None
-            server = env.mariadb.server(limits, label)
-            restore = lambda watch: restore_in_mariadb(self, server, watch, detected)  # noqa: E731
+            server, in_mariadb = env.mariadb.server(limits, label), env.mariadb.restore
+            restore = lambda watch: in_mariadb(self, server, watch, detected)  # noqa: E731
         else:
             server = ScratchCluster(env.root, env.tools, env.user, limits, label, env.sandbox)
             restore = lambda watch: self._restore(server, watch, detected)  # noqa: E731

@@ -52,6 +52,7 @@ from backup_pipeline.core.drills import (
 )
 from backup_pipeline.drill.alert import record_drill_alerts
 from backup_pipeline.drill.restore import DrillEnvironment, MariadbSetup, RestoreReport, restore_entry
+from backup_pipeline.drill.restore_mariadb import restore_in_mariadb
 from backup_pipeline.storage import drills as stored_drills
 from backup_pipeline.storage.database import Database
 from backup_pipeline.storage.drills import DrillTarget
@@ -135,6 +136,7 @@ def prepare_environment(settings: Settings) -> DrillEnvironment:
         memory_bytes=settings.drill_memory_bytes,
         find=find_mariadb_tools,
         prepare=prepare_mariadb_template,
+        restore=restore_in_mariadb,
     )
     return DrillEnvironment(
         tools=tools,
