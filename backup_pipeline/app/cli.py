@@ -427,7 +427,9 @@ def reports(as_json: bool, wide: bool) -> None:
 @json_option
 @wide_option
 @friendly_errors
+@click.pass_context
 def drill(
+    ctx: click.Context,
     agent: str | None,
     database: str | None,
     cycle: str | None,
@@ -460,7 +462,14 @@ def drill(
         if not entry_ids:
             raise click.ClickException("no entry to drill: no good (SUCCESS or HASH_MISMATCH) cycle matches")
     with progress_bars() as bars:
-        run = run_drills(settings, when, entry_ids=entry_ids, redrill=redrill, progress=RunProgress(bars))
+        run = run_drills(
+            settings,
+            when,
+            entry_ids=entry_ids,
+            redrill=redrill,
+            log_level=ctx.obj["log_level"],
+            progress=RunProgress(bars),
+        )
     if not run.success:
         raise click.ClickException(run.error or "the drills could not run")
     emit(

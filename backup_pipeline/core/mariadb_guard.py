@@ -94,6 +94,10 @@ _REPLICATION_VARS = {
     "server_id",
 }
 _ROUTINES = {"procedure", "function", "trigger", "event", "package", "aggregate"}
+# Client character sets in which a character's second byte can be a backslash or a quote: the server
+# would end a string where the client and the guard see an escape (or the other way round).
+_UNSAFE_CHARSETS = {"big5", "cp932", "gbk", "sjis", "gb18030"}
+_HIGH = re.compile(rb"[\x80-\xff]")
 _INERT_FIRST = {"create", "drop", "alter", "lock", "unlock", "use", "rename", "delimiter"}
 _PASS_AT_ONCE = {"insert", "replace", "update", "delete", "lock", "unlock", "select", "with", "values"}
 
@@ -140,6 +144,8 @@ def _fast(escapes: bool) -> re.Pattern[bytes]:
 
 
 _FAST = {True: _fast(True), False: _fast(False)}
+# A quoted string's content up to its closing quote (or the buffer's end), backslash escapes followed.
+_ESCAPED = {q: re.compile(rb"[^" + q + rb"\\]*(?:\\[\s\S][^" + q + rb"\\]*)*") for q in (b"'", b'"', b"`")}
 _STRING = re.compile(rb"'[^']*'")
 _PLAIN = b"0123456789(),.+-NUL \t\n\x00"  # what rows hold outside their strings
 _ROWS_START = b"(\n"
@@ -165,6 +171,8 @@ class MariadbScriptGuard:
         self._delimiter = b";"
         self._modes: Modes | None = Modes()  # None: set to a value the guard cannot know
         self._vars: dict[str, Modes | None] = {}
+        self._charsets: dict[str, bool] = {}  # user variables holding a client character set: safe?
+        self._charset_known = True  # False: set from what the guard cannot know (ASCII only, then)
         self._fresh: set[str] = set()  # user variables no code could have changed since they were set
         self._started = False  # the first line (mariadb-dump's sandbox line) was looked at
         self._line_bytes = 0
@@ -206,6 +214,11 @@ class MariadbScriptGuard:
                 "the dump does not end with mariadb-dump's '-- Dump completed' footer (truncated)", self.line
             )
         return self._take()
+
+    @property
+    def delimiter(self) -> bytes:
+        """The client's statement delimiter where the dump ends (what a statement sent after it needs)."""
+        return self._delimiter
 
     # ------------------------------------------------------------ the scanner
 
@@ -284,28 +297,29 @@ class MariadbScriptGuard:
     def _quoted(self, buf: bytes, pos: int, final: bool) -> int:
         quote = {_Lex.SQUOTE: b"'", _Lex.DQUOTE: b'"', _Lex.BTICK: b"`"}[self._lex]
         escapes = self._escapes()
-        i = pos
-        while True:
-            j = buf.find(quote, i)
-            k = buf.find(b"\\", i, j if j >= 0 else len(buf)) if escapes is not False else -1
+        if escapes:  # one pass of the regular expression's C loop, however many escapes the string holds
+            stop = _ESCAPED[quote].match(buf, pos).end()  # type: ignore[union-attr]
+            if stop < len(buf) and buf[stop : stop + 1] == b"\\":  # a backslash ending the buffer
+                if not final:
+                    self._string_part(buf, pos, stop)
+                    return stop
+                stop = len(buf)
+            j = stop if stop < len(buf) else -1
+        else:
+            j = buf.find(quote, pos)
+            k = buf.find(b"\\", pos, j if j >= 0 else len(buf)) if escapes is None else -1
             if k >= 0:
-                if escapes is None:
-                    raise ScriptRefused(
-                        "a backslash in a string after the dump set sql_mode to a value the guard cannot "
-                        "know (the client could read the string otherwise)",
-                        self.line + buf.count(b"\n", pos, k),
-                    )
-                if k + 1 >= len(buf) and not final:
-                    self._string_part(buf, pos, k)
-                    return k
-                i = k + 2
-                continue
-            if j < 0:
-                self._string_part(buf, pos, len(buf))
-                return len(buf)
-            self._string_part(buf, pos, j + 1)
-            self._end_string()
-            return j + 1
+                raise ScriptRefused(
+                    "a backslash in a string after the dump set sql_mode to a value the guard cannot "
+                    "know (the client could read the string otherwise)",
+                    self.line + buf.count(b"\n", pos, k),
+                )
+        if j < 0:
+            self._string_part(buf, pos, len(buf))
+            return len(buf)
+        self._string_part(buf, pos, j + 1)
+        self._end_string()
+        return j + 1
 
     def _string_part(self, buf: bytes, start: int, stop: int) -> None:
         if stop <= start:
@@ -322,6 +336,11 @@ class MariadbScriptGuard:
         )
         complete = len(self._literal) <= LITERAL_CAP
         self._literal.clear()
+        if kind == "btick" and content.lower() in (b"sql_mode", b"character_set_client"):
+            self._mentions.add("sql_mode" if content.lower() == b"sql_mode" else "charset")
+        if self._after_at == 1 and self._delimiter != b";":  # @`name`, @'name'
+            self._user_variables.add(content.decode("utf-8", "replace").lower())
+        self._after_at = 0
         self._token(kind, content.decode("utf-8", "replace"), self._literal_start, complete)
 
     def _clean_rows(self, buf: bytes, pos: int, final: bool) -> int | None:
@@ -495,6 +514,12 @@ class MariadbScriptGuard:
 
     def _emit(self, data: bytes) -> None:
         """Route consumed bytes: held with their statement, left out (newlines kept), or passed on."""
+        if not self._charset_known and _HIGH.search(data):
+            raise ScriptRefused(
+                "a byte above 127 after the dump set the client's character set to a value the guard "
+                "cannot know (a character could hold a backslash or a quote)",
+                self.line,
+            )
         last = data.rfind(b"\n")
         newlines = 0
         if last >= 0:
@@ -529,6 +554,8 @@ class MariadbScriptGuard:
         self._first = ""
         self._previous_word = ""
         self._mentions: set[str] = set()  # words of the whole statement that decide its fate
+        self._user_variables: set[str] = set()  # `@name`s of a statement holding a `;` of its own
+        self._after_at = 0  # how many `@` came right before the current token
 
     def _significant_open(self, raw: bytes) -> None:
         """A quote opens a literal: the statement has begun."""
@@ -547,6 +574,11 @@ class MariadbScriptGuard:
         if kind == "word":
             self._watch_word(text)
             self._first = self._first or text
+        elif kind == "punct" and text == ";":  # inside a statement: the delimiter is another one
+            self._mentions.add(";")
+        if self._after_at == 1 and kind == "word" and self._delimiter != b";":
+            self._user_variables.add(text.lower())
+        self._after_at = self._after_at + 1 if kind == "punct" and text == "@" else 0
         self._token(kind, text, start)
         if self._decision is None and self._first in _PASS_AT_ONCE:
             self._release("pass")
@@ -563,6 +595,10 @@ class MariadbScriptGuard:
             self._mentions.add(f"into {word}")
         if word in ("sql_mode", "execute", "prepare"):
             self._mentions.add(word)
+        if (self._previous_word, word) in (("load", "data"), ("load", "xml")):
+            self._mentions.add("load data")
+        if word == "character_set_client" or (self._previous_word, word) in _SETS_CHARSET:
+            self._mentions.add("charset")
         self._previous_word = word
 
     def _start_statement(self, kind: str, text: str, raw: bytes) -> None:
@@ -608,11 +644,34 @@ class MariadbScriptGuard:
             raise ScriptRefused(
                 "a statement about sql_mode the guard cannot follow", self.line, self._head_text()
             )
-        words = self._words(3)
-        if words[:1] == ["load"] and words[1:2] in (["data"], ["xml"]):
+        if "load data" in self._mentions:
             raise ScriptRefused(
                 "LOAD DATA/XML (reads a file of the client or of the server)", self.line, self._head_text()
             )
+        if ";" in self._mentions:
+            self._several_statements(routine)
+
+    def _several_statements(self, routine: bool) -> None:
+        """A statement under another delimiter that holds a `;` of its own: the server runs every
+        statement of the packet, so beyond a routine's body (`BEGIN … ; … END`) it could run what the
+        guard reads as part of the first one. mariadb-dump writes one statement per delimiter and
+        sets sql_mode and the character set outside routines."""
+        if not routine:
+            raise ScriptRefused(
+                "several statements sent as one (mariadb-dump writes one per delimiter)",
+                self.line,
+                self._head_text(),
+            )
+        if self._mentions & {"sql_mode", "charset"}:
+            raise ScriptRefused(
+                "a routine's definition holding statements about sql_mode or the client's character set "
+                "(the server could run them outside the routine)",
+                self.line,
+                self._head_text(),
+            )
+        if self._mentions & {"execute", "prepare"}:  # dynamic SQL could set either, unseen
+            self._modes, self._charset_known = None, False
+            self._fresh.clear()
 
     def _words(self, count: int) -> list[str]:
         return [t.text for t in self._tokens if t.kind == "word"][:count]
@@ -755,6 +814,7 @@ class MariadbScriptGuard:
             inert = not any(t.text == "(" for t in self._tokens) and not self._head_overflow
         if not inert:
             self._fresh.clear()  # triggers, functions and procedures can change user variables
+        self._fresh -= self._user_variables  # a packet of several statements may assign them
 
     def _all_words(self) -> set[str]:
         return {t.text for t in self._tokens if t.kind == "word"}
@@ -765,8 +825,16 @@ class MariadbScriptGuard:
             self._modes, self._vars, self._fresh = None, {}, set()
             return
         if tokens and tokens[0].kind == "word" and tokens[0].text == "statement":
-            if "sql_mode" in self._mentions:
-                raise ScriptRefused("SET STATEMENT sql_mode … FOR (the guard cannot follow it)", self.line)
+            if self._mentions & {"sql_mode", "charset"}:
+                raise ScriptRefused(
+                    "SET STATEMENT sql_mode or character_set_client … FOR (the guard cannot follow it)",
+                    self.line,
+                )
+            return
+        words = [t.text for t in tokens[:2]]
+        if words[:1] in (["names"], ["charset"]) or words == ["character", "set"]:
+            value = tokens[2:3] if words[0] == "character" else tokens[1:2]
+            self._set_charset(value)
             return
         for assignment in _split(tokens):
             self._assign(assignment)
@@ -780,6 +848,15 @@ class MariadbScriptGuard:
         target = [t for t in tokens[:at] if t.text != ":"]
         value = tokens[at + 1 :]
         scope, name, user = _target(target)
+        if name == "character_set_client" and not user:
+            if scope == "global":
+                raise ScriptRefused(
+                    "SET GLOBAL character_set_client (the dump may not change the server's)", self.line
+                )
+            self._set_charset(value)
+            return
+        if user:
+            self._charsets[name] = self._charset_safety(value)
         if name == "sql_mode" and not user:
             if scope == "global":
                 raise ScriptRefused("SET GLOBAL sql_mode (the dump may not change the server's)", self.line)
@@ -791,6 +868,35 @@ class MariadbScriptGuard:
             raise ScriptRefused(
                 "a SET reading sql_mode the guard cannot follow", self.line, self._head_text()
             )
+
+    def _set_charset(self, value: list[_Token]) -> None:
+        """The client's character set changes: refused when a character could hold a backslash or a
+        quote, unknown (ASCII only from then on) when the guard cannot tell."""
+        safety = self._charset_safety(value)
+        if safety is False:
+            named = value[0].text if value[0].kind in ("word", "string", "btick") else "held by a variable"
+            raise ScriptRefused(
+                f"client character set {named!r}, in which a character can hold a backslash or a quote "
+                "(the server would read strings otherwise than the guard): not drilled",
+                self.line,
+                self._head_text(),
+            )
+        self._charset_known = bool(safety)
+
+    def _charset_safety(self, value: list[_Token]) -> bool | None:
+        """Whether a value names a safe client character set (None: the guard cannot tell)."""
+        texts = [t.text for t in value]
+        if value and value[0].kind in ("word", "string", "btick") and value[0].complete:
+            if texts[0] == "default":
+                return True
+            if len(value) == 1 or (len(value) > 1 and value[1].text == "collate"):
+                return texts[0].lower() not in _UNSAFE_CHARSETS
+        if texts in (["@", "@", "character_set_client"], ["@", "@", "session", ".", "character_set_client"]):
+            return self._charset_known or None
+        if len(value) == 2 and texts[0] == "@" and value[1].kind in ("word", "btick", "string"):
+            name = value[1].text.lower()
+            return self._charsets.get(name) if name in self._fresh else None
+        return None
 
     def _value_modes(self, value: list[_Token], *, strict: bool = True) -> Modes | None:
         """The modes a value sets, when the guard can know them (None: it cannot)."""
@@ -849,6 +955,9 @@ _SYSTEM_MODE = (
     ["@", "@", "session", ".", "sql_mode"],
     ["@", "@", "local", ".", "sql_mode"],
 )
+
+
+_SETS_CHARSET = {("set", "names"), ("set", "character"), ("set", "charset")}
 
 
 def _names_a_command(word: bytes) -> bool:

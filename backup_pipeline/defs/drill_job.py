@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from backup_pipeline.config.settings import Settings
 from backup_pipeline.core.cycles import day_bounds, parse_instant
+from backup_pipeline.core.text import visible
 from backup_pipeline.defs.executors import executor_for, run_tags
 from backup_pipeline.defs.fleet import FleetAssets
 from backup_pipeline.defs.resources import DatabaseResource
@@ -149,7 +150,7 @@ def drill_batch(
         what = r.outcome if r.ran else f"not drilled ({r.skipped})"
         detail = r.comparison if r.shrank else r.reason
         said = f"{r.agent_id} {r.database_name} {r.cycle_expected_at:%Y-%m-%dT%H:%MZ}: {what}"
-        context.log.info(f"{said}: {detail}" if detail else said)
+        context.log.info(visible(f"{said}: {detail}" if detail else said))  # the dump's words, escaped
     return DrillBatchResult(results=results)
 
 

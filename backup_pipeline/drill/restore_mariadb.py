@@ -12,6 +12,7 @@ dump is read through the guard, and only a dump that ends as mariadb-dump's do i
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 
@@ -90,8 +91,9 @@ def restore_in_mariadb(
 def _stream(restore: DumpRestore, server: ScratchMariadb, watch: Watch, detected: Detected) -> RestoreReport:
     """The dump through the guard into the client; the file hashed as it is read."""
     guard = MariadbScriptGuard(max_bytes=restore.policy.max_bytes, database=detected.database)
-    client = server.client([DATABASE], stdin=subprocess.PIPE)
-    errors = StderrTail(client.stderr)
+    client = server.client([DATABASE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    errors, output = StderrTail(client.stderr), StderrTail(client.stdout)
+    end = secrets.randbits(62)  # the dump cannot guess it: only the client's own run prints it
     reader = HashingReader(restore.fd)
     chunks = decompressed(reader, detected.compression or Compression.NONE)
     refused: str | None = None
@@ -105,6 +107,7 @@ def _stream(restore: DumpRestore, server: ScratchMariadb, watch: Watch, detected
             if data:
                 client.stdin.write(data)
         client.stdin.write(guard.finish())
+        client.stdin.write(b"\nSELECT %d AS restore_end" % end + guard.delimiter + b"\n")
         client.stdin.close()
     except ScriptRefused as exc:
         kill_group(client)  # before the client sees a delimiter or a line end: nothing more runs
@@ -116,16 +119,25 @@ def _stream(restore: DumpRestore, server: ScratchMariadb, watch: Watch, detected
         pass  # the client stopped reading: its errors say why
     code = client.wait()
     errors.join()
+    output.join()
     left_out = dict(guard.left_out)
     if refused:
         report = RestoreReport(DrillOutcome.RESTORE_FAILED, refused, excerpt, left_out=left_out)
     elif code != 0:
         report = _failure(restore, guard, chunks, errors, detected, watch)
         report.left_out = left_out
+    elif not output.tail.rstrip().endswith(f"\n{end}"):
+        report = RestoreReport(DrillOutcome.RESTORE_FAILED, EARLY_END, left_out=left_out)
     else:
         dumped = guard.created_database or detected.database
         report = RestoreReport(DrillOutcome.RESTORED, left_out=left_out, dumped_database=dumped)
     return restore.verified(reader, report)
+
+
+EARLY_END = (
+    "the mariadb client ended before the dump did (it never ran the statement the drill sends after "
+    "the footer): the dump holds a client command or a quote the guard read otherwise"
+)
 
 
 def _failure(

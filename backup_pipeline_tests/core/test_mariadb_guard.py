@@ -65,6 +65,7 @@ def test_a_sound_dump_passes_unchanged_but_its_sandbox_line() -> None:
 
 def test_delimiters_triggers_views_and_routines_pass_without_their_definers() -> None:
     body = (
+        b"INSERT INTO `t` VALUES (5,'back\\\\slash');\n"
         b"/*!50003 SET @saved_sql_mode       = @@sql_mode */ ;\n"
         b"/*!50003 SET sql_mode              = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION' */ ;\n"
         b"DELIMITER ;;\n"
@@ -77,7 +78,6 @@ def test_delimiters_triggers_views_and_routines_pass_without_their_definers() ->
         b"/*!50001 CREATE ALGORITHM=UNDEFINED */\n"
         b"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n"
         b"/*!50001 VIEW `v` AS select `t`.`id` AS `id` from `t` */;\n"
-        b"INSERT INTO `t` VALUES (5,'back\\\\slash');\n"
     )
     out, guard = guarded(dump(body))
     assert b"DEFINER=" not in out and out.count(b"SQL SECURITY DEFINER") == 1
@@ -244,6 +244,112 @@ def test_a_mode_set_from_a_variable_code_may_have_changed_forbids_backslashes_in
         b"/*!50003 SET sql_mode = @saved_sql_mode */ ;\nINSERT INTO t VALUES (10, 'it\\'s');\n"
     )
     guarded(dump(sound))
+
+
+# ---------------------------------------------------------------- several statements in one packet
+# Under `DELIMITER ;;` the client sends everything up to `;;` as one packet and the server runs every
+# `;`-separated statement of it (the client always asks for multi-statements).
+
+SMUGGLED_MODE = (
+    b"DELIMITER ;;\n"
+    b'CREATE PROCEDURE p() SELECT 1; SET sql_mode="NO_BACKSLASH_ESCAPES" ;;\n'
+    b"DELIMITER ;\n"
+    b"SELECT 'a\\' \\q ';\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"DELIMITER ;;\nSELECT 1; SELECT 2 ;;\nDELIMITER ;\n", "several statements"),
+        (b"DELIMITER ;;\nSET @a = 1; GRANT ALL ON *.* TO x ;;\nDELIMITER ;\n", "several statements"),
+        (SMUGGLED_MODE, "sql_mode"),
+        (b"DELIMITER ;;\nCREATE PROCEDURE p() SELECT 1; SET `sql_mode` = '' ;;\nDELIMITER ;\n", "sql_mode"),
+        (b"DELIMITER ;;\nCREATE PROCEDURE p() SELECT 1; SET NAMES sjis ;;\nDELIMITER ;\n", "character set"),
+        (
+            b"DELIMITER ;;\nCREATE PROCEDURE p() SELECT 1; LOAD DATA INFILE '/etc/passwd' INTO TABLE t ;;\n"
+            b"DELIMITER ;\n",
+            "LOAD DATA",
+        ),
+    ],
+)
+def test_statements_smuggled_beside_a_routine_are_refused(body: bytes, words: str) -> None:
+    assert words in refused(dump(body)).reason
+
+
+def test_a_routine_packet_that_names_a_saved_variable_makes_its_mode_unknown() -> None:
+    """A packet can assign `@saved_sql_mode` unseen: the mode set from it later is unknown."""
+    body = (
+        b"SET @saved_sql_mode = @@sql_mode;\nDELIMITER ;;\n"
+        b"CREATE PROCEDURE p() SELECT 1; SELECT 'NO_BACKSLASH_ESCAPES' INTO @saved_sql_mode ;;\n"
+        b"DELIMITER ;\nSET sql_mode = @saved_sql_mode;\nSELECT 'a\\' \\q ';\n"
+    )
+    assert "cannot know" in refused(dump(body)).reason
+
+
+def test_dynamic_sql_in_a_routine_packet_leaves_mode_and_character_set_unknown() -> None:
+    """Routines with dynamic SQL pass (mariadb-dump writes them last); after them, what the guard
+    could read otherwise than the server is refused."""
+    routine = (
+        b"DELIMITER ;;\nCREATE PROCEDURE p()\nBEGIN\n  PREPARE s FROM @q;\n  EXECUTE s;\nEND ;;\n"
+        b"DELIMITER ;\n"
+    )
+    guarded(dump(routine + b"INSERT INTO t VALUES (1, 'plain');\n"))
+    assert "cannot know" in refused(dump(routine + b"INSERT INTO t VALUES (1, 'it\\'s');\n")).reason
+    assert "above 127" in refused(dump(routine + "INSERT INTO t VALUES (1, 'é');\n".encode())).reason
+
+
+def test_a_routine_body_of_several_statements_passes() -> None:
+    body = (
+        b"DELIMITER ;;\n/*!50003 CREATE*/ /*!50003 TRIGGER tr BEFORE INSERT ON t FOR EACH ROW BEGIN\n"
+        b"  SET NEW.s = 'x;y';\n  SET @n = @n + 1;\nEND */;;\nDELIMITER ;\n"
+        b"INSERT INTO t VALUES (1, 'it\\'s');\n"
+    )
+    out, _ = guarded(dump(body))
+    assert b"SET @n = @n + 1;" in out
+
+
+# ---------------------------------------------------------------- the client's character set
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"SET NAMES sjis;\n",
+        b"/*!40101 SET NAMES 'gbk' */;\n",
+        b"SET CHARACTER SET big5;\n",
+        b"SET character_set_client = cp932;\n",
+        b"SET @@session.character_set_client = 'SJIS';\n",
+        b"SET @cs = 'sjis';\nSET character_set_client = @cs;\n",
+        b"SET NAMES sjis COLLATE sjis_bin;\n",
+    ],
+)
+def test_character_sets_whose_characters_can_hold_a_backslash_are_refused(body: bytes) -> None:
+    assert "character set" in refused(dump(body)).reason
+
+
+def test_a_character_set_the_guard_cannot_know_allows_ascii_only() -> None:
+    saved = (
+        b"SET @cs = @@character_set_client;\nINSERT INTO t VALUES (1, 'x');\n"
+        b"SET character_set_client = @cs;\n"
+    )
+    guarded(dump(saved + b"INSERT INTO t VALUES (2, 'y');\n"))
+    assert "above 127" in refused(dump(saved + "INSERT INTO t VALUES (2, 'ü');\n".encode())).reason
+    # mariadb-dump's own: utf8mb4 for a view, then the saved one back, nothing ran in between
+    sound = (
+        b"/*!50001 SET @saved_cs_client = @@character_set_client */;\n"
+        b"/*!50001 SET character_set_client = utf8mb4 */;\n"
+        b"/*!50001 SET character_set_client = @saved_cs_client */;\n"
+    )
+    guarded(dump(sound + "INSERT INTO t VALUES (2, 'ü');\n".encode()))
+
+
+def test_long_escaped_strings_are_read_in_one_pass() -> None:
+    """A string of many escapes and no closing quote in sight (a JSON document as mariadb-dump writes
+    it): read whole, whatever the chunks."""
+    value = b'{\\"k\\": \\"v\\"}' * 20_000
+    data = dump(b"INSERT INTO t VALUES (1, '" + value + b"');\n")
+    assert guarded(data, 4096)[0] == guarded(data)[0]
 
 
 # ---------------------------------------------------------------- the end
