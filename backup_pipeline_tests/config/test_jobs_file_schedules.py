@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backup_pipeline.config.jobs_file import JobsFileError, load_jobs_file
+from backup_pipeline.config.schedules import fires, firing_days
 
 MIXED = """\
 defaults:
@@ -158,3 +159,12 @@ def test_a_name_keeps_a_daily_backups_identity_when_it_moves_to_a_schedule(tmp_p
     (before,) = load(tmp_path, "jobs:\n" + job(expected_hour_utc=13, expected_minute_utc=0))
     (after,) = load(tmp_path, "jobs:\n" + job(name='"1300"', schedule='"0 13 * * 1-5"'))
     assert before.key == after.key
+
+
+@pytest.mark.parametrize(
+    "day_fields",
+    ["* * *", "29 2 *", "31 4,6 *", "* * 1-5", "1 1 1", "*/20 * 1L", "13 * 5", "L 2 *", "* * 6#5"],
+)
+def test_whether_an_expression_fires_is_its_first_firing_day(day_fields: str) -> None:
+    """check_cron asks for one firing day, not the 5,844 a daily expression has."""
+    assert fires(day_fields) == bool(firing_days(day_fields))
