@@ -300,12 +300,12 @@ class Sandbox:
                 command += ["--ro-bind", str(host), str(host)]
         for name in ETC_FILES:
             command += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        if tmp is not None:  # first: binaries installed under /tmp (a checkout there) stay visible
+            command += ["--bind", str(tmp), "/tmp"]
         for folder in self.read_only:
             command += ["--ro-bind", str(folder), str(folder)]
         # /dev holds the usual devices and nothing writable (it is memory: no file may be put there)
         command += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc"]
-        if tmp is not None:
-            command += ["--bind", str(tmp), "/tmp"]
         for folder in writable:
             command += ["--bind", str(folder), str(folder)]
         if info_fd is not None:  # bubblewrap writes its init's id there once it made it

@@ -8,8 +8,10 @@ sandbox tool, drills refuse to run with one clear line."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_pipeline.adapters.drill_host import Limits
+from backup_pipeline.adapters.drill_host import Limits, Sandbox, base_env, spawn
 from backup_pipeline.adapters.scratch_cluster import ADMIN_USER, ScratchCluster
 from backup_pipeline.drill.restore import DrillEnvironment
 from backup_pipeline.storage.scratch import session
@@ -203,3 +205,42 @@ def test_the_scratch_server_runs_in_namespaces_of_its_own(drill_environment: Dri
         status = Path(f"/proc/{postmaster}/status").read_text()
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
         assert int(uid) == env.user.uid
+
+
+def test_binaries_installed_under_tmp_stay_visible_beside_the_drills_own_tmp(
+    drill_environment: DrillEnvironment,
+) -> None:
+    """A checkout under /tmp (its virtualenv's PostgreSQL there too): the drill's own folder mounted as
+    the sandbox's /tmp must not hide the binaries it runs."""
+    env = drill_environment
+    tools = Path(tempfile.mkdtemp(prefix="bp-tools-", dir="/tmp"))
+    try:
+        tools.chmod(0o755)
+        program = tools / "hello"
+        program.write_text("#!/bin/sh\necho hello from $0\n")
+        program.chmod(0o755)
+        own = env.root / f"probe-tmp-{os.getpid()}"
+        own.mkdir()
+        own_tmp = own / "tmp"
+        own_tmp.mkdir()
+        if env.user.switch:
+            for folder in (own, own_tmp):
+                os.chown(folder, env.user.uid, env.user.gid)
+        sandbox = Sandbox(env.sandbox.bwrap, (*env.sandbox.read_only, tools))
+        process = spawn(
+            [str(program)],
+            env.user,
+            Limits(1 << 30, 1 << 20),
+            sandbox=sandbox,
+            writable=(own,),
+            tmp=own_tmp,
+            env=base_env(),
+            cwd=own,
+            stdout=subprocess.PIPE,
+        )
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert out.decode().strip() == f"hello from {program}"
+    finally:
+        shutil.rmtree(tools, ignore_errors=True)
+        shutil.rmtree(env.root / f"probe-tmp-{os.getpid()}", ignore_errors=True)
