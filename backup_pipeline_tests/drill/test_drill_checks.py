@@ -234,4 +234,7 @@ def test_a_check_reads_past_the_dumps_row_level_security(drill_workspace: Worksp
     (row,) = json.loads(stdout)
     assert row["outcome"] == "RESTORED", row
     assert row["checks"] == [{"name": "one row", "passed": True, "detail": "true"}]
-    assert peak_rss_kib(stderr) < 150 * 1024, f"the drill's process held {peak_rss_kib(stderr) // 1024} MiB"
+    # A drill's process holds about 150 MiB (the benchmarks' figure, a Dagster run in process); the
+    # notices alone are 160 MB: had they reached it, it would hold twice that.
+    peak = peak_rss_kib(stderr)
+    assert peak < 240 * 1024, f"the drill's process held {peak // 1024} MiB"
