@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.common import PYTHON, SCRATCH, Report, run
+from benchmarks.fleet import _stop_embedded_server
 
 AGENTS = {"plain": "BENCH_DRILL_PLAIN", "custom": "BENCH_DRILL_CUSTOM"}  # each stages bench_db
 DAY = "2025-11-21"
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> Report:
         "machine load before / after", 0, "", note=f"{before} / {load()} at {datetime.now(UTC):%H:%M}Z"
     )
     report.print()
+    _stop_embedded_server(root / "home" / "pgdata")  # the CLI left it running: nothing else uses it
     return report
 
 
