@@ -491,7 +491,7 @@ def _amcheck(checks: ScratchSession, schema: str | None, found: Inspection) -> N
         found.amcheck = "not available (no amcheck extension with these PostgreSQL binaries)"
         return
     indexes = checks.rows(_BTREE_INDEXES)
-    verify = f"SELECT {schema}.bt_index_check(CAST(CAST(%s AS pg_catalog.oid) AS pg_catalog.regclass), true)"
+    verify = f"SELECT {schema}.bt_index_check(CAST(CAST(%s AS pg_catalog.oid) AS pg_catalog.regclass), false)"
     for oid, index_schema, index in sorted(indexes, key=lambda row: (row[1], row[2])):
         try:
             checks.run(verify, (oid,))

@@ -144,8 +144,9 @@ def squatting() -> str:
 
 
 def expression_index(sentinels: Path) -> str:
-    """An index over the dump's own function: verifying the index with its rows evaluates it, which
-    must happen with no more rights than the dump's own."""
+    """An index over the dump's own function: were it evaluated outside the restore, it would have to
+    run with no more rights than the dump's own (amcheck verifies indexes structurally and runs
+    none of it: `test_amcheck_runs_none_of_the_dumps_code`)."""
     return (
         probe(sentinels)
         + "CREATE FUNCTION public.keyed(a integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE "
@@ -153,6 +154,25 @@ def expression_index(sentinels: Path) -> str:
         + "COPY public.t (a) FROM stdin;\n1\n2\n3\n\\.\n"
         + "CREATE INDEX t_keyed ON public.t (public.keyed(a));\n"
     )
+
+
+def expression_index_outside_the_restore() -> str:
+    """An index over a function that fails when anyone but the restore evaluates it: verifying the
+    index structurally must not run it at all."""
+    return (
+        "CREATE FUNCTION public.only_restoring(a integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE "
+        "SET search_path = pg_catalog AS $f$ BEGIN IF session_user OPERATOR(pg_catalog.<>) 'drill_restore' "
+        "THEN RAISE EXCEPTION 'the dump''s code ran in the product''s checks'; END IF; RETURN a; END $f$;\n"
+        "COPY public.t (a) FROM stdin;\n1\n2\n3\n\\.\n"
+        "CREATE INDEX t_only_restoring ON public.t (public.only_restoring(a));\n"
+    )
+
+
+def test_amcheck_runs_none_of_the_dumps_code(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_PIPELINE_DRILL_PG_BIN", str(debian_bin_dir()))
+    row = site.drill_json("expression_outside", DAY2)
+    assert row["outcome"] == "RESTORED", row
+    assert row["amcheck"] == "1 of 1 btree index(es) verified", row
 
 
 def test_a_squatted_schema_name_neither_stops_amcheck_nor_hides_a_table(
@@ -205,6 +225,7 @@ def sound_older_dump() -> bytes:
 def site(module_workspace: Workspace, sentinels: Path) -> Site:
     """One agent staging every dump of this module (scanned once)."""
     bodies = cases(sentinels) | {"squatting": squatting(), "expression_index": expression_index(sentinels)}
+    bodies["expression_outside"] = expression_index_outside_the_restore()
     plain = {name: script(body) for name, body in bodies.items()}
     plain |= {"spoofed": spoofed_footer(), "more": footer_then_more(), "sound": sound_older_dump()}
     dumps = {name: {DAY2: staged(name, DAY2, gz(data), ".sql.gz")} for name, data in plain.items()}
