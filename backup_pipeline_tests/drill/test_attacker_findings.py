@@ -47,7 +47,6 @@ from backup_pipeline_tests.support.hostile_dumps import script, table_rows
 from backup_pipeline_tests.support.scan_harness import (
     PEAK_RSS,
     ScanEnv,
-    cli_command,
     finish,
     kill_at,
     ok,
@@ -129,16 +128,9 @@ def test_notices_raised_during_the_checks_stay_out_of_the_products_memory(
     env = ScanEnv.of(site.ws)
     env.extra = {"BACKUP_PIPELINE_DRILL_DIR": str(drill_dir)}
     args = ("drill", "--agent", SITE, "--database", "notices", "--cycle", cycle(DAY2), "--json")
-    process = subprocess.Popen(
-        cli_command(*args, prelude=PEAK_RSS),
-        env=env.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    stdout, stderr = finish(process, 300, "the drill")
-    assert process.returncode == 0, stderr[-2000:]
+    result = run_cli(env, *args, prelude=PEAK_RSS, timeout=300)
+    stdout, stderr = result.stdout, result.stderr
+    assert result.returncode == 0, stderr[-2000:]
     peak_kib = peak_rss_kib(stderr)
     (row,) = json.loads(stdout)
     assert row["outcome"] is not None, row

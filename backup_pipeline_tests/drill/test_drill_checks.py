@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from typing import Any
 
 import pytest
@@ -31,7 +30,12 @@ from backup_pipeline_tests.support.drill_fixtures import (
 )
 from backup_pipeline_tests.support.hostile_dumps import script
 from backup_pipeline_tests.support.metrics_fleet import parse
-from backup_pipeline_tests.support.scan_harness import PEAK_RSS, ScanEnv, cli_command, finish, peak_rss_kib
+from backup_pipeline_tests.support.scan_harness import (
+    PEAK_RSS,
+    ScanEnv,
+    peak_rss_kib,
+    run_cli,
+)
 
 CHECKS: dict[str, list[dict[str, str]]] = {
     "c_pass": [
@@ -221,16 +225,9 @@ def test_a_check_reads_past_the_dumps_row_level_security(drill_workspace: Worksp
     env = ScanEnv.of(ws)
     env.extra = {"BACKUP_PIPELINE_DRILL_DIR": os.environ["BACKUP_PIPELINE_DRILL_DIR"]}
     args = ("drill", "--agent", SITE, "--database", "noisy", "--cycle", f"{DAY2}T13:00:00Z", "--json")
-    process = subprocess.Popen(
-        cli_command(*args, prelude=PEAK_RSS),
-        env=env.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    stdout, stderr = finish(process, 300, "the drill")
-    assert process.returncode == 0, stderr
+    result = run_cli(env, *args, prelude=PEAK_RSS, timeout=300)
+    stdout, stderr = result.stdout, result.stderr
+    assert result.returncode == 0, stderr
     (row,) = json.loads(stdout)
     assert row["outcome"] == "RESTORED", row
     assert row["checks"] == [{"name": "one row", "passed": True, "detail": "true"}]

@@ -31,7 +31,12 @@ from backup_pipeline_tests.support.drill_fixtures import (
     staged,
 )
 from backup_pipeline_tests.support.hostile_dumps import script, table_rows
-from backup_pipeline_tests.support.scan_harness import PEAK_RSS, ScanEnv, cli_command, finish, peak_rss_kib
+from backup_pipeline_tests.support.scan_harness import (
+    PEAK_RSS,
+    ScanEnv,
+    peak_rss_kib,
+    run_cli,
+)
 
 HUGE_ERROR = "DO $$BEGIN RAISE EXCEPTION '%', pg_catalog.repeat('x', 50000000); END$$;\n"
 PARALLEL = """
@@ -73,16 +78,9 @@ def test_a_50_megabyte_error_is_bounded_everywhere(site: Site, drill_dir: Path) 
     env = ScanEnv.of(site.ws)
     env.extra = {"BACKUP_PIPELINE_DRILL_DIR": str(drill_dir)}
     args = ("drill", "--agent", SITE, "--database", "huge_error", "--cycle", cycle(DAY2), "--json")
-    process = subprocess.Popen(
-        cli_command(*args, prelude=PEAK_RSS),
-        env=env.environ(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    stdout, stderr = finish(process, 300, "the drill")
-    assert process.returncode == 0, stderr
+    result = run_cli(env, *args, prelude=PEAK_RSS, timeout=300)
+    stdout, stderr = result.stdout, result.stderr
+    assert result.returncode == 0, stderr
     peak_kib = peak_rss_kib(stderr)
     (row,) = json.loads(stdout)
     assert row["outcome"] == "RESTORE_FAILED"
