@@ -93,8 +93,55 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         )
 
 
+# The server the tests run on, as the shell named it: read once, before the shell's settings are hidden.
+EXTERNAL_SERVER = os.environ.get("BACKUP_PIPELINE_DATABASE_URL")
+# Variables the test session never passes on from the shell (the product's settings and Dagster's home);
+# tests set what they need, through their workspace.
+PRODUCT_VARIABLES = ("BACKUP_PIPELINE_", "BACKUP_STORAGE_", "DAGSTER_HOME", "SCANNER_", "MAX_STATUS_FILE_AGE")
+TEST_VARIABLES = "BACKUP_PIPELINE_TEST_"  # knobs of the test session itself
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests start from none of the shell's settings and in an empty working folder, not the checkout:
+    the product reads a `.env` in its working folder or above (the demo writes one in the checkout,
+    naming its embedded server) and keeps its home, `./.backup_pipeline`, there by default."""
+    hidden = [n for n in os.environ if n.startswith(PRODUCT_VARIABLES) and not n.startswith(TEST_VARIABLES)]
+    for name in hidden:
+        del os.environ[name]
+    folder = tmp_path_factory.mktemp("working_folder")
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(before)
+
+
+@pytest.fixture(autouse=True)
+def environment_kept(neutral_ground: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    """What a test changes of the process's environment (a command run in process exports its settings)
+    ends with it; a test that used the working folder (the default home and its embedded server)
+    fails, naming what it left there."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+    left = sorted(p.name for p in neutral_ground.iterdir())
+    if left:  # moved aside, for a look and so that the next tests start clean
+        aside = neutral_ground.with_name(f"{neutral_ground.name}-left-by-{request.node.name}"[:200])
+        aside.mkdir()
+        for name in left:
+            (neutral_ground / name).rename(aside / name)
+    assert not left, (
+        f"the test wrote {left} into the working folder: it used the product's defaults there (give it "
+        "a workspace, or settings naming its database and home)"
+    )
+
+
 def _server_url() -> tuple[str, Any]:
-    external = os.environ.get("BACKUP_PIPELINE_DATABASE_URL")
+    external = EXTERNAL_SERVER
     if external:
         return db_module.normalise_url(external), None
     pgdata = Path(tempfile.mkdtemp(prefix="bp-test-pg-")) / "pgdata"

@@ -206,10 +206,11 @@ def test_dg_checks_and_lists_the_definitions_from_the_checkout(workspace: Worksp
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "BACKUP_PIPELINE_DAGSTER_PG_URL")}
     env["VIRTUAL_ENV"] = str(Path(sys.executable).parent.parent)
     dg = Path(sys.executable).parent / "dg"
+    project = checkout_without_local_state(workspace.home.parent / "checkout")
 
     def run(*args: str) -> str:
         completed = subprocess.run(
-            [str(dg), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+            [str(dg), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
         )
         said = completed.stdout + completed.stderr
         assert completed.returncode == 0, said
@@ -219,6 +220,17 @@ def test_dg_checks_and_lists_the_definitions_from_the_checkout(workspace: Worksp
     assert "All definitions loaded successfully" in run("check", "defs")
     listed = run("list", "defs", "--json")
     assert "backups/SIRPACAM" in listed and "backup_scan" in listed and "restore_drills" in listed
+
+
+def checkout_without_local_state(folder: Path) -> Path:
+    """The checkout's project files, without what running the product there left behind: Dagster's
+    commands load the `.env` of their working folder over the environment, and the demo writes one
+    naming its embedded server (which may have been stopped since)."""
+    folder.mkdir()
+    for name in ("pyproject.toml", "dagster.yaml", "workspace.yaml"):
+        shutil.copyfile(PROJECT_ROOT / name, folder / name)
+    (folder / "backup_pipeline").symlink_to(PROJECT_ROOT / "backup_pipeline")
+    return folder
 
 
 def _scan_with_dagster_home(workspace: Workspace, home: Path) -> subprocess.CompletedProcess[str]:

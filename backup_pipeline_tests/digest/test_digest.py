@@ -14,7 +14,7 @@ import yaml
 from dagster import DagsterInstance, build_schedule_context
 
 from backup_pipeline.config.jobs_file import DeclaredBackup
-from backup_pipeline.config.settings import Settings
+from backup_pipeline.config.settings import Settings, load_settings
 from backup_pipeline.core.domain import ContentPolicy
 from backup_pipeline.defs.digest import DIGEST_ASSET, DIGEST_JOB, build_digest_schedule, digest_delay
 from backup_pipeline_tests.conftest import Workspace
@@ -168,10 +168,10 @@ def _resolved(hour: int, minute: int, window: int) -> DeclaredBackup:
     ],
 )
 def test_the_daily_schedule_digests_the_day_whose_cycles_are_decided(
-    jobs: list[tuple[int, int, int]], cron: str, tick: datetime, day: str
+    jobs: list[tuple[int, int, int]], cron: str, tick: datetime, day: str, workspace: Workspace
 ) -> None:
     declared = [_resolved(*j) for j in jobs]
-    settings = Settings(start_date=date(2024, 1, 1))
+    settings = load_settings().model_copy(update={"start_date": date(2024, 1, 1)})
     schedule = build_digest_schedule(definitions(settings).resolve_job_def(DIGEST_JOB), declared)
     assert schedule.cron_schedule == cron
     assert digest_delay(declared).total_seconds() > 0
@@ -184,5 +184,5 @@ def test_the_daily_schedule_digests_the_day_whose_cycles_are_decided(
     (request,) = tick_with(settings)
     assert request.partition_key == day
     assert tick_with(settings) == [request]  # same run key
-    late = Settings(start_date=date(2030, 1, 1))
+    late = settings.model_copy(update={"start_date": date(2030, 1, 1)})
     assert tick_with(late) == []  # before the first partition
