@@ -37,7 +37,8 @@ from backup_pipeline.storage import database as db_module
 from backup_pipeline_tests.support.scan_harness import TEMPLATE
 
 # Restore drills' shared fixtures (drill folder, environment, sample dumps, sites).
-pytest_plugins = ["backup_pipeline_tests.support.drill_fixtures"]
+# How tests are spread over pytest-xdist workers (groups and order).
+pytest_plugins = ["backup_pipeline_tests.support.drill_fixtures", "backup_pipeline_tests.support.scheduling"]
 
 _counter = itertools.count()
 BASE_PREFIX = "bp-tests-"
@@ -77,8 +78,12 @@ def _running(pid: int) -> bool:
 
 def reachable_folder(factory: pytest.TempPathFactory, name: str) -> Path:
     """A new folder under the session's base folder that other users (the drill user) may cross to
-    folders of their own, but not list."""
-    factory.getbasetemp().chmod(0o711)
+    folders of their own, but not list. Under xdist the base folder is the worker's, inside the
+    session's: both are crossed."""
+    base = factory.getbasetemp()
+    base.chmod(0o711)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base.parent.chmod(0o711)
     folder = factory.mktemp(name)
     folder.chmod(0o711)
     return folder

@@ -7,4 +7,7 @@ bash scripts/setup.sh test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
-exec .venv/bin/python -m pytest "$@"
+# Two worker processes (pytest-xdist; BACKUP_PIPELINE_TEST_WORKERS=N for another count, `-n 0` among the
+# arguments for none): tests that share a module-scoped fixture go to one worker together, the others
+# one by one, the long modules first (backup_pipeline_tests/support/scheduling.py, docs/testing.md).
+exec .venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"

@@ -35,7 +35,7 @@ from backup_pipeline_tests.support.scan_harness import (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def checked_control(control: dict[str, Any]) -> dict[str, Any]:
     """The uninterrupted run, with the report clash it must have kept."""
     assert len(control["reports"]) == 8

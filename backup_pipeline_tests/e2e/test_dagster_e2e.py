@@ -273,16 +273,16 @@ def test_sensor_scan_assets_checks_backfills_and_ui(workspace: Workspace, dagste
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     cycle = now - timedelta(minutes=60)  # window 90 min: the report is in, the deadline still ahead
     workspace.write_jobs(jobs_for(cycle), defaults={"window_minutes": WINDOW})
-    # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
-    # inside the test: it is stopped before the daemon starts, so the scans below are the sensor's.
-    servers = dagster_servers(SCHEDULE)
-    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
-
-    # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear.
+    # Reports land: agent folders are prepared aside and moved in whole, as an upload would appear;
+    # before the daemon starts, so that the sensor's first tick finds them (its next is 30 s later).
     scenario = build_deposit(tmp_path / "incoming", cycle)
     for folder in sorted((tmp_path / "incoming").iterdir()):
         folder.rename(workspace.root / folder.name)
     day = scenario.day.isoformat()
+    # The 15-minute schedule would scan (and archive) the reports first when a quarter hour falls
+    # inside the test: it is stopped before the daemon starts, so the scans below are the sensor's.
+    servers = dagster_servers(SCHEDULE)
+    assert (servers.home / "dagster.yaml").read_text() == SHIPPED_INSTANCE_CONFIG.read_text()
 
     # ---- the sensor starts automatic scans; all of them succeed and today's cycle has its entries.
     def today_scanned() -> tuple[bool, Any]:
