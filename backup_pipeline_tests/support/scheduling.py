@@ -1,4 +1,4 @@
-"""How the suite is spread over pytest-xdist workers (`scripts/test.sh` runs `-n 2 --dist loadgroup`).
+"""How the suite is spread over pytest-xdist workers (`scripts/test.sh` runs `-n 3 --dist loadgroup`).
 
 Every test is sent to a worker on its own, except the tests of a module that use a module-scoped
 fixture (a cluster, a scanned site): they go to one worker together (an `xdist_group` named after the
@@ -9,7 +9,7 @@ environment, the sample dumps, the robustness tests' stage).
 
 The order tests are handed out in is pytest-randomly's (shuffled from the seed), in tiers: modules of
 `slow` tests first (grouped ones before the others), then grouped modules, then the rest, so that the
-long end-to-end tests start at once on both workers and the many short tests fill the gaps at the end
+long end-to-end tests start at once and the many short tests fill the gaps at the end
 (a long test handed out last would run alone). Modules stay whole, in the order of the seed within their tier.
 
 Without xdist (`-n 0`, or a single module run by hand) only the order changes, by the same tiers.
