@@ -21,7 +21,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +131,10 @@ def environment_kept(neutral_ground: Path, request: pytest.FixtureRequest) -> It
     ends with it; a test that used the working folder (the default home and its embedded server)
     fails, naming what it left there."""
     before = dict(os.environ)
+    default_signals()
     yield
+    if restored := default_signals():
+        warnings.warn(f"{request.node.nodeid} left {restored} ignored", SignalsLeftIgnored, stacklevel=1)
     if dict(os.environ) != before:
         os.environ.clear()
         os.environ.update(before)
@@ -143,6 +148,31 @@ def environment_kept(neutral_ground: Path, request: pytest.FixtureRequest) -> It
         f"the test wrote {left} into the working folder: it used the product's defaults there (give it "
         "a workspace, or settings naming its database and home)"
     )
+
+
+class SignalsLeftIgnored(Warning):
+    """Shown in the warnings summary, naming the test (not a UserWarning: those are filtered out)."""
+
+
+def default_signals() -> list[str]:
+    """Stopping signals back to Python's defaults when something run in this process left them ignored
+    (seen once: a worker's SIGINT, SIGQUIT and SIGTERM ignored after some test, every process the
+    later tests started inherited it, and an exporter outlived the SIGTERM that ends its test); the
+    signals restored."""
+    restored = []
+    for number, default in STOPPING_SIGNALS.items():
+        if signal.getsignal(number) == signal.SIG_IGN:
+            signal.signal(number, default)
+            restored.append(number.name)
+    return restored
+
+
+STOPPING_SIGNALS = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGQUIT: signal.SIG_DFL,
+    signal.SIGHUP: signal.SIG_DFL,
+}
 
 
 def _server_url() -> tuple[str, Any]:

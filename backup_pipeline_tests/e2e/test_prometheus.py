@@ -50,7 +50,12 @@ def served(workspace: Workspace, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # killed, not left running after the test
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            raise AssertionError(f"`metrics serve` outlived SIGTERM by 20 s\n{log.read_text()}") from None
 
 
 def _healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
