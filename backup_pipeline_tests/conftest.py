@@ -160,11 +160,20 @@ def default_signals() -> list[str]:
     later tests started inherited it, and an exporter outlived the SIGTERM that ends its test); the
     signals restored."""
     restored = []
+    ignored = ignored_signals()
     for number, default in STOPPING_SIGNALS.items():
-        if signal.getsignal(number) == signal.SIG_IGN:
+        if number in ignored or signal.getsignal(number) == signal.SIG_IGN:
             signal.signal(number, default)
             restored.append(number.name)
     return restored
+
+
+def ignored_signals() -> set[int]:
+    """The signals this process ignores, as the kernel sees it: code outside Python's `signal` module
+    (a C library, a forked helper's set-up) changes dispositions that `signal.getsignal` does not show."""
+    status = Path("/proc/self/status").read_text()
+    mask = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)[1], 16)  # type: ignore[index]
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
 
 
 STOPPING_SIGNALS = {
