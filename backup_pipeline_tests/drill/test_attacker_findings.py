@@ -30,8 +30,10 @@ import zstandard
 
 from backup_pipeline.adapters.drill_host import Limits
 from backup_pipeline.adapters.scratch_cluster import ScratchCluster
+from backup_pipeline.config.settings import Settings
 from backup_pipeline.drill.restore import DrillEnvironment
-from backup_pipeline_tests.conftest import Workspace
+from backup_pipeline.drill.run import prepare_environment
+from backup_pipeline_tests.conftest import Workspace, reachable_folder
 from backup_pipeline_tests.drill.test_other_binaries import debian_bin_dir
 from backup_pipeline_tests.support.drill_fixtures import (
     DAY2,
@@ -404,11 +406,23 @@ for pid in children:
 """
 
 
-def test_the_sandbox_bounds_the_number_of_processes(drill_environment: DrillEnvironment) -> None:
+@pytest.fixture
+def forks_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillEnvironment]:
+    """Drills as a drill user of their own: the cap on processes counts all of a user's on the
+    machine, and filling it as the session's drill user would fail the drills other test workers run
+    at the same moment (seen: `bwrap: Creating new namespace failed: Resource temporarily unavailable`)."""
+    folder = reachable_folder(tmp_path_factory, "drills-forks")
+    yield prepare_environment(
+        Settings(drill_dir=folder, home=folder / "home", drill_user="backup-pipeline-drill-forks")
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_sandbox_bounds_the_number_of_processes(forks_environment: DrillEnvironment) -> None:
     """Every process has the address-space limit, but nothing bounds how many there are: a drill
     (its server, its backends and whatever they start) could take N × the memory limit, or every
     process id of the machine. A drill needs a few dozen."""
-    with cluster(drill_environment, "nproc") as probed:
+    with cluster(forks_environment, "nproc") as probed:
         probed.create()
         out = shell(probed, f"python3 -c '{FORKS}'")
     started = int(out.rsplit("started=", 1)[1].split()[0])
