@@ -140,8 +140,9 @@ def environment_kept(neutral_ground: Path, request: pytest.FixtureRequest) -> It
         os.environ.update(before)
     left = sorted(p.name for p in neutral_ground.iterdir())
     if left:  # moved aside, for a look and so that the next tests start clean
-        aside = neutral_ground.with_name(f"{neutral_ground.name}-left-by-{request.node.name}"[:200])
-        aside.mkdir()
+        by = re.sub(r"[^\w.-]+", "_", request.node.name)[:150]  # a parameter id may hold a slash
+        aside = neutral_ground.with_name(f"{neutral_ground.name}-left-by-{by}")
+        aside.mkdir(exist_ok=True)
         for name in left:
             (neutral_ground / name).rename(aside / name)
     assert not left, (

@@ -110,3 +110,22 @@ def test_the_shipped_storage_writes_the_same_events_over_kept_connections(
     assert (stock_materializations, stock_checks) == (3, 6)  # no report is new the second time
     assert connections < 10, f"{connections} connections opened for {events} events"
     assert stock_connections >= 2 * (stock_materializations + stock_checks)
+
+
+def test_the_shipped_run_queue_dequeues_every_second_one_scan_and_one_drill_run_at_a_time(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run coordinator block (a 1 s dequeue) and the `concurrency` block (the limits) of the
+    shipped dagster.yaml both take effect: one does not replace the other."""
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("BACKUP_PIPELINE_DAGSTER_PG_URL", database_url)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # type: ignore[attr-defined]
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None
+        assert queue.max_concurrent_runs == 4
+        limits = {(t["key"], t.get("value")): t["limit"] for t in queue.tag_concurrency_limits}
+        assert limits == {
+            ("backup_pipeline/scan", "exclusive"): 1,
+            ("backup_pipeline/drill", "exclusive"): 1,
+        }
