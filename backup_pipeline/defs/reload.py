@@ -10,9 +10,6 @@ Best effort: without the URL, or when the webserver cannot be reached, the calle
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from dagster_graphql import DagsterGraphQLClient, ReloadRepositoryLocationStatus
-from requests.auth import HTTPBasicAuth
-
 from backup_pipeline.config.settings import Settings
 
 CODE_LOCATION = "backup_pipeline"  # workspace.yaml, [tool.dagster] and `dg` (the project's name)
@@ -29,6 +26,11 @@ def reload_code_location(settings: Settings) -> Reload:
     """Ask the webserver to reload the code location (never raises)."""
     if not settings.dagster_url:
         return Reload(False, False, "the synced fleet changed: reload the code location in the Dagster UI")
+    # Imported here, not with the module: the GraphQL client's imports cost every process loading the
+    # definitions (code servers, run workers, commands) a sixth of a second, for a call made after a sync.
+    from dagster_graphql import DagsterGraphQLClient, ReloadRepositoryLocationStatus
+    from requests.auth import HTTPBasicAuth
+
     url = urlsplit(settings.dagster_url)
     where = f"{url.hostname}:{url.port}" if url.port else str(url.hostname)  # never the credentials
     try:
