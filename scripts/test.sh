@@ -12,4 +12,20 @@ bash scripts/setup.sh test
 # third worker fills (measured: 24-25 min in one process, 13.1 min on two workers, 11.6-13.6 on three,
 # the cores 97% busy). Tests sharing a module-scoped fixture go to one worker together, the others one by
 # one, the long modules first (backup_pipeline_tests/support/scheduling.py, docs/testing.md).
-exec .venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder "$@"
+pytest=(.venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder "$@")
+# The tests' files (base folders, clusters, deposits, the embedded server's data) on a RAM file system:
+# they create and delete many thousands of files, and on a disk's file system the kernel's
+# inode bookkeeping alone took a tenth of the machine's CPU (this machine's ext4 has no journal, so every new
+# inode is checked against recent deletions). As root, a tmpfs is mounted in a mount namespace of the
+# run's own (nobody else sees it, and it goes away with the run, whatever happens) on a folder under
+# the temporary folder, which TMPDIR then names. BACKUP_PIPELINE_TEST_TMPFS=0 keeps them on disk, for
+# a look at a failed session's files afterwards.
+if [ "${BACKUP_PIPELINE_TEST_TMPFS:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v unshare > /dev/null; then
+  ram="$(mktemp -d "${TMPDIR:-/tmp}/bp-tests-ram-XXXXXX")"
+  trap 'rmdir "$ram"' EXIT
+  set +e
+  unshare --mount --propagation private -- bash -c \
+    'mount -t tmpfs -o mode=1777 bp-tests "$0" && TMPDIR="$0" exec "${@}"' "$ram" "${pytest[@]}"
+  exit $?
+fi
+exec "${pytest[@]}"
