@@ -1,5 +1,5 @@
 """Run every benchmark: `python -m benchmarks [fleet bytes events history sensor code_location scrape
-celery drills archive bomb mariadb_drills]`.
+celery drills archive bomb mariadb_drills startup]`.
 
 Prints each benchmark's table and writes all figures, with the machine's description, to
 benchmarks/out/results.json. Scratch data goes to benchmarks/out/ (or BENCH_SCRATCH); it is
@@ -16,7 +16,7 @@ from benchmarks.common import SCRATCH, machine, write_results
 
 ALL = [
     "fleet", "bytes", "events", "history", "sensor", "code_location", "scrape", "celery", "drills", "archive",
-    "bomb", "mariadb_drills",
+    "bomb", "mariadb_drills", "startup",
 ]  # fmt: skip
 
 
