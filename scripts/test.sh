@@ -9,9 +9,9 @@ bash scripts/setup.sh test
 .venv/bin/lint-imports
 # Three worker processes on the two cores CI has (pytest-xdist; BACKUP_PIPELINE_TEST_WORKERS=N for another
 # count, `-n 0` among the arguments for none): the end-to-end tests wait on daemons and servers, which a
-# third worker fills (measured: 24-25 min in one process, 13.1 min on two workers, 11.6-13.6 on three,
-# the cores 97% busy). Tests sharing a module-scoped fixture go to one worker together, the others one by
-# one, the long modules first (backup_pipeline_tests/support/scheduling.py, docs/testing.md).
+# third worker fills (measured: 24-25 min in one process; 500 s on three, 479 s on four, the cores busy
+# 92-99%). Tests sharing a module-scoped fixture go to one worker together, the others one by one, the
+# long modules first (backup_pipeline_tests/support/scheduling.py, docs/testing.md).
 pytest=(.venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder "$@")
 # The tests' files (base folders, clusters, deposits, the embedded server's data) on a RAM file system:
 # they create and delete many thousands of files, and on a disk's file system the kernel's
