@@ -20,12 +20,16 @@ pytest=(.venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-3}" --dis
 # run's own (nobody else sees it, and it goes away with the run, whatever happens) on a folder under
 # the temporary folder, which TMPDIR then names. BACKUP_PIPELINE_TEST_TMPFS=0 keeps them on disk, for
 # a look at a failed session's files afterwards.
-if [ "${BACKUP_PIPELINE_TEST_TMPFS:-1}" = 1 ] && [ "$(id -u)" = 0 ] && command -v unshare > /dev/null; then
+# Where either is refused (a container without the right), the files stay on disk, and it says so.
+if [ "${BACKUP_PIPELINE_TEST_TMPFS:-1}" = 1 ] && [ "$(id -u)" = 0 ] \
+  && unshare --mount --propagation private true 2> /dev/null; then
   ram="$(mktemp -d "${TMPDIR:-/tmp}/bp-tests-ram-XXXXXX")"
   trap 'rmdir "$ram"' EXIT
   set +e
-  unshare --mount --propagation private -- bash -c \
-    'mount -t tmpfs -o mode=1777 bp-tests "$0" && TMPDIR="$0" exec "${@}"' "$ram" "${pytest[@]}"
+  unshare --mount --propagation private -- bash -c '
+    if mount -t tmpfs -o mode=1777 bp-tests "$0"; then export TMPDIR="$0"
+    else echo "test.sh: no tmpfs could be mounted: the tests'"'"' files stay on disk" >&2; fi
+    exec "$@"' "$ram" "${pytest[@]}"
   exit $?
 fi
 exec "${pytest[@]}"
