@@ -9,7 +9,8 @@ Each session has a temporary base folder of its own (unless `--basetemp` names o
 `pytest-of-USER` folders are private to their owner, so the drill user could not reach a drill folder
 there, and concurrent sessions with one `--basetemp` delete each other's files. Two checkouts can run
 their tests at once. Folders of sessions that ended are removed when a later session starts, the
-latest few kept for a look after a failure.
+latest few kept for a look after a failure (when they are on disk: `scripts/test.sh` puts them on a
+tmpfs of the run's own unless BACKUP_PIPELINE_TEST_TMPFS=0).
 """
 
 from __future__ import annotations

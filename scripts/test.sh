@@ -14,8 +14,8 @@ bash scripts/setup.sh test
 # long modules first (backup_pipeline_tests/support/scheduling.py, docs/testing.md).
 pytest=(.venv/bin/python -m pytest -n "${BACKUP_PIPELINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder "$@")
 # The tests' files (base folders, clusters, deposits, the embedded server's data) on a RAM file system:
-# they create and delete many thousands of files, and on a disk's file system the kernel's
-# inode bookkeeping alone took a tenth of the machine's CPU (this machine's ext4 has no journal, so every new
+# they create and delete many thousands of files, and on a disk's file system the kernel's inode
+# bookkeeping alone took a tenth of the machine's CPU (this machine's ext4 has no journal, so every new
 # inode is checked against recent deletions). As root, a tmpfs is mounted in a mount namespace of the
 # run's own (nobody else sees it, and it goes away with the run, whatever happens) on a folder under
 # the temporary folder, which TMPDIR then names. BACKUP_PIPELINE_TEST_TMPFS=0 keeps them on disk, for
